@@ -1,0 +1,115 @@
+// Leveled, one-line-per-event logging to stderr, as text or JSON.
+
+/** The log levels, most severe first. */
+export const LOG_LEVELS = ["error", "warn", "info", "debug"] as const;
+/** One of {@linkcode LOG_LEVELS}. */
+export type LogLevel = typeof LOG_LEVELS[number];
+/** The log formats: `text` for people, `json` for log shippers. */
+export const LOG_FORMATS = ["text", "json"] as const;
+/** One of {@linkcode LOG_FORMATS}. */
+export type LogFormat = typeof LOG_FORMATS[number];
+
+/** Extra keys of a log event. */
+export type LogFields = Record<string, string | number | boolean | undefined>;
+
+/** Writes log events; each method is a no-op when its level is off. */
+export interface Logger {
+  /** The most verbose level written. */
+  readonly level: LogLevel;
+  /** Tells whether events of `level` are written, so callers can skip building them. */
+  enabled(level: LogLevel): boolean;
+  /** A failure that needs attention: a bug, or the server cannot go on. */
+  error(msg: string, fields?: LogFields): void;
+  /** Something unusual that the server handled. */
+  warn(msg: string, fields?: LogFields): void;
+  /** Lifecycle: start, stop, periodic summaries. */
+  info(msg: string, fields?: LogFields): void;
+  /** Per-connection detail; too much for a busy server's default log. */
+  debug(msg: string, fields?: LogFields): void;
+}
+
+/** Options of {@linkcode createLogger}. */
+export interface LoggerOptions {
+  /**
+   * The most verbose level written.
+   * @default {"info"}
+   */
+  level?: LogLevel;
+  /**
+   * How each event is written.
+   * @default {"text"}
+   */
+  format?: LogFormat;
+  /**
+   * Where a finished line goes (without its newline).
+   * @default {writes the line to stderr}
+   */
+  write?: (line: string) => void;
+  /**
+   * The clock, in milliseconds since the epoch.
+   * @default {Date.now}
+   */
+  now?: () => number;
+}
+
+const encoder = new TextEncoder();
+
+function writeStderr(line: string): void {
+  const bytes = encoder.encode(line + "\n");
+  let written = 0;
+  while (written < bytes.length) {
+    written += Deno.stderr.writeSync(bytes.subarray(written));
+  }
+}
+
+function textValue(value: string | number | boolean): string {
+  const text = String(value);
+  return text === "" || /[\s"=\\]/.test(text) ? JSON.stringify(text) : text;
+}
+
+/**
+ * Creates a logger that writes one line per event: `time LEVEL msg key=value …`
+ * in text format, or an object with the fixed keys `time`, `level`, `msg` and the
+ * event's own keys in JSON format. Fields whose value is `undefined` are left out.
+ *
+ * @example
+ * ```ts
+ * import { createLogger } from "./log.ts";
+ *
+ * const lines: string[] = [];
+ * const log = createLogger({ format: "json", write: (line) => lines.push(line) });
+ * log.info("listening", { address: "[::]:45000" });
+ * log.debug("not written at the default level");
+ * ```
+ */
+export function createLogger(options: LoggerOptions = {}): Logger {
+  const level = options.level ?? "info";
+  const format = options.format ?? "text";
+  const write = options.write ?? writeStderr;
+  const now = options.now ?? Date.now;
+  const threshold = LOG_LEVELS.indexOf(level);
+
+  function emit(eventLevel: LogLevel, msg: string, fields?: LogFields): void {
+    if (LOG_LEVELS.indexOf(eventLevel) > threshold) return;
+    const time = new Date(now()).toISOString();
+    if (format === "json") {
+      write(JSON.stringify({ time, level: eventLevel, msg, ...fields }));
+      return;
+    }
+    let line = `${time} ${eventLevel.toUpperCase().padEnd(5)} ${msg}`;
+    for (const key in fields) {
+      const value = fields[key];
+      if (value !== undefined) line += ` ${key}=${textValue(value)}`;
+    }
+    write(line);
+  }
+
+  return {
+    level,
+    enabled: (eventLevel) => LOG_LEVELS.indexOf(eventLevel) <= threshold,
+    error: (msg, fields) => emit("error", msg, fields),
+    warn: (msg, fields) => emit("warn", msg, fields),
+    info: (msg, fields) => emit("info", msg, fields),
+    debug: (msg, fields) => emit("debug", msg, fields),
+  };
+}

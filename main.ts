@@ -1,0 +1,242 @@
+// The command line: parse flags, start the server, wire signals and logging.
+
+import { parseArgs } from "node:util";
+import config from "./deno.json" with { type: "json" };
+import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./log.ts";
+import { isValidTimeZone } from "./protocol.ts";
+import { DEFAULTS, formatAddress, serve, type ServerOptions } from "./server.ts";
+
+/** The program's version, from `deno.json`. */
+export const VERSION: string = config.version;
+
+/** The text `--help` prints. */
+export const HELP =
+  `time-server ${VERSION}: a TCP time server. TIME is answered with "JAM hh:mm:ss", QUIT closes.
+
+Usage: time-server [options]
+
+Options:
+  --host HOST                 address to listen on (default ${DEFAULTS.hostname}, every IPv4 and IPv6 address)
+  -p, --port PORT             TCP port, 0 = any free port (default ${DEFAULTS.port}, or $PORT)
+  --tz ZONE                   IANA time zone of the answers, e.g. UTC, Asia/Jakarta (default: local)
+  --max-line BYTES            longest request line without CR LF (default ${DEFAULTS.maxLine})
+  --idle-timeout SECONDS      close a connection with no request for this long, 0 = never (default ${DEFAULTS.idleTimeout})
+  --max-connections N         connections served at once; more get "ERR server busy" (default ${DEFAULTS.maxConnections})
+  --shutdown-timeout SECONDS  on SIGINT/SIGTERM, wait this long for owed answers (default ${DEFAULTS.shutdownTimeout})
+  --log-level LEVEL           ${LOG_LEVELS.join(", ")} (default info)
+  --log-format FORMAT         ${LOG_FORMATS.join(", ")} (default text)
+  -h, --help                  print this help and exit
+  -V, --version               print the version and exit
+
+Exit codes: 0 stopped by a signal or --help/--version, 1 could not start, 2 bad command line.`;
+
+/** A mistake on the command line; its message is one line meant for the user. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+/** What the command line asks for, as returned by {@linkcode parseCommandLine}. */
+export type Invocation =
+  | { readonly action: "help" }
+  | { readonly action: "version" }
+  | {
+    readonly action: "serve";
+    readonly options: ServerOptions;
+    readonly logLevel: LogLevel;
+    readonly logFormat: LogFormat;
+  };
+
+const FLAGS = {
+  host: { type: "string" },
+  port: { type: "string", short: "p" },
+  tz: { type: "string" },
+  "max-line": { type: "string" },
+  "idle-timeout": { type: "string" },
+  "max-connections": { type: "string" },
+  "shutdown-timeout": { type: "string" },
+  "log-level": { type: "string" },
+  "log-format": { type: "string" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+} as const;
+
+/** The longest shutdown timeout; timers cannot wait much longer than 24 days anyway. */
+const MAX_SECONDS = 86400;
+
+function integer(name: string, text: string, min: number, max: number): number {
+  const value = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(value >= min && value <= max)) {
+    throw new UsageError(`${name} must be a whole number from ${min} to ${max}, got "${text}"`);
+  }
+  return value;
+}
+
+function seconds(name: string, text: string): number {
+  const value = /^\d+(\.\d+)?$/.test(text) ? Number(text) : NaN;
+  if (!(value >= 0 && value <= MAX_SECONDS)) {
+    throw new UsageError(
+      `${name} must be a number of seconds from 0 to ${MAX_SECONDS}, got "${text}"`,
+    );
+  }
+  return value;
+}
+
+function oneOf<T extends string>(name: string, text: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(text)) {
+    throw new UsageError(`${name} must be one of ${allowed.join(", ")}, got "${text}"`);
+  }
+  return text as T;
+}
+
+function parseError(error: unknown): UsageError {
+  const message = error instanceof Error ? error.message : String(error);
+  const code = (error as { code?: string }).code;
+  const option = message.match(/--[\w-]+/)?.[0] ?? message.match(/'(-[^' ,]*)/)?.[1];
+  if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") return new UsageError(`unknown option ${option}`);
+  if (code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") {
+    return new UsageError(`unexpected argument ${message.match(/'([^']*)'/)?.[1] ?? ""}`.trim());
+  }
+  if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+    return new UsageError(option ? `${option} needs a value` : message.split("\n")[0]);
+  }
+  return new UsageError(message.split("\n")[0]);
+}
+
+/**
+ * Turns the command line (and `PORT` from the environment) into what to do.
+ * Throws {@linkcode UsageError} with a one-line message for any mistake.
+ *
+ * @example
+ * ```ts
+ * import { parseCommandLine } from "./main.ts";
+ *
+ * const invocation = parseCommandLine(["--port", "4000", "--tz", "UTC"]);
+ * // { action: "serve", options: { port: 4000, timeZone: "UTC", … }, … }
+ * ```
+ */
+export function parseCommandLine(args: string[], env: { PORT?: string } = {}): Invocation {
+  let values;
+  try {
+    ({ values } = parseArgs({ args, options: FLAGS, strict: true, allowPositionals: false }));
+  } catch (error) {
+    throw parseError(error);
+  }
+  if (values.help) return { action: "help" };
+  if (values.version) return { action: "version" };
+
+  const options: ServerOptions = {};
+  if (values.host !== undefined) {
+    if (values.host === "") throw new UsageError("--host must not be empty");
+    options.hostname = values.host;
+  }
+  if (values.port !== undefined) options.port = integer("--port", values.port, 0, 65535);
+  else if (env.PORT !== undefined && env.PORT !== "") {
+    options.port = integer("PORT (environment)", env.PORT, 0, 65535);
+  }
+  if (values.tz !== undefined) {
+    if (!isValidTimeZone(values.tz)) {
+      throw new UsageError(
+        `--tz must be an IANA time zone such as UTC or Asia/Jakarta, got "${values.tz}"`,
+      );
+    }
+    options.timeZone = values.tz;
+  }
+  if (values["max-line"] !== undefined) {
+    options.maxLine = integer("--max-line", values["max-line"], 1, 1048576);
+  }
+  if (values["idle-timeout"] !== undefined) {
+    options.idleTimeout = seconds("--idle-timeout", values["idle-timeout"]);
+  }
+  if (values["max-connections"] !== undefined) {
+    options.maxConnections = integer("--max-connections", values["max-connections"], 1, 10000000);
+  }
+  if (values["shutdown-timeout"] !== undefined) {
+    options.shutdownTimeout = seconds("--shutdown-timeout", values["shutdown-timeout"]);
+  }
+  const logLevel = oneOf("--log-level", values["log-level"] ?? "info", LOG_LEVELS);
+  const logFormat = oneOf("--log-format", values["log-format"] ?? "text", LOG_FORMATS);
+  return { action: "serve", options, logLevel, logFormat };
+}
+
+function readPort(): { PORT?: string } {
+  const permission = Deno.permissions.querySync({ name: "env", variable: "PORT" });
+  return permission.state === "granted" ? { PORT: Deno.env.get("PORT") } : {};
+}
+
+function describeListenError(error: unknown): string {
+  if (error instanceof Deno.errors.AddrInUse) return "address already in use";
+  if (error instanceof Deno.errors.PermissionDenied) {
+    return "permission denied (ports below 1024 need privileges)";
+  }
+  if (error instanceof Deno.errors.NotCapable) {
+    return "network access not granted (run with --allow-net)";
+  }
+  return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * Runs the program with the given arguments and resolves with its exit code once
+ * the server has stopped (after SIGINT or SIGTERM).
+ */
+export async function main(args: string[]): Promise<number> {
+  let invocation: Invocation;
+  try {
+    invocation = parseCommandLine(args, readPort());
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`time-server: ${error.message} (see --help)`);
+    return 2;
+  }
+  if (invocation.action === "help") {
+    console.log(HELP);
+    return 0;
+  }
+  if (invocation.action === "version") {
+    console.log(`time-server ${VERSION}`);
+    return 0;
+  }
+
+  const logger = createLogger({ level: invocation.logLevel, format: invocation.logFormat });
+  const options = { ...invocation.options, logger };
+  let server;
+  try {
+    server = serve(options);
+  } catch (error) {
+    const where = `${options.hostname ?? DEFAULTS.hostname}:${options.port ?? DEFAULTS.port}`;
+    console.error(`time-server: cannot listen on ${where}: ${describeListenError(error)}`);
+    return 1;
+  }
+  logger.info("listening", {
+    address: formatAddress(server.addr),
+    port: server.addr.port,
+    version: VERSION,
+    pid: Deno.pid,
+    tz: options.timeZone ?? Intl.DateTimeFormat().resolvedOptions().timeZone,
+    maxLine: options.maxLine ?? DEFAULTS.maxLine,
+    idleTimeout: options.idleTimeout ?? DEFAULTS.idleTimeout,
+    maxConnections: options.maxConnections ?? DEFAULTS.maxConnections,
+    shutdownTimeout: options.shutdownTimeout ?? DEFAULTS.shutdownTimeout,
+  });
+
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  let received = 0;
+  const onSignal = (signal: Deno.Signal) => () => {
+    received++;
+    if (received > 1) {
+      logger.warn("second signal; exiting now", { signal });
+      Deno.exit(1);
+    }
+    logger.info("shutting down", { signal, connections: server.stats.connectionsOpen });
+    server.shutdown();
+  };
+  const handlers = signals.map((signal) => [signal, onSignal(signal)] as const);
+  for (const [signal, handler] of handlers) Deno.addSignalListener(signal, handler);
+  await server.finished;
+  for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
+  logger.info("stopped", { ...server.stats });
+  return 0;
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

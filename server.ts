@@ -1,0 +1,443 @@
+// The TCP server: accepting, one async loop per connection, limits, shutdown.
+
+import { createLogger, type Logger } from "./log.ts";
+import {
+  DEFAULT_MAX_LINE,
+  ERR_SERVER_BUSY,
+  newRequestCounts,
+  type RequestCounts,
+  Session,
+  TimeAnswer,
+} from "./protocol.ts";
+
+/** Options of {@linkcode serve}; every field is optional. */
+export interface ServerOptions {
+  /**
+   * The address to listen on. The default `::` is dual stack: it takes IPv4 and
+   * IPv6 clients, and falls back to `0.0.0.0` with a warning where IPv6 is missing.
+   * @default {"::"}
+   */
+  hostname?: string;
+  /**
+   * The TCP port; 0 picks a free one (read it back from {@linkcode TimeServer.addr}).
+   * @default {45000}
+   */
+  port?: number;
+  /**
+   * The IANA time zone of the answers; the system's local zone when left out.
+   * @default {undefined}
+   */
+  timeZone?: string;
+  /**
+   * The longest request line, in bytes without the CR LF.
+   * @default {1024}
+   */
+  maxLine?: number;
+  /**
+   * Seconds a connection may go without a complete request before it is closed; 0 = never.
+   * @default {300}
+   */
+  idleTimeout?: number;
+  /**
+   * Connections served at once; past it a new one gets `ERR server busy` and is closed.
+   * @default {10000}
+   */
+  maxConnections?: number;
+  /**
+   * Seconds {@linkcode TimeServer.shutdown} waits for owed answers before closing what is left.
+   * @default {5}
+   */
+  shutdownTimeout?: number;
+  /**
+   * Seconds between `summary` lines at info level; 0 = none.
+   * @default {60}
+   */
+  statsInterval?: number;
+  /**
+   * Where events are logged.
+   * @default {a logger at level "warn" writing text to stderr}
+   */
+  logger?: Logger;
+  /**
+   * The clock the answers are read from, in milliseconds since the epoch.
+   * @default {Date.now}
+   */
+  now?: () => number;
+}
+
+/** The defaults of {@linkcode ServerOptions}, in one place. */
+export const DEFAULTS = {
+  hostname: "::",
+  port: 45000,
+  maxLine: DEFAULT_MAX_LINE,
+  idleTimeout: 300,
+  maxConnections: 10000,
+  shutdownTimeout: 5,
+  statsInterval: 60,
+} as const;
+
+/** What a server has done so far; the numbers only grow, except `connectionsOpen`. */
+export interface ServerStats extends RequestCounts {
+  /** Connections being served now. */
+  connectionsOpen: number;
+  /** Connections accepted and served since the start (refused ones not included). */
+  connectionsTotal: number;
+  /** Connections refused with `ERR server busy`. */
+  busy: number;
+  /** Connections closed by the idle timeout. */
+  idleTimeout: number;
+  /** Connections that ended in a reset or broken pipe. */
+  reset: number;
+  /** Bytes read from clients. */
+  bytesReceived: number;
+  /** Bytes written to clients. */
+  bytesSent: number;
+}
+
+/** A running server, as returned by {@linkcode serve}. */
+export interface TimeServer extends AsyncDisposable {
+  /** The address the server listens on, with the port it was given. */
+  readonly addr: Deno.NetAddr;
+  /** Live counters; read them, do not change them. */
+  readonly stats: Readonly<ServerStats>;
+  /** Settles when the server has stopped and every connection is closed. */
+  readonly finished: Promise<void>;
+  /**
+   * Stops accepting, lets every connection send the answers it owes, closes it,
+   * and resolves when all are closed. Connections still busy after `shutdownTimeout`
+   * seconds are closed anyway. Calling it again returns the same promise.
+   */
+  shutdown(): Promise<void>;
+}
+
+/** Bytes of the read buffer a connection starts with; grown for clients that pipeline. */
+const INITIAL_READ_SIZE = 256;
+/** The largest read buffer a connection grows to. */
+const MAX_READ_SIZE = 16384;
+
+/** One live connection, as the server tracks it. */
+interface Client {
+  readonly conn: Deno.TcpConn;
+  readonly peer: string;
+  /** True while the loop waits for the client's next bytes, so owes it nothing. */
+  reading: boolean;
+  /** True once the server has closed the connection on purpose. */
+  closed: boolean;
+  /** When the client last had a request answered, from `performance.now()`. */
+  lastActive: number;
+}
+
+/**
+ * Formats a socket address for logs: `127.0.0.1:5000`, `[::1]:5000`; an
+ * IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is shown as its IPv4 address.
+ */
+export function formatAddress(addr: Deno.Addr): string {
+  if (addr.transport !== "tcp" && addr.transport !== "udp") return addr.transport;
+  const host = clientHost(addr.hostname);
+  return host.includes(":") ? `[${host}]:${addr.port}` : `${host}:${addr.port}`;
+}
+
+/** The host part of a peer address, with IPv4-mapped IPv6 addresses turned back into IPv4. */
+export function clientHost(hostname: string): string {
+  return hostname.startsWith("::ffff:") && hostname.includes(".") ? hostname.slice(7) : hostname;
+}
+
+/** Tells whether an error is a client going away, which is an ordinary event. */
+function isDisconnect(error: unknown): boolean {
+  return error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.BrokenPipe ||
+    error instanceof Deno.errors.ConnectionAborted ||
+    error instanceof Deno.errors.UnexpectedEof ||
+    error instanceof Deno.errors.NotConnected ||
+    error instanceof Deno.errors.Interrupted;
+}
+
+function isSetupError(error: unknown): boolean {
+  return error instanceof Deno.errors.AddrInUse ||
+    error instanceof Deno.errors.PermissionDenied ||
+    error instanceof Deno.errors.NotCapable;
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let written = await conn.write(bytes);
+  while (written < bytes.length) written += await conn.write(bytes.subarray(written));
+}
+
+function listen(
+  hostname: string,
+  port: number,
+  logger: Logger,
+  fallback: boolean,
+): Deno.TcpListener {
+  try {
+    return Deno.listen({ hostname, port, transport: "tcp" });
+  } catch (error) {
+    if (!fallback || isSetupError(error)) throw error;
+    logger.warn("IPv6 is unavailable; listening on IPv4 only", {
+      error: error instanceof Error ? error.message : String(error),
+    });
+    return Deno.listen({ hostname: "0.0.0.0", port, transport: "tcp" });
+  }
+}
+
+/**
+ * Starts a time server and returns at once; the server runs until
+ * {@linkcode TimeServer.shutdown}. Throws what `Deno.listen` throws when it cannot
+ * listen (`Deno.errors.AddrInUse`, `Deno.errors.PermissionDenied`, …).
+ *
+ * @example A server on a free port, stopped with `await using`
+ * ```ts ignore
+ * import { serve } from "./server.ts";
+ *
+ * await using server = serve({ hostname: "127.0.0.1", port: 0 });
+ * console.log(`listening on port ${server.addr.port}`);
+ * ```
+ */
+export function serve(options: ServerOptions = {}): TimeServer {
+  return new Server(options);
+}
+
+class Server implements TimeServer {
+  readonly #listener: Deno.TcpListener;
+  readonly #logger: Logger;
+  readonly #debug: boolean;
+  readonly #time: TimeAnswer;
+  readonly #maxLine: number;
+  readonly #idleTimeoutMs: number;
+  readonly #maxConnections: number;
+  readonly #shutdownTimeoutMs: number;
+  readonly #clients = new Set<Client>();
+  readonly #stats: ServerStats = {
+    ...newRequestCounts(),
+    connectionsOpen: 0,
+    connectionsTotal: 0,
+    busy: 0,
+    idleTimeout: 0,
+    reset: 0,
+    bytesReceived: 0,
+    bytesSent: 0,
+  };
+  readonly #stopAccepting = new AbortController();
+  readonly #accepting: Promise<void>;
+  readonly #drained = Promise.withResolvers<void>();
+  readonly #timers: ReturnType<typeof setInterval>[] = [];
+  #shutdown: Promise<void> | null = null;
+
+  readonly addr: Deno.NetAddr;
+  readonly finished: Promise<void>;
+
+  constructor(options: ServerOptions) {
+    this.#logger = options.logger ?? createLogger({ level: "warn" });
+    this.#debug = this.#logger.enabled("debug");
+    this.#time = new TimeAnswer({ timeZone: options.timeZone, now: options.now });
+    this.#maxLine = options.maxLine ?? DEFAULTS.maxLine;
+    this.#idleTimeoutMs = (options.idleTimeout ?? DEFAULTS.idleTimeout) * 1000;
+    this.#maxConnections = options.maxConnections ?? DEFAULTS.maxConnections;
+    this.#shutdownTimeoutMs = (options.shutdownTimeout ?? DEFAULTS.shutdownTimeout) * 1000;
+    this.#listener = listen(
+      options.hostname ?? DEFAULTS.hostname,
+      options.port ?? DEFAULTS.port,
+      this.#logger,
+      options.hostname === undefined,
+    );
+    this.addr = this.#listener.addr;
+    this.#accepting = this.#acceptLoop();
+    this.finished = Promise.all([this.#accepting, this.#drained.promise]).then(() => {});
+
+    if (this.#idleTimeoutMs > 0) {
+      // One sweep over all connections beats a timer per connection reset on every request.
+      const every = Math.min(1000, Math.max(5, this.#idleTimeoutMs / 4));
+      this.#timers.push(setInterval(() => this.#closeIdle(), every));
+    }
+    const statsInterval = options.statsInterval ?? DEFAULTS.statsInterval;
+    if (statsInterval > 0 && this.#logger.enabled("info")) {
+      let last = "";
+      this.#timers.push(setInterval(() => {
+        const summary = JSON.stringify(this.#stats);
+        if (summary !== last) this.#logger.info("summary", { ...this.#stats });
+        last = summary;
+      }, statsInterval * 1000));
+    }
+  }
+
+  get stats(): Readonly<ServerStats> {
+    return this.#stats;
+  }
+
+  shutdown(): Promise<void> {
+    if (this.#shutdown) return this.#shutdown;
+    this.#stopAccepting.abort();
+    try {
+      this.#listener.close();
+    } catch {
+      // Already closed.
+    }
+    for (const timer of this.#timers) clearInterval(timer);
+    // A client waiting in read is owed nothing; the others close after their last write.
+    for (const client of this.#clients) if (client.reading) this.#close(client);
+    if (this.#clients.size === 0) this.#drained.resolve();
+    const force = setTimeout(() => {
+      if (this.#clients.size > 0) {
+        this.#logger.warn("shutdown timeout; closing connections still busy", {
+          connections: this.#clients.size,
+        });
+      }
+      for (const client of this.#clients) this.#close(client);
+    }, this.#shutdownTimeoutMs);
+    this.#shutdown = this.finished.finally(() => clearTimeout(force));
+    return this.#shutdown;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.shutdown();
+  }
+
+  async #acceptLoop(): Promise<void> {
+    const signal = this.#stopAccepting.signal;
+    let backoff = 0;
+    while (!signal.aborted) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+        backoff = 0;
+      } catch (error) {
+        if (signal.aborted || error instanceof Deno.errors.BadResource) break;
+        // Transient (out of file descriptors, a reset before accept): back off and retry.
+        backoff = Math.min(1000, backoff === 0 ? 5 : backoff * 2);
+        this.#logger.warn("accept failed; retrying", {
+          error: error instanceof Error ? error.message : String(error),
+          retryMs: backoff,
+        });
+        await delay(backoff, signal);
+        continue;
+      }
+      if (this.#clients.size >= this.#maxConnections) {
+        this.#refuse(conn);
+        continue;
+      }
+      this.#serveConnection(conn);
+    }
+  }
+
+  #refuse(conn: Deno.TcpConn): void {
+    this.#stats.busy++;
+    if (this.#debug) {
+      this.#logger.debug("connection refused: server busy", {
+        peer: formatAddress(conn.remoteAddr),
+      });
+    }
+    // The answer fits in any socket buffer, so the write does not wait for the client.
+    conn.write(ERR_SERVER_BUSY).catch(() => {}).finally(() => {
+      try {
+        conn.close();
+      } catch {
+        // Already closed.
+      }
+    });
+  }
+
+  async #serveConnection(conn: Deno.TcpConn): Promise<void> {
+    const stats = this.#stats;
+    const client: Client = {
+      conn,
+      peer: formatAddress(conn.remoteAddr),
+      reading: false,
+      closed: false,
+      lastActive: performance.now(),
+    };
+    this.#clients.add(client);
+    stats.connectionsOpen = this.#clients.size;
+    stats.connectionsTotal++;
+    if (this.#debug) this.#logger.debug("connection opened", { peer: client.peer });
+    const session = new Session({ time: this.#time, maxLine: this.#maxLine, counts: stats });
+    let buffer = new Uint8Array(INITIAL_READ_SIZE);
+    let reason = "shutdown";
+    try {
+      conn.setNoDelay(true);
+      while (!this.#stopAccepting.signal.aborted) {
+        client.reading = true;
+        const n = await conn.read(buffer);
+        client.reading = false;
+        if (n === null) {
+          session.end();
+        } else {
+          stats.bytesReceived += n;
+          session.push(n === buffer.length ? buffer : buffer.subarray(0, n));
+        }
+        for (let out = session.pull(); out.length > 0; out = session.pull()) {
+          client.lastActive = performance.now();
+          await writeAll(conn, out);
+          stats.bytesSent += out.length;
+        }
+        if (n === null) {
+          reason = "closed by client";
+          break;
+        }
+        if (session.closing) {
+          reason = "quit";
+          break;
+        }
+        if (n === buffer.length && buffer.length < MAX_READ_SIZE) {
+          // A full read means the client sends faster than one read takes: read more at once.
+          buffer = new Uint8Array(buffer.length * 4);
+        }
+      }
+    } catch (error) {
+      if (client.closed) {
+        reason = "closed by server";
+      } else if (isDisconnect(error)) {
+        if (
+          error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe
+        ) {
+          stats.reset++;
+        }
+        reason = error instanceof Error ? error.name : String(error);
+      } else {
+        reason = "error";
+        this.#logger.error("connection failed", {
+          peer: client.peer,
+          error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+        });
+      }
+    } finally {
+      this.#close(client);
+      this.#clients.delete(client);
+      stats.connectionsOpen = this.#clients.size;
+      if (this.#debug) this.#logger.debug("connection closed", { peer: client.peer, reason });
+      if (this.#clients.size === 0 && this.#stopAccepting.signal.aborted) this.#drained.resolve();
+    }
+  }
+
+  #close(client: Client): void {
+    if (client.closed) return;
+    client.closed = true;
+    try {
+      client.conn.close();
+    } catch {
+      // Already closed by the runtime.
+    }
+  }
+
+  #closeIdle(): void {
+    const deadline = performance.now() - this.#idleTimeoutMs;
+    for (const client of this.#clients) {
+      if (client.lastActive < deadline && !client.closed) {
+        this.#stats.idleTimeout++;
+        if (this.#debug) this.#logger.debug("idle timeout", { peer: client.peer });
+        this.#close(client);
+      }
+    }
+  }
+}
+
+function delay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+}
