@@ -115,15 +115,27 @@ const INITIAL_READ_SIZE = 256;
 /** The largest read buffer a connection grows to. */
 const MAX_READ_SIZE = 16384;
 
+/**
+ * How long a connection the server is closing keeps reading (and discarding) what
+ * the client still sends, so that the client receives its last answers before the
+ * close: closing a socket with unread input makes the kernel send a reset, which
+ * can destroy answers the client has not read yet.
+ */
+const LINGER_MS = 5000;
+/** The most bytes discarded while lingering before the connection is closed anyway. */
+const LINGER_MAX_BYTES = 16 * 1024 * 1024;
+
 /** One live connection, as the server tracks it. */
 interface Client {
   readonly conn: Deno.TcpConn;
   readonly peer: string;
-  /** True while the loop waits for the client's next bytes, so owes it nothing. */
+  /** True while the loop waits for the client's next request, so owes it nothing. */
   reading: boolean;
+  /** True once every answer is sent and the server waits for the client to close. */
+  lingering: boolean;
   /** True once the server has closed the connection on purpose. */
   closed: boolean;
-  /** When the client last had a request answered, from `performance.now()`. */
+  /** When the client last had a request answered (or lingering began), from `performance.now()`. */
   lastActive: number;
 }
 
@@ -207,6 +219,8 @@ class Server implements TimeServer {
   readonly #maxConnections: number;
   readonly #shutdownTimeoutMs: number;
   readonly #clients = new Set<Client>();
+  /** How many of `#clients` are lingering; they do not count against `maxConnections`. */
+  #lingering = 0;
   readonly #stats: ServerStats = {
     ...newRequestCounts(),
     connectionsOpen: 0,
@@ -244,11 +258,11 @@ class Server implements TimeServer {
     this.#accepting = this.#acceptLoop();
     this.finished = Promise.all([this.#accepting, this.#drained.promise]).then(() => {});
 
-    if (this.#idleTimeoutMs > 0) {
-      // One sweep over all connections beats a timer per connection reset on every request.
-      const every = Math.min(1000, Math.max(5, this.#idleTimeoutMs / 4));
-      this.#timers.push(setInterval(() => this.#closeIdle(), every));
-    }
+    // One sweep over all connections beats a timer per connection reset on every request.
+    const every = this.#idleTimeoutMs > 0
+      ? Math.min(1000, Math.max(5, this.#idleTimeoutMs / 4))
+      : 1000;
+    this.#timers.push(setInterval(() => this.#sweep(), every));
     const statsInterval = options.statsInterval ?? DEFAULTS.statsInterval;
     if (statsInterval > 0 && this.#logger.enabled("info")) {
       let last = "";
@@ -311,7 +325,7 @@ class Server implements TimeServer {
         await delay(backoff, signal);
         continue;
       }
-      if (this.#clients.size >= this.#maxConnections) {
+      if (this.#clients.size - this.#lingering >= this.#maxConnections) {
         this.#refuse(conn);
         continue;
       }
@@ -342,6 +356,7 @@ class Server implements TimeServer {
       conn,
       peer: formatAddress(conn.remoteAddr),
       reading: false,
+      lingering: false,
       closed: false,
       lastActive: performance.now(),
     };
@@ -382,9 +397,10 @@ class Server implements TimeServer {
           buffer = new Uint8Array(buffer.length * 4);
         }
       }
+      if (reason !== "closed by client") await this.#linger(client, buffer);
     } catch (error) {
       if (client.closed) {
-        reason = "closed by server";
+        if (!client.lingering) reason = "closed by server";
       } else if (isDisconnect(error)) {
         if (
           error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe
@@ -402,9 +418,24 @@ class Server implements TimeServer {
     } finally {
       this.#close(client);
       this.#clients.delete(client);
+      if (client.lingering) this.#lingering--;
       stats.connectionsOpen = this.#clients.size;
       if (this.#debug) this.#logger.debug("connection closed", { peer: client.peer, reason });
       if (this.#clients.size === 0 && this.#stopAccepting.signal.aborted) this.#drained.resolve();
+    }
+  }
+
+  /** Sends FIN after the last answer, then discards input until the client closes too. */
+  async #linger(client: Client, buffer: Uint8Array): Promise<void> {
+    client.lingering = true;
+    this.#lingering++;
+    client.lastActive = performance.now();
+    await client.conn.closeWrite();
+    let discarded = 0;
+    while (discarded < LINGER_MAX_BYTES) {
+      const n = await client.conn.read(buffer);
+      if (n === null) return;
+      discarded += n;
     }
   }
 
@@ -418,10 +449,16 @@ class Server implements TimeServer {
     }
   }
 
-  #closeIdle(): void {
-    const deadline = performance.now() - this.#idleTimeoutMs;
+  /** Closes connections idle for longer than the idle timeout, and those done lingering. */
+  #sweep(): void {
+    const now = performance.now();
+    const idleDeadline = this.#idleTimeoutMs > 0 ? now - this.#idleTimeoutMs : -Infinity;
+    const lingerDeadline = now - LINGER_MS;
     for (const client of this.#clients) {
-      if (client.lastActive < deadline && !client.closed) {
+      if (client.closed) continue;
+      if (client.lingering) {
+        if (client.lastActive < lingerDeadline) this.#close(client);
+      } else if (client.lastActive < idleDeadline) {
         this.#stats.idleTimeout++;
         if (this.#debug) this.#logger.debug("idle timeout", { peer: client.peer });
         this.#close(client);

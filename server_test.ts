@@ -1,0 +1,284 @@
+// Integration tests of the server over loopback, in-process on port 0.
+
+import assert from "node:assert/strict";
+import { createLogger } from "./log.ts";
+import { clientHost, formatAddress, serve, type ServerOptions } from "./server.ts";
+import { JAM_LINE, LineClient, sendUntilStalled, within } from "./test_util.ts";
+
+/** Starts a server on a free loopback port with a quiet logger. */
+function start(options: ServerOptions = {}) {
+  return serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    logger: createLogger({ level: "error" }),
+    ...options,
+  });
+}
+
+Deno.test("server answers TIME and closes on QUIT", async () => {
+  await using server = start();
+  using client = await LineClient.connect(server.addr.port);
+  await client.send("TIME\r\n");
+  assert.match((await client.readLine())!, JAM_LINE);
+  await client.send("QUIT\r\n");
+  assert.equal(await client.readAll(), "");
+});
+
+Deno.test("server answers a request sent one byte at a time", async () => {
+  await using server = start();
+  using client = await LineClient.connect(server.addr.port);
+  for (const byte of new TextEncoder().encode("TIME threading\r\n")) {
+    await client.send(new Uint8Array([byte]));
+  }
+  assert.match((await client.readLine())!, JAM_LINE);
+});
+
+Deno.test("server answers pipelined TIME, QUIT, TIME with one answer, then closes", async () => {
+  await using server = start();
+  using client = await LineClient.connect(server.addr.port);
+  await client.send("TIME\r\nQUIT\r\nTIME\r\n");
+  const all = await client.readAll();
+  assert.match(all, JAM_LINE, "exactly one answer");
+});
+
+Deno.test("server answers an unknown command and keeps the connection usable", async () => {
+  await using server = start();
+  using client = await LineClient.connect(server.addr.port);
+  await client.send("HELLO\r\n");
+  assert.equal(await client.readLine(), "ERR unknown command\r\n");
+  await client.send(new Uint8Array([0xff, 0xfe, 0x00, 0x0a]));
+  assert.equal(await client.readLine(), "ERR unknown command\r\n");
+  await client.send("time\n");
+  assert.match((await client.readLine())!, JAM_LINE);
+});
+
+Deno.test("server closes a client whose line is too long while serving another", async () => {
+  await using server = start({ maxLine: 64 });
+  using other = await LineClient.connect(server.addr.port);
+  using abuser = await LineClient.connect(server.addr.port);
+  await other.send("TIME\r\n");
+  assert.match((await other.readLine())!, JAM_LINE);
+  // No line end ever comes: the error must arrive as soon as the limit is passed.
+  await abuser.send("x".repeat(65));
+  assert.equal(await abuser.readAll(), "ERR line too long\r\n");
+  await other.send("TIME\r\n");
+  assert.match((await other.readLine())!, JAM_LINE);
+  assert.equal(server.stats.lineTooLong, 1);
+});
+
+Deno.test("server accepts a line of exactly --max-line bytes", async () => {
+  await using server = start({ maxLine: 64 });
+  using client = await LineClient.connect(server.addr.port);
+  await client.send("TIME" + " ".repeat(60) + "\r\nTIME\r\n");
+  assert.match((await client.readLine())!, JAM_LINE);
+  assert.match((await client.readLine())!, JAM_LINE);
+});
+
+Deno.test("server answers the unterminated last line when the client half-closes", async () => {
+  await using server = start();
+  using client = await LineClient.connect(server.addr.port);
+  await client.send("TIME\r\nTIME");
+  await client.conn.closeWrite();
+  const all = await client.readAll();
+  assert.equal(all.split("\r\n").filter((line) => line !== "").length, 2);
+});
+
+Deno.test("server serves 1,000 concurrent clients doing 10 TIMEs each", async () => {
+  await using server = start();
+  const clients = await Promise.all(
+    Array.from({ length: 1000 }, () => LineClient.connect(server.addr.port)),
+  );
+  try {
+    await Promise.all(clients.map(async (client) => {
+      for (let i = 0; i < 10; i++) {
+        await client.send("TIME\r\n");
+        assert.match((await client.readLine())!, JAM_LINE);
+      }
+    }));
+    assert.equal(server.stats.connectionsOpen, 1000);
+    assert.equal(server.stats.time, 10000);
+  } finally {
+    for (const client of clients) client.close();
+  }
+});
+
+Deno.test("server closes connections idle for longer than the idle timeout", async () => {
+  await using server = start({ idleTimeout: 0.2 });
+  using silent = await LineClient.connect(server.addr.port);
+  using slowloris = await LineClient.connect(server.addr.port);
+  await slowloris.send("TI"); // never completes a request
+  await within(5000, Promise.all([silent.closed(), slowloris.closed()]), "idle close");
+  assert.equal(server.stats.idleTimeout, 2);
+});
+
+Deno.test("server keeps a connection open while it sends requests", async () => {
+  await using server = start({ idleTimeout: 0.3 });
+  using client = await LineClient.connect(server.addr.port);
+  const started = performance.now();
+  // Keep asking for longer than the idle timeout; every answer must come.
+  while (performance.now() - started < 900) {
+    await client.send("TIME\r\n");
+    assert.match((await client.readLine())!, JAM_LINE);
+  }
+  assert.equal(server.stats.idleTimeout, 0);
+});
+
+Deno.test("server refuses connections past --max-connections and keeps serving the others", async () => {
+  await using server = start({ maxConnections: 2 });
+  using first = await LineClient.connect(server.addr.port);
+  using second = await LineClient.connect(server.addr.port);
+  for (const client of [first, second]) {
+    await client.send("TIME\r\n");
+    assert.match((await client.readLine())!, JAM_LINE);
+  }
+  using third = await LineClient.connect(server.addr.port);
+  assert.equal(await third.readAll(), "ERR server busy\r\n");
+  await first.send("TIME\r\n");
+  assert.match((await first.readLine())!, JAM_LINE);
+  await first.send("QUIT\r\n");
+  await first.closed();
+  using fourth = await LineClient.connect(server.addr.port);
+  await fourth.send("TIME\r\n");
+  assert.match((await fourth.readLine())!, JAM_LINE);
+  assert.equal(server.stats.busy, 1);
+});
+
+Deno.test("server stops reading from a client that never reads its answers", async () => {
+  await using server = start();
+  using hog = await LineClient.connect(server.addr.port);
+  const limit = 512 * 1024 * 1024;
+  const { sent, pending } = await sendUntilStalled(hog.conn, limit);
+  assert.ok(sent < limit, `the client could send all ${sent} bytes: nothing pushed back`);
+  // What the server took in is bounded by socket buffers, not by what the client sent.
+  const received = server.stats.bytesReceived;
+  assert.ok(received < 64 * 1024 * 1024, `server read ${received} bytes`);
+  // Meanwhile other clients are served as usual.
+  using other = await LineClient.connect(server.addr.port);
+  await other.send("TIME\r\n");
+  assert.match((await other.readLine())!, JAM_LINE);
+  assert.equal(server.stats.bytesReceived, received + 6, "the stalled client was not read further");
+  hog.close();
+  await pending;
+});
+
+Deno.test("shutdown sends what is owed, closes idle clients at once, and stops accepting", async () => {
+  const server = start({ shutdownTimeout: 30 });
+  const port = server.addr.port;
+  using idle = await LineClient.connect(port);
+  await idle.send("TIME\r\n");
+  assert.match((await idle.readLine())!, JAM_LINE);
+
+  // A client that sends requests without reading until the server is stuck writing to it.
+  using owed = await LineClient.connect(port);
+  const { pending } = await sendUntilStalled(owed.conn, 512 * 1024 * 1024);
+  const stopping = server.shutdown();
+  await within(5000, idle.closed(), "closing the idle client");
+  await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port }));
+
+  // Now read: every request the server took in is answered before it closes.
+  const answers = (await owed.readAll()).split("\r\n").filter((line) => line !== "");
+  owed.close();
+  await pending;
+  await within(5000, stopping, "shutdown");
+  assert.ok(answers.length > 100000, `${answers.length} answers`);
+  assert.equal(answers.length, server.stats.time - 1);
+  for (const answer of answers) assert.match(answer + "\r\n", JAM_LINE);
+});
+
+Deno.test("shutdown closes clients still busy after the shutdown timeout", async () => {
+  const warnings: string[] = [];
+  const logger = createLogger({ level: "warn", write: (line) => warnings.push(line) });
+  const server = start({ shutdownTimeout: 0.2, logger });
+  using hog = await LineClient.connect(server.addr.port);
+  const { pending } = await sendUntilStalled(hog.conn, 512 * 1024 * 1024);
+  await within(5000, server.shutdown(), "shutdown");
+  assert.equal(server.stats.connectionsOpen, 0);
+  assert.ok(warnings.some((line) => line.includes("shutdown timeout")), warnings.join("\n"));
+  hog.close();
+  await pending;
+});
+
+Deno.test("server closes after QUIT without a reset, even with requests still unread", async () => {
+  await using server = start();
+  using client = await LineClient.connect(server.addr.port);
+  // The QUIT is read long before the rest arrives; closing with unread input would reset.
+  await client.send("TIME\r\nQUIT\r\n");
+  assert.match((await client.readLine())!, JAM_LINE);
+  await client.send("TIME\r\n".repeat(100000));
+  assert.equal(await client.readAll(), "");
+});
+
+Deno.test("server delivers the line-too-long error to a client that keeps sending", async () => {
+  await using server = start({ maxLine: 64 });
+  using client = await LineClient.connect(server.addr.port);
+  const sending = client.send("x".repeat(4 * 1024 * 1024)).catch(() => {});
+  assert.equal(await client.readAll(), "ERR line too long\r\n");
+  client.close();
+  await sending;
+});
+
+Deno.test("server answers with the current time, within a second of the test's clock", async () => {
+  await using server = start({ timeZone: "UTC" });
+  using client = await LineClient.connect(server.addr.port);
+  await client.send("TIME\r\n");
+  const before = Date.now();
+  const line = (await client.readLine())!;
+  const after = Date.now();
+  const [hours, minutes, seconds] = line.slice(4, 12).split(":").map(Number);
+  const answered = (hours * 3600 + minutes * 60 + seconds) * 1000;
+  const day = 86400000;
+  const distance = (time: number) => {
+    const d = Math.abs((time % day) - answered);
+    return Math.min(d, day - d);
+  };
+  assert.ok(
+    Math.min(distance(before), distance(after)) < 1000,
+    `${line.trim()} vs ${new Date(before).toISOString()}`,
+  );
+});
+
+Deno.test("server answers in the time zone it was given", async () => {
+  const now = () => Date.parse("2026-06-15T20:30:15Z");
+  await using server = start({ timeZone: "Asia/Jakarta", now });
+  using client = await LineClient.connect(server.addr.port);
+  await client.send("TIME\r\n");
+  assert.equal(await client.readLine(), "JAM 03:30:15\r\n");
+});
+
+Deno.test("server on the default host takes IPv4 and IPv6 clients", async () => {
+  await using server = serve({ port: 0, logger: createLogger({ level: "error" }) });
+  for (const hostname of ["127.0.0.1", "::1"]) {
+    using client = await LineClient.connect(server.addr.port, hostname);
+    await client.send("TIME\r\n");
+    assert.match((await client.readLine())!, JAM_LINE, hostname);
+  }
+});
+
+Deno.test("server logs connections at debug level with the client's IPv4 address", async () => {
+  const lines: string[] = [];
+  const logger = createLogger({
+    level: "debug",
+    format: "json",
+    write: (line) => lines.push(line),
+  });
+  await using server = serve({ port: 0, logger });
+  using client = await LineClient.connect(server.addr.port, "127.0.0.1");
+  await client.send("QUIT\r\n");
+  await client.closed();
+  client.close();
+  await server.shutdown();
+  const events = lines.map((line) => JSON.parse(line));
+  const opened = events.find((event) => event.msg === "connection opened");
+  assert.match(opened.peer, /^127\.0\.0\.1:\d+$/);
+  assert.ok(events.some((e) => e.msg === "connection closed" && e.reason === "quit"));
+});
+
+Deno.test("addresses are formatted for logs with IPv4-mapped IPv6 shown as IPv4", () => {
+  assert.equal(clientHost("::ffff:127.0.0.2"), "127.0.0.2");
+  assert.equal(clientHost("::1"), "::1");
+  assert.equal(
+    formatAddress({ transport: "tcp", hostname: "::ffff:10.0.0.1", port: 7 }),
+    "10.0.0.1:7",
+  );
+  assert.equal(formatAddress({ transport: "tcp", hostname: "::1", port: 7 }), "[::1]:7");
+});

@@ -1,0 +1,131 @@
+// Helpers shared by the tests: a line-oriented TCP client and small waits.
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** A test client that sends text and reads the server's answers line by line. */
+export class LineClient implements Disposable {
+  readonly conn: Deno.TcpConn;
+  #buffered = "";
+  #eof = false;
+  #closed = false;
+
+  private constructor(conn: Deno.TcpConn) {
+    this.conn = conn;
+  }
+
+  /** Connects to a server on loopback (or `hostname`). */
+  static async connect(port: number, hostname = "127.0.0.1"): Promise<LineClient> {
+    return new LineClient(await Deno.connect({ hostname, port }));
+  }
+
+  /** Sends text or bytes, all of it. */
+  async send(data: string | Uint8Array): Promise<void> {
+    const bytes = typeof data === "string" ? encoder.encode(data) : data;
+    let written = 0;
+    while (written < bytes.length) written += await this.conn.write(bytes.subarray(written));
+  }
+
+  /** Reads one line with its CR LF, or `null` at the end of the stream. */
+  async readLine(): Promise<string | null> {
+    for (;;) {
+      const lf = this.#buffered.indexOf("\n");
+      if (lf !== -1) {
+        const line = this.#buffered.slice(0, lf + 1);
+        this.#buffered = this.#buffered.slice(lf + 1);
+        return line;
+      }
+      if (this.#eof || !(await this.#fill())) {
+        const rest = this.#buffered;
+        this.#buffered = "";
+        return rest === "" ? null : rest;
+      }
+    }
+  }
+
+  /** Reads everything until the server closes the connection. */
+  async readAll(): Promise<string> {
+    while (!this.#eof && (await this.#fill()));
+    const rest = this.#buffered;
+    this.#buffered = "";
+    return rest;
+  }
+
+  /** Resolves once the server has closed the connection (any bytes before that are dropped). */
+  async closed(): Promise<void> {
+    await this.readAll();
+  }
+
+  async #fill(): Promise<boolean> {
+    const buffer = new Uint8Array(65536);
+    // A reset is an error here: the server must close gracefully.
+    const n = await this.conn.read(buffer);
+    if (n === null) {
+      this.#eof = true;
+      return false;
+    }
+    this.#buffered += decoder.decode(buffer.subarray(0, n), { stream: true });
+    return true;
+  }
+
+  /** Closes the connection; safe to call twice. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** The shape of every answer to TIME. */
+export const JAM_LINE = /^JAM ([01]\d|2[0-3]):[0-5]\d:[0-5]\d\r\n$/;
+
+/**
+ * Rejects if `promise` takes longer than `ms`: a bound on a test that would
+ * otherwise hang, never a way to wait for something to happen.
+ */
+export async function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Writes `TIME` requests in 64 KiB chunks, without reading, until a write makes no
+ * progress for `stallMs` or `limit` bytes are sent. Absence of progress can only be
+ * told by waiting, so this is a bounded wait for a stall, not a synchronisation.
+ * Returns the bytes sent and the write still pending (settle it after closing).
+ */
+export async function sendUntilStalled(
+  conn: Deno.Conn,
+  limit: number,
+  stallMs = 1000,
+): Promise<{ sent: number; pending: Promise<unknown> }> {
+  const chunk = encoder.encode("TIME\r\n".repeat(10922));
+  let sent = 0;
+  while (sent < limit) {
+    const write = conn.write(chunk);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const written = await Promise.race([
+      write,
+      new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), stallMs)),
+    ]);
+    clearTimeout(timer);
+    if (written === null) return { sent, pending: write.catch(() => {}) };
+    sent += written;
+  }
+  return { sent, pending: Promise.resolve() };
+}
