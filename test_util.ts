@@ -129,3 +129,78 @@ export async function sendUntilStalled(
   }
   return { sent, pending: Promise.resolve() };
 }
+
+/** A `time-server` process started by {@linkcode startServerProcess}. */
+export interface ServerProcess extends AsyncDisposable {
+  readonly child: Deno.ChildProcess;
+  /** The port from the server's "listening" log line. */
+  readonly port: number;
+  /** Resolves with the process's whole stderr once it has exited. */
+  readonly stderr: Promise<string>;
+  /** Resolves once stderr has a match for `pattern`; rejects if the process ends first. */
+  logged(pattern: RegExp): Promise<void>;
+}
+
+/**
+ * Runs `deno run main.ts` with the given flags (plus `--port 0` unless a port is
+ * given) and resolves once the server has logged that it listens.
+ */
+export async function startServerProcess(args: string[]): Promise<ServerProcess> {
+  const hasPort = args.some((arg) => arg === "-p" || arg.startsWith("--port"));
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-env=PORT",
+      mainModule,
+      ...(hasPort ? [] : ["--port", "0"]),
+      ...args,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let text = "";
+  let ended = false;
+  const waiters = new Set<() => void>();
+  const stderr = (async () => {
+    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
+      text += chunk;
+      for (const waiter of waiters) waiter();
+    }
+    ended = true;
+    for (const waiter of waiters) waiter();
+    return text;
+  })();
+  const logged = (pattern: RegExp) =>
+    new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (pattern.test(text)) resolve();
+        else if (ended) reject(new Error(`the server never logged ${pattern}:\n${text}`));
+        else return;
+        waiters.delete(check);
+      };
+      waiters.add(check);
+      check();
+    });
+  await logged(/listening .*port=\d+|"msg":"listening"/);
+  const port = Number(text.match(/port[=":]+(\d+)/)![1]);
+  return {
+    child,
+    port,
+    stderr,
+    logged,
+    async [Symbol.asyncDispose]() {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already exited.
+      }
+      await child.status;
+      await stderr;
+    },
+  };
+}
+
+/** The path of `main.ts`, for running it in a subprocess. */
+export const mainModule: string = new URL("./main.ts", import.meta.url).pathname;

@@ -1,0 +1,186 @@
+// Tests of the command line: flag parsing in-process, and the program as a subprocess.
+
+import assert from "node:assert/strict";
+import { HELP, parseCommandLine, UsageError, VERSION } from "./main.ts";
+import {
+  JAM_LINE,
+  LineClient,
+  mainModule,
+  sendUntilStalled,
+  startServerProcess,
+  within,
+} from "./test_util.ts";
+
+Deno.test("command line defaults to serving with info logs in text", () => {
+  assert.deepEqual(parseCommandLine([]), {
+    action: "serve",
+    options: {},
+    logLevel: "info",
+    logFormat: "text",
+  });
+});
+
+Deno.test("command line reads every flag", () => {
+  const invocation = parseCommandLine([
+    "--host=127.0.0.1",
+    "-p",
+    "4000",
+    "--tz",
+    "Asia/Jakarta",
+    "--max-line",
+    "64",
+    "--idle-timeout",
+    "0.5",
+    "--max-connections",
+    "20",
+    "--shutdown-timeout",
+    "0",
+    "--log-level",
+    "debug",
+    "--log-format",
+    "json",
+  ]);
+  assert.deepEqual(invocation, {
+    action: "serve",
+    options: {
+      hostname: "127.0.0.1",
+      port: 4000,
+      timeZone: "Asia/Jakarta",
+      maxLine: 64,
+      idleTimeout: 0.5,
+      maxConnections: 20,
+      shutdownTimeout: 0,
+    },
+    logLevel: "debug",
+    logFormat: "json",
+  });
+});
+
+Deno.test("command line takes PORT from the environment unless --port is given", () => {
+  assert.deepEqual(parseCommandLine([], { PORT: "4100" }), {
+    action: "serve",
+    options: { port: 4100 },
+    logLevel: "info",
+    logFormat: "text",
+  });
+  const invocation = parseCommandLine(["--port", "4200"], { PORT: "4100" });
+  assert.equal(invocation.action === "serve" && invocation.options.port, 4200);
+  assert.throws(() => parseCommandLine([], { PORT: "http" }), /PORT \(environment\)/);
+});
+
+Deno.test("command line answers --help and --version", () => {
+  assert.deepEqual(parseCommandLine(["--help"]), { action: "help" });
+  assert.deepEqual(parseCommandLine(["-h"]), { action: "help" });
+  assert.deepEqual(parseCommandLine(["-V"]), { action: "version" });
+  assert.match(VERSION, /^\d+\.\d+\.\d+/);
+  for (
+    const flag of ["--host", "--port", "--tz", "--max-line", "--idle-timeout", "--max-connections"]
+  ) {
+    assert.ok(HELP.includes(flag), flag);
+  }
+});
+
+Deno.test("command line rejects bad input with a one-line message naming the flag", () => {
+  const cases: [string[], RegExp][] = [
+    [["--bogus"], /^unknown option --bogus$/],
+    [["-x"], /^unknown option -x$/],
+    [["serve"], /^unexpected argument serve$/],
+    [["--port"], /^--port needs a value$/],
+    [["--port", "abc"], /^--port must be a whole number from 0 to 65535, got "abc"$/],
+    [["--port", "65536"], /--port must be/],
+    [["--port", "-1"], /--port/],
+    [["--port", "1.5"], /--port must be/],
+    [["--tz", "Mars/Base"], /^--tz must be an IANA time zone/],
+    [["--max-line", "0"], /^--max-line must be/],
+    [["--idle-timeout", "-1"], /--idle-timeout/],
+    [["--idle-timeout", "soon"], /^--idle-timeout must be a number of seconds/],
+    [["--shutdown-timeout", "Infinity"], /^--shutdown-timeout must be/],
+    [["--max-connections", "0"], /^--max-connections must be/],
+    [["--log-level", "loud"], /^--log-level must be one of error, warn, info, debug, got "loud"$/],
+    [["--log-format", "xml"], /^--log-format must be one of text, json/],
+    [["--host", ""], /^--host must not be empty$/],
+  ];
+  for (const [args, message] of cases) {
+    assert.throws(() => parseCommandLine(args), (error: unknown) => {
+      assert.ok(error instanceof UsageError, `${args.join(" ")}: ${error}`);
+      assert.match(error.message, message, args.join(" "));
+      assert.ok(!error.message.includes("\n"));
+      return true;
+    });
+  }
+});
+
+/** Runs main.ts to completion and returns its exit code and output. */
+async function run(args: string[]) {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", "--allow-env=PORT", mainModule, ...args],
+    stdin: "null",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+Deno.test("program prints help and exits 0", async () => {
+  const { code, stdout, stderr } = await run(["--help"]);
+  assert.equal(code, 0);
+  assert.match(stdout, /^time-server .*\n\nUsage: time-server/);
+  assert.equal(stderr, "");
+});
+
+Deno.test("program rejects a bad flag with one line on stderr and exit code 2", async () => {
+  for (const args of [["--bogus"], ["--port", "http"], ["--tz", "Nowhere/Land"]]) {
+    const { code, stdout, stderr } = await run(args);
+    assert.equal(code, 2, args.join(" "));
+    assert.equal(stdout, "");
+    assert.match(stderr, /^time-server: [^\n]+\n$/, args.join(" "));
+  }
+});
+
+Deno.test("program exits 1 with one line when the port is in use", async () => {
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { code, stderr } = await run(["--host", "127.0.0.1", "--port", String(taken.addr.port)]);
+  assert.equal(code, 1);
+  assert.equal(
+    stderr,
+    `time-server: cannot listen on 127.0.0.1:${taken.addr.port}: address already in use\n`,
+  );
+});
+
+Deno.test("program serves TIME and exits 0 on SIGTERM, draining first", async () => {
+  await using server = await startServerProcess(["--host", "127.0.0.1", "--log-format", "json"]);
+  using client = await LineClient.connect(server.port);
+  await client.send("TIME\r\n");
+  assert.match((await client.readLine())!, JAM_LINE);
+  server.child.kill("SIGTERM");
+  await within(10000, client.closed(), "closing the idle client");
+  const status = await within(10000, server.child.status, "exit after SIGTERM");
+  assert.equal(status.code, 0);
+  const events = (await server.stderr).trim().split("\n").map((line) => JSON.parse(line));
+  assert.deepEqual(events.map((event) => event.msg), ["listening", "shutting down", "stopped"]);
+  assert.equal(events[1].signal, "SIGTERM");
+  assert.equal(events[2].time, 1);
+});
+
+Deno.test("program exits at once on a second signal", async () => {
+  await using server = await startServerProcess([
+    "--host",
+    "127.0.0.1",
+    "--shutdown-timeout",
+    "60",
+  ]);
+  using client = await LineClient.connect(server.port);
+  // A client that is owed answers and does not read them keeps the drain waiting.
+  const { pending } = await sendUntilStalled(client.conn, 512 * 1024 * 1024);
+  server.child.kill("SIGINT");
+  await server.logged(/shutting down/);
+  server.child.kill("SIGINT");
+  const status = await within(10000, server.child.status, "exit after the second signal");
+  assert.equal(status.code, 1);
+  assert.match(await server.stderr, /second signal; exiting now/);
+  client.close();
+  await pending;
+});
