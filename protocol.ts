@@ -6,6 +6,7 @@ const LF = 0x0a;
 const CR = 0x0d;
 const SPACE = 0x20;
 const TAB = 0x09;
+const NO_BYTES = new Uint8Array(0);
 
 /** The longest request line, in bytes without the CR LF, that servers accept by default. */
 export const DEFAULT_MAX_LINE = 1024;
@@ -50,8 +51,9 @@ export type Frame = typeof Frame[keyof typeof Frame];
  */
 export class LineFramer {
   readonly #maxLine: number;
-  #chunk: Uint8Array = new Uint8Array(0);
+  #chunk: Uint8Array = NO_BYTES;
   #pos = 0;
+  #end = 0;
   #partial: Uint8Array | null = null;
   #partialLength = 0;
   #partialIsLine = false;
@@ -78,13 +80,16 @@ export class LineFramer {
   }
 
   /**
-   * Hands the framer the next bytes of the stream. Lines still pending from an
-   * earlier push must have been pulled with {@linkcode LineFramer.next} first.
-   * The framer reads `chunk` only until the next push, so the caller may reuse it.
+   * Hands the framer the next bytes of the stream: the first `length` bytes of
+   * `chunk` (all of it by default), so a reused read buffer needs no subarray.
+   * Lines still pending from an earlier push must have been pulled with
+   * {@linkcode LineFramer.next} first. The framer reads `chunk` only until the
+   * next push, so the caller may reuse it.
    */
-  push(chunk: Uint8Array): void {
+  push(chunk: Uint8Array, length: number = chunk.length): void {
     this.#chunk = chunk;
     this.#pos = 0;
+    this.#end = length;
   }
 
   /** Returns the next complete line, or tells that none is left or the line is too long. */
@@ -96,10 +101,15 @@ export class LineFramer {
     }
     const chunk = this.#chunk;
     const start = this.#pos;
-    const end = chunk.length;
+    const end = this.#end;
     if (start >= end) return Frame.None;
-    const lf = chunk.indexOf(LF, start);
-    if (lf === -1) {
+    // A byte loop beats indexOf on short lines, and stops where the limit is passed,
+    // so a flood without line ends costs no more than maxLine bytes of scanning.
+    const limit = Math.min(end, start + this.#maxLine + 2 - this.#partialLength);
+    let lf = start;
+    while (lf < limit && chunk[lf] !== LF) lf++;
+    if (lf === limit) {
+      if (limit < end) return this.#fail();
       this.#pos = end;
       return this.#keepPartial(chunk, start, end);
     }
@@ -353,7 +363,6 @@ export interface SessionOptions {
   outputLimit?: number;
 }
 
-const NO_BYTES = new Uint8Array(0);
 const LONGEST_ANSWER = Math.max(
   TIME_ANSWER_LENGTH,
   ERR_UNKNOWN_COMMAND.length,
@@ -402,11 +411,12 @@ export class Session {
   }
 
   /**
-   * Hands over the next bytes from the client. Pull until an empty result
-   * before pushing again; `chunk` may be reused by the caller after that.
+   * Hands over the next bytes from the client: the first `length` bytes of `chunk`,
+   * all of it by default. Pull until an empty result before pushing again; `chunk`
+   * may be reused by the caller after that.
    */
-  push(chunk: Uint8Array): void {
-    this.#framer.push(chunk);
+  push(chunk: Uint8Array, length: number = chunk.length): void {
+    this.#framer.push(chunk, length);
   }
 
   /** Tells the session the client sent its last byte, so an unterminated last line is answered too. */
@@ -459,7 +469,8 @@ export class Session {
           output.set(first);
           first = NO_BYTES;
         }
-        output.set(answer, length);
+        // Answers are a few bytes: a loop is cheaper than a call to set().
+        for (let i = 0; i < answer.length; i++) output[length + i] = answer[i];
       }
       length += answer.length;
       if (this.#closing) break;

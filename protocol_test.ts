@@ -309,3 +309,17 @@ Deno.test("session answers an unterminated last line when the client ends", () =
   assert.equal(converse(["TIME\nTI", "ME"], { end: true }).sent, JAM + JAM);
   assert.equal(converse(["TIME"], { end: false }).sent, "");
 });
+
+Deno.test("framer reads only the given length of a reused buffer", () => {
+  const framer = new LineFramer(16);
+  const buffer = bytes("TIME\nQU\nstale\n");
+  framer.push(buffer, 7); // "TIME\nQU": the LFs after it are left over from an earlier read
+  assert.equal(framer.next(), Frame.Line);
+  assert.equal(decoder.decode(framer.line()), "TIME");
+  assert.equal(framer.next(), Frame.None);
+  buffer.set(bytes("IT\n"));
+  framer.push(buffer, 3);
+  assert.equal(framer.next(), Frame.Line);
+  assert.equal(decoder.decode(framer.line()), "QUIT");
+  assert.equal(framer.next(), Frame.None);
+});

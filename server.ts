@@ -128,14 +128,13 @@ const LINGER_MAX_BYTES = 16 * 1024 * 1024;
 /** One live connection, as the server tracks it. */
 interface Client {
   readonly conn: Deno.TcpConn;
-  readonly peer: string;
   /** True while the loop waits for the client's next request, so owes it nothing. */
   reading: boolean;
   /** True once every answer is sent and the server waits for the client to close. */
   lingering: boolean;
   /** True once the server has closed the connection on purpose. */
   closed: boolean;
-  /** When the client last had a request answered (or lingering began), from `performance.now()`. */
+  /** When the client last had a request answered (or lingering began), on the sweep clock. */
   lastActive: number;
 }
 
@@ -170,8 +169,8 @@ function isSetupError(error: unknown): boolean {
     error instanceof Deno.errors.NotCapable;
 }
 
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let written = await conn.write(bytes);
+/** Writes what a first write left over; most writes take everything at once. */
+async function writeRest(conn: Deno.Conn, bytes: Uint8Array, written: number): Promise<void> {
   while (written < bytes.length) written += await conn.write(bytes.subarray(written));
 }
 
@@ -236,6 +235,12 @@ class Server implements TimeServer {
   readonly #drained = Promise.withResolvers<void>();
   readonly #timers: ReturnType<typeof setInterval>[] = [];
   #shutdown: Promise<void> | null = null;
+  /**
+   * `performance.now()` as of the last sweep: a coarse clock for idle times, so the
+   * request path reads a field instead of the clock.
+   */
+  #clock = performance.now();
+  readonly #sweepEveryMs: number;
 
   readonly addr: Deno.NetAddr;
   readonly finished: Promise<void>;
@@ -259,10 +264,10 @@ class Server implements TimeServer {
     this.finished = Promise.all([this.#accepting, this.#drained.promise]).then(() => {});
 
     // One sweep over all connections beats a timer per connection reset on every request.
-    const every = this.#idleTimeoutMs > 0
+    this.#sweepEveryMs = this.#idleTimeoutMs > 0
       ? Math.min(1000, Math.max(5, this.#idleTimeoutMs / 4))
       : 1000;
-    this.#timers.push(setInterval(() => this.#sweep(), every));
+    this.#timers.push(setInterval(() => this.#sweep(), this.#sweepEveryMs));
     const statsInterval = options.statsInterval ?? DEFAULTS.statsInterval;
     if (statsInterval > 0 && this.#logger.enabled("info")) {
       let last = "";
@@ -317,11 +322,9 @@ class Server implements TimeServer {
       } catch (error) {
         if (signal.aborted || error instanceof Deno.errors.BadResource) break;
         // Transient (out of file descriptors, a reset before accept): back off and retry.
+        // Log once per streak of failures, not once per retry.
+        if (backoff === 0) this.#logAcceptError(error);
         backoff = Math.min(1000, backoff === 0 ? 5 : backoff * 2);
-        this.#logger.warn("accept failed; retrying", {
-          error: error instanceof Error ? error.message : String(error),
-          retryMs: backoff,
-        });
         await delay(backoff, signal);
         continue;
       }
@@ -330,6 +333,19 @@ class Server implements TimeServer {
         continue;
       }
       this.#serveConnection(conn);
+    }
+  }
+
+  #logAcceptError(error: unknown): void {
+    const message = error instanceof Error ? error.message : String(error);
+    if (/too many open files|os error 24/i.test(message)) {
+      this.#logger.warn(
+        "out of file descriptors: the open-file limit is below what --max-connections needs; " +
+          "raise it (ulimit -n, systemd LimitNOFILE=) or lower --max-connections",
+        { connections: this.#clients.size, maxConnections: this.#maxConnections },
+      );
+    } else {
+      this.#logger.warn("accept failed; retrying", { error: message });
     }
   }
 
@@ -354,16 +370,17 @@ class Server implements TimeServer {
     const stats = this.#stats;
     const client: Client = {
       conn,
-      peer: formatAddress(conn.remoteAddr),
       reading: false,
       lingering: false,
       closed: false,
-      lastActive: performance.now(),
+      lastActive: this.#clock,
     };
     this.#clients.add(client);
     stats.connectionsOpen = this.#clients.size;
     stats.connectionsTotal++;
-    if (this.#debug) this.#logger.debug("connection opened", { peer: client.peer });
+    if (this.#debug) {
+      this.#logger.debug("connection opened", { peer: formatAddress(conn.remoteAddr) });
+    }
     const session = new Session({ time: this.#time, maxLine: this.#maxLine, counts: stats });
     let buffer = new Uint8Array(INITIAL_READ_SIZE);
     let reason = "shutdown";
@@ -377,11 +394,12 @@ class Server implements TimeServer {
           session.end();
         } else {
           stats.bytesReceived += n;
-          session.push(n === buffer.length ? buffer : buffer.subarray(0, n));
+          session.push(buffer, n);
         }
         for (let out = session.pull(); out.length > 0; out = session.pull()) {
-          client.lastActive = performance.now();
-          await writeAll(conn, out);
+          client.lastActive = this.#clock;
+          const written = await conn.write(out);
+          if (written < out.length) await writeRest(conn, out, written);
           stats.bytesSent += out.length;
         }
         if (n === null) {
@@ -411,7 +429,7 @@ class Server implements TimeServer {
       } else {
         reason = "error";
         this.#logger.error("connection failed", {
-          peer: client.peer,
+          peer: formatAddress(conn.remoteAddr),
           error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
         });
       }
@@ -420,7 +438,9 @@ class Server implements TimeServer {
       this.#clients.delete(client);
       if (client.lingering) this.#lingering--;
       stats.connectionsOpen = this.#clients.size;
-      if (this.#debug) this.#logger.debug("connection closed", { peer: client.peer, reason });
+      if (this.#debug) {
+        this.#logger.debug("connection closed", { peer: formatAddress(conn.remoteAddr), reason });
+      }
       if (this.#clients.size === 0 && this.#stopAccepting.signal.aborted) this.#drained.resolve();
     }
   }
@@ -429,7 +449,7 @@ class Server implements TimeServer {
   async #linger(client: Client, buffer: Uint8Array): Promise<void> {
     client.lingering = true;
     this.#lingering++;
-    client.lastActive = performance.now();
+    client.lastActive = this.#clock;
     await client.conn.closeWrite();
     let discarded = 0;
     while (discarded < LINGER_MAX_BYTES) {
@@ -451,16 +471,21 @@ class Server implements TimeServer {
 
   /** Closes connections idle for longer than the idle timeout, and those done lingering. */
   #sweep(): void {
-    const now = performance.now();
-    const idleDeadline = this.#idleTimeoutMs > 0 ? now - this.#idleTimeoutMs : -Infinity;
-    const lingerDeadline = now - LINGER_MS;
+    const now = this.#clock = performance.now();
+    // lastActive is read from this clock, so it lags the truth by up to one sweep: allow
+    // for that, so that no connection is ever closed early.
+    const slack = this.#sweepEveryMs;
+    const idleDeadline = this.#idleTimeoutMs > 0 ? now - this.#idleTimeoutMs - slack : -Infinity;
+    const lingerDeadline = now - LINGER_MS - slack;
     for (const client of this.#clients) {
       if (client.closed) continue;
       if (client.lingering) {
         if (client.lastActive < lingerDeadline) this.#close(client);
       } else if (client.lastActive < idleDeadline) {
         this.#stats.idleTimeout++;
-        if (this.#debug) this.#logger.debug("idle timeout", { peer: client.peer });
+        if (this.#debug) {
+          this.#logger.debug("idle timeout", { peer: formatAddress(client.conn.remoteAddr) });
+        }
         this.#close(client);
       }
     }

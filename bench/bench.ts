@@ -1,0 +1,458 @@
+// The benchmark: starts servers as subprocesses, drives them with a load generator, prints one table.
+
+import { parseArgs } from "node:util";
+import type { LoadResult } from "./loadgen.ts";
+
+const HELP = `Usage: deno task bench [options]
+
+Starts each server as a subprocess on a free port, drives it with the load generator
+(bench/loadgen.ts, or the C one with --loadgen), prints one table and writes it as JSON.
+
+Options:
+  --scenario LIST        rr, pipeline, churn, idle, or all (default all); comma-separated
+  --duration SECONDS     measured seconds per run, after 1 s of warm-up (default 5)
+  --runs N               runs per scenario; the table shows medians (default 3)
+  --connections N        connections for rr, pipeline and churn (default 50)
+  --pipeline N           requests in flight per connection in "pipeline" (default 32)
+  --idle-connections N   connections held in "idle" (default 10000)
+  --log-level LIST       log levels to run this project's server at (default info)
+  --server-cmd CMD       a server to measure instead, with {port} for the port; repeatable
+  --baseline-cmd CMD     a server to compare with in the same run; ratios are against it
+  --loadgen PATH         use a compiled shared/bench/loadgen.c instead of bench/loadgen.ts
+  --out FILE             where the JSON goes (default bench/results/<date>.json)
+  -h, --help             print this help`;
+
+const root = new URL("..", import.meta.url).pathname;
+
+/** The command of `deno task start`, from deno.json, so the benchmark runs what users run. */
+function startCommand(): string[] {
+  const config = JSON.parse(Deno.readTextFileSync(`${root}deno.json`));
+  const [deno, ...rest] = (config.tasks.start as string).split(/\s+/);
+  return [deno === "deno" ? Deno.execPath() : deno, ...rest];
+}
+const loadgenModule = new URL("./loadgen.ts", import.meta.url).pathname;
+
+interface Server {
+  label: string;
+  command: string[];
+}
+
+interface Row {
+  server: string;
+  scenario: string;
+  runs: LoadResult[];
+  median: LoadResult;
+  failed: boolean;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+function medianResult(runs: LoadResult[]): LoadResult {
+  const result = { ...runs[0] } as unknown as Record<string, unknown>;
+  for (const key of Object.keys(result)) {
+    if (typeof result[key] === "number") {
+      result[key] = median(runs.map((run) => (run as unknown as Record<string, number>)[key]));
+    }
+  }
+  result.errors = runs.reduce((sum, run) => sum + run.errors, 0);
+  return result as unknown as LoadResult;
+}
+
+function hasTaskset(): boolean {
+  if (Deno.build.os !== "linux" || navigator.hardwareConcurrency < 2) return false;
+  try {
+    return new Deno.Command("taskset", { args: ["-c", "0", "true"] }).outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+/** A port that is free now, below 32768 so it cannot collide with the kernel's client ports. */
+function freePort(): number {
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12768);
+    try {
+      Deno.listen({ hostname: "0.0.0.0", port }).close();
+      return port;
+    } catch {
+      // Taken; try another.
+    }
+  }
+}
+
+async function waitForPort(port: number, child: Deno.ChildProcess): Promise<void> {
+  let exited = false;
+  child.status.then(() => exited = true);
+  const deadline = performance.now() + 15000;
+  while (performance.now() < deadline && !exited) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  throw new Error(exited ? "the server exited at start" : "the server did not start listening");
+}
+
+function parseCLoadgen(line: string): LoadResult {
+  const fields = Object.fromEntries(
+    line.trim().split(/\s+/).map((pair) => pair.split("=")).map(([k, v]) => [k, v]),
+  );
+  const number = (key: string) => Number(fields[key] ?? 0);
+  const errors = number("errors") + number("bad") + number("conn_err");
+  if (fields.mode === "idle") {
+    return {
+      mode: "idle",
+      completed: number("served2"),
+      rate: 0,
+      p50: number("p50_us"),
+      p99: number("p99_us"),
+      p999: number("p99_us"),
+      errors: errors + (number("opened") - number("served2")),
+      held: number("still_open"),
+      burstSeconds: number("burst_s"),
+      rssBeforeKiB: number("rss_before_kb"),
+      rssLoadedKiB: number("rss_loaded_kb"),
+      rssAfterKiB: number("rss_after_kb"),
+    };
+  }
+  return {
+    mode: fields.mode,
+    completed: number("reqs"),
+    rate: Math.round(number("rps")),
+    p50: number("p50_us"),
+    p99: number("p99_us"),
+    p999: number("p999_us"),
+    errors,
+  };
+}
+
+async function runScenario(
+  scenario: string,
+  server: Server,
+  options: Record<string, number | string | undefined>,
+  pin: boolean,
+): Promise<LoadResult> {
+  const port = freePort();
+  const command = server.command.map((part) => part.replaceAll("{port}", String(port)));
+  const serverArgv = pin ? ["taskset", "-c", "0", ...command] : command;
+  const child = new Deno.Command(serverArgv[0], {
+    args: serverArgv.slice(1),
+    cwd: root,
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    await waitForPort(port, child);
+    const loadgenPath = options.loadgen as string | undefined;
+    const idleCount = Number(options.idleConnections);
+    // One loopback address gives ~28,000 client ports; spread larger loads over more.
+    const addresses = Math.max(1, Math.ceil(idleCount / 25000));
+    let argv: string[];
+    if (loadgenPath) {
+      const modes: Record<string, string[]> = {
+        rr: [
+          "-m",
+          "rr",
+          "-c",
+          String(options.connections),
+          "-d",
+          "1",
+          "-s",
+          String(options.duration),
+        ],
+        pipeline: [
+          "-m",
+          "rr",
+          "-c",
+          String(options.connections),
+          "-d",
+          String(options.pipeline),
+          "-s",
+          String(options.duration),
+        ],
+        churn: ["-m", "connect", "-c", String(options.connections), "-s", String(options.duration)],
+        idle: ["-m", "idle", "-c", String(idleCount), "-s", "2"],
+      };
+      argv = [
+        loadgenPath,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "-P",
+        String(child.pid),
+        ...modes[scenario],
+      ];
+    } else {
+      const modes: Record<string, string[]> = {
+        rr: ["--mode", "rr", "--connections", String(options.connections), "--depth", "1"],
+        pipeline: [
+          "--mode",
+          "rr",
+          "--connections",
+          String(options.connections),
+          "--depth",
+          String(options.pipeline),
+        ],
+        churn: ["--mode", "churn", "--connections", String(options.connections)],
+        idle: [
+          "--mode",
+          "idle",
+          "--connections",
+          String(idleCount),
+          "--addresses",
+          String(addresses),
+        ],
+      };
+      argv = [
+        Deno.execPath(),
+        "run",
+        "--allow-net",
+        "--allow-run=ps",
+        loadgenModule,
+        "--port",
+        String(port),
+        "--duration",
+        String(options.duration),
+        "--server-pid",
+        String(child.pid),
+        ...modes[scenario],
+      ];
+    }
+    if (pin) argv = ["taskset", "-c", "1", ...argv];
+    const output = await new Deno.Command(argv[0], { args: argv.slice(1), stdin: "null" }).output();
+    const text = new TextDecoder().decode(output.stdout).trim().split("\n").pop() ?? "";
+    if (!output.success || text === "") {
+      throw new Error(`load generator failed: ${new TextDecoder().decode(output.stderr).trim()}`);
+    }
+    const result = loadgenPath ? parseCLoadgen(text) : JSON.parse(text) as LoadResult;
+    result.mode = scenario;
+    return result;
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+    await child.status;
+  }
+}
+
+function format(value: number, digits = 0): string {
+  return value.toLocaleString("en-US", {
+    maximumFractionDigits: digits,
+    minimumFractionDigits: digits,
+  });
+}
+
+function table(rows: Row[], baseline: string | undefined): string {
+  const lines: string[][] = [[
+    "scenario",
+    "server",
+    "rate",
+    baseline ? "vs baseline" : "",
+    "p50 µs",
+    "p99 µs",
+    "p99.9 µs",
+    "memory",
+    "errors",
+    "status",
+  ]];
+  for (const row of rows) {
+    const m = row.median;
+    const base = rows.find((r) => r.server === baseline && r.scenario === row.scenario);
+    let rate = "", ratio = "", memory = "";
+    if (row.scenario === "idle") {
+      const perConn = ((m.rssLoadedKiB! - m.rssBeforeKiB!) * 1024) / Math.max(1, m.held!);
+      const perConnAfter = ((m.rssAfterKiB! - m.rssBeforeKiB!) * 1024) / Math.max(1, m.held!);
+      rate = `${format(m.held!)} held, burst ${format(m.burstSeconds!, 2)} s`;
+      memory =
+        `RSS ${format(m.rssBeforeKiB! / 1024, 1)} → ${format(m.rssLoadedKiB! / 1024, 1)} → ` +
+        `${format(m.rssAfterKiB! / 1024, 1)} MiB; ${format(perConn)} B/conn held, ${
+          format(perConnAfter)
+        } after burst`;
+      if (base && base !== row) {
+        ratio = `burst ×${format(m.burstSeconds! / base.median.burstSeconds!, 2)}`;
+      }
+    } else {
+      rate = `${format(m.rate)} ${row.scenario === "churn" ? "conn/s" : "req/s"}`;
+      if (base && base !== row) ratio = `×${format(m.rate / base.median.rate, 2)}`;
+    }
+    lines.push([
+      row.scenario,
+      row.server,
+      rate,
+      ratio,
+      format(m.p50, 0),
+      format(m.p99, 0),
+      format(m.p999, 0),
+      memory,
+      String(m.errors),
+      row.failed ? "FAILED" : "ok",
+    ]);
+  }
+  const keep = lines[0].map((_, column) => lines.some((line, i) => i > 0 && line[column] !== ""));
+  const widths = lines[0].map((_, column) => Math.max(...lines.map((line) => line[column].length)));
+  return lines.map((line) =>
+    line.filter((_, column) => keep[column]).map((cell, column) =>
+      cell.padEnd(widths.filter((_, c) => keep[c])[column])
+    ).join("  ").trimEnd()
+  ).join("\n");
+}
+
+function machine(): Record<string, string | number> {
+  let cpu = "unknown";
+  try {
+    cpu = Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? cpu;
+  } catch {
+    // Not Linux.
+  }
+  return {
+    os: `${Deno.build.os} ${Deno.osRelease()}`,
+    arch: Deno.build.arch,
+    cpu,
+    cores: navigator.hardwareConcurrency,
+    memoryGiB: Math.round(Deno.systemMemoryInfo().total / 2 ** 30),
+    deno: Deno.version.deno,
+  };
+}
+
+async function main(args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      options: {
+        scenario: { type: "string", default: "all" },
+        duration: { type: "string", default: "5" },
+        runs: { type: "string", default: "3" },
+        connections: { type: "string", default: "50" },
+        pipeline: { type: "string", default: "32" },
+        "idle-connections": { type: "string", default: "10000" },
+        "log-level": { type: "string", default: "info" },
+        "server-cmd": { type: "string", multiple: true },
+        "baseline-cmd": { type: "string" },
+        loadgen: { type: "string" },
+        out: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (error) {
+    console.error(`bench: ${error instanceof Error ? error.message.split("\n")[0] : error}`);
+    return 2;
+  }
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const all = ["rr", "pipeline", "churn", "idle"];
+  const scenarios = values.scenario === "all" ? all : values.scenario.split(",");
+  for (const scenario of scenarios) {
+    if (!all.includes(scenario)) {
+      console.error(
+        `bench: --scenario must be a list of ${all.join(", ")}, or all; got "${scenario}"`,
+      );
+      return 2;
+    }
+  }
+  const idleConnections = Number(values["idle-connections"]);
+  const servers: Server[] = values["server-cmd"]?.map((cmd) => ({
+    label: cmd.replace(/\s*(--port|-p)[= ]\{port\}/, "").slice(0, 48),
+    command: cmd.split(/\s+/),
+  })) ?? values["log-level"].split(",").map((level) => ({
+    label: `time-server (log ${level})`,
+    command: [
+      ...startCommand(),
+      "--port",
+      "{port}",
+      "--log-level",
+      level,
+      "--max-connections",
+      String(Math.max(10000, idleConnections)),
+    ],
+  }));
+  let baseline: string | undefined;
+  if (values["baseline-cmd"]) {
+    baseline = `baseline: ${values["baseline-cmd"].split(/\s+/)[0].split("/").pop()}`;
+    servers.unshift({ label: baseline, command: values["baseline-cmd"].split(/\s+/) });
+  }
+  const options = {
+    duration: values.duration,
+    connections: values.connections,
+    pipeline: values.pipeline,
+    idleConnections: values["idle-connections"],
+    loadgen: values.loadgen,
+  };
+  const pin = hasTaskset();
+  const runs = Number(values.runs);
+  const info = machine();
+  console.log(
+    `machine: ${info.cpu}, ${info.cores} cores, ${info.memoryGiB} GiB, ${info.os}, Deno ${info.deno}`,
+  );
+  console.log(
+    pin
+      ? "pinning: server on CPU 0, load generator on CPU 1 (taskset)"
+      : "pinning: none (taskset or a second core is not available)",
+  );
+  console.log(
+    `load generator: ${
+      values.loadgen ?? "bench/loadgen.ts"
+    }; ${runs} run(s) per scenario, medians shown\n`,
+  );
+
+  const rows: Row[] = [];
+  for (const scenario of scenarios) {
+    for (const server of servers) {
+      const results: LoadResult[] = [];
+      let failed = false;
+      for (let run = 0; run < runs; run++) {
+        try {
+          const result = await runScenario(scenario, server, options, pin);
+          results.push(result);
+          if (result.errors > 0) failed = true;
+        } catch (error) {
+          console.error(
+            `${scenario} / ${server.label}: ${error instanceof Error ? error.message : error}`,
+          );
+          failed = true;
+        }
+      }
+      if (results.length === 0) continue;
+      const row = {
+        server: server.label,
+        scenario,
+        runs: results,
+        median: medianResult(results),
+        failed,
+      };
+      rows.push(row);
+      console.error(`done: ${scenario} / ${server.label}`);
+    }
+  }
+  console.log(table(rows, baseline));
+
+  const out = values.out ?? `${root}bench/results/${new Date().toISOString().slice(0, 10)}.json`;
+  await Deno.mkdir(out.slice(0, out.lastIndexOf("/")), { recursive: true });
+  await Deno.writeTextFile(
+    out,
+    JSON.stringify(
+      { date: new Date().toISOString(), machine: info, pinned: pin, options, rows },
+      null,
+      2,
+    ) + "\n",
+  );
+  console.log(`\nwritten: ${out}`);
+  return rows.some((row) => row.failed) ? 1 : 0;
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}
