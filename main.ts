@@ -5,6 +5,10 @@ import config from "./deno.json" with { type: "json" };
 import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./log.ts";
 import { isValidTimeZone } from "./protocol.ts";
 import { DEFAULTS, formatAddress, serve, type ServerOptions } from "./server.ts";
+import { UsageError } from "./usage.ts";
+import { askTime, CLIENT_HELP, ClientError, parseClientCommandLine } from "./client.ts";
+
+export { UsageError };
 
 /** The program's version, from `deno.json`. */
 export const VERSION: string = config.version;
@@ -13,7 +17,8 @@ export const VERSION: string = config.version;
 export const HELP =
   `time-server ${VERSION}: a TCP time server. TIME is answered with "JAM hh:mm:ss", QUIT closes.
 
-Usage: time-server [options]
+Usage: time-server [options]            run the server
+       time-server client [options]     ask a server for the time (see time-server client --help)
 
 Options:
   --host HOST                 address to listen on (default ${DEFAULTS.hostname}, every IPv4 and IPv6 address)
@@ -29,11 +34,6 @@ Options:
   -V, --version               print the version and exit
 
 Exit codes: 0 stopped by a signal or --help/--version, 1 could not start, 2 bad command line.`;
-
-/** A mistake on the command line; its message is one line meant for the user. */
-export class UsageError extends Error {
-  override name = "UsageError";
-}
 
 /** What the command line asks for, as returned by {@linkcode parseCommandLine}. */
 export type Invocation =
@@ -60,48 +60,6 @@ const FLAGS = {
   version: { type: "boolean", short: "V" },
 } as const;
 
-/** The longest shutdown timeout; timers cannot wait much longer than 24 days anyway. */
-const MAX_SECONDS = 86400;
-
-function integer(name: string, text: string, min: number, max: number): number {
-  const value = /^\d+$/.test(text) ? Number(text) : NaN;
-  if (!(value >= min && value <= max)) {
-    throw new UsageError(`${name} must be a whole number from ${min} to ${max}, got "${text}"`);
-  }
-  return value;
-}
-
-function seconds(name: string, text: string): number {
-  const value = /^\d+(\.\d+)?$/.test(text) ? Number(text) : NaN;
-  if (!(value >= 0 && value <= MAX_SECONDS)) {
-    throw new UsageError(
-      `${name} must be a number of seconds from 0 to ${MAX_SECONDS}, got "${text}"`,
-    );
-  }
-  return value;
-}
-
-function oneOf<T extends string>(name: string, text: string, allowed: readonly T[]): T {
-  if (!(allowed as readonly string[]).includes(text)) {
-    throw new UsageError(`${name} must be one of ${allowed.join(", ")}, got "${text}"`);
-  }
-  return text as T;
-}
-
-function parseError(error: unknown): UsageError {
-  const message = error instanceof Error ? error.message : String(error);
-  const code = (error as { code?: string }).code;
-  const option = message.match(/--[\w-]+/)?.[0] ?? message.match(/'(-[^' ,]*)/)?.[1];
-  if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") return new UsageError(`unknown option ${option}`);
-  if (code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") {
-    return new UsageError(`unexpected argument ${message.match(/'([^']*)'/)?.[1] ?? ""}`.trim());
-  }
-  if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
-    return new UsageError(option ? `${option} needs a value` : message.split("\n")[0]);
-  }
-  return new UsageError(message.split("\n")[0]);
-}
-
 /**
  * Turns the command line (and `PORT` from the environment) into what to do.
  * Throws {@linkcode UsageError} with a one-line message for any mistake.
@@ -119,7 +77,7 @@ export function parseCommandLine(args: string[], env: { PORT?: string } = {}): I
   try {
     ({ values } = parseArgs({ args, options: FLAGS, strict: true, allowPositionals: false }));
   } catch (error) {
-    throw parseError(error);
+    throw UsageError.fromParseArgs(error);
   }
   if (values.help) return { action: "help" };
   if (values.version) return { action: "version" };
@@ -129,9 +87,9 @@ export function parseCommandLine(args: string[], env: { PORT?: string } = {}): I
     if (values.host === "") throw new UsageError("--host must not be empty");
     options.hostname = values.host;
   }
-  if (values.port !== undefined) options.port = integer("--port", values.port, 0, 65535);
+  if (values.port !== undefined) options.port = UsageError.integer("--port", values.port, 0, 65535);
   else if (env.PORT !== undefined && env.PORT !== "") {
-    options.port = integer("PORT (environment)", env.PORT, 0, 65535);
+    options.port = UsageError.integer("PORT (environment)", env.PORT, 0, 65535);
   }
   if (values.tz !== undefined) {
     if (!isValidTimeZone(values.tz)) {
@@ -142,19 +100,24 @@ export function parseCommandLine(args: string[], env: { PORT?: string } = {}): I
     options.timeZone = values.tz;
   }
   if (values["max-line"] !== undefined) {
-    options.maxLine = integer("--max-line", values["max-line"], 1, 1048576);
+    options.maxLine = UsageError.integer("--max-line", values["max-line"], 1, 1048576);
   }
   if (values["idle-timeout"] !== undefined) {
-    options.idleTimeout = seconds("--idle-timeout", values["idle-timeout"]);
+    options.idleTimeout = UsageError.seconds("--idle-timeout", values["idle-timeout"]);
   }
   if (values["max-connections"] !== undefined) {
-    options.maxConnections = integer("--max-connections", values["max-connections"], 1, 10000000);
+    options.maxConnections = UsageError.integer(
+      "--max-connections",
+      values["max-connections"],
+      1,
+      10000000,
+    );
   }
   if (values["shutdown-timeout"] !== undefined) {
-    options.shutdownTimeout = seconds("--shutdown-timeout", values["shutdown-timeout"]);
+    options.shutdownTimeout = UsageError.seconds("--shutdown-timeout", values["shutdown-timeout"]);
   }
-  const logLevel = oneOf("--log-level", values["log-level"] ?? "info", LOG_LEVELS);
-  const logFormat = oneOf("--log-format", values["log-format"] ?? "text", LOG_FORMATS);
+  const logLevel = UsageError.oneOf("--log-level", values["log-level"] ?? "info", LOG_LEVELS);
+  const logFormat = UsageError.oneOf("--log-format", values["log-format"] ?? "text", LOG_FORMATS);
   return { action: "serve", options, logLevel, logFormat };
 }
 
@@ -174,11 +137,36 @@ function describeListenError(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/** Runs `time-server client`: prints each answer; exit code 0, 1 (failure) or 2 (usage). */
+async function runClient(args: string[]): Promise<number> {
+  let options;
+  try {
+    options = parseClientCommandLine(args, readPort());
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`time-server client: ${error.message} (see --help)`);
+    return 2;
+  }
+  if (options === null) {
+    console.log(CLIENT_HELP);
+    return 0;
+  }
+  try {
+    await askTime({ ...options, onAnswer: (answer) => console.log(answer) });
+    return 0;
+  } catch (error) {
+    if (!(error instanceof ClientError)) throw error;
+    console.error(`time-server client: ${error.message}`);
+    return 1;
+  }
+}
+
 /**
  * Runs the program with the given arguments and resolves with its exit code once
  * the server has stopped (after SIGINT or SIGTERM).
  */
 export async function main(args: string[]): Promise<number> {
+  if (args[0] === "client") return await runClient(args.slice(1));
   let invocation: Invocation;
   try {
     invocation = parseCommandLine(args, readPort());

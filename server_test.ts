@@ -245,7 +245,11 @@ Deno.test("server answers in the time zone it was given", async () => {
   assert.equal(await client.readLine(), "JAM 03:30:15\r\n");
 });
 
-Deno.test("server on the default host takes IPv4 and IPv6 clients", async () => {
+// Windows sockets are IPv6-only on "::" by default; README says to use --host 0.0.0.0 there.
+Deno.test({
+  name: "server on the default host takes IPv4 and IPv6 clients",
+  ignore: Deno.build.os === "windows",
+}, async () => {
   await using server = serve({ port: 0, logger: createLogger({ level: "error" }) });
   for (const hostname of ["127.0.0.1", "::1"]) {
     using client = await LineClient.connect(server.addr.port, hostname);

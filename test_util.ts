@@ -142,20 +142,17 @@ export interface ServerProcess extends AsyncDisposable {
 }
 
 /**
- * Runs `deno run main.ts` with the given flags (plus `--port 0` unless a port is
- * given) and resolves once the server has logged that it listens.
+ * Runs `deno run main.ts` (or another `command`, such as a compiled binary) with the
+ * given flags, plus `--port 0` unless a port is given, and resolves once the server
+ * has logged that it listens.
  */
-export async function startServerProcess(args: string[]): Promise<ServerProcess> {
+export async function startServerProcess(
+  args: string[],
+  command: string[] = [Deno.execPath(), "run", "--allow-net", "--allow-env=PORT", mainModule],
+): Promise<ServerProcess> {
   const hasPort = args.some((arg) => arg === "-p" || arg.startsWith("--port"));
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-env=PORT",
-      mainModule,
-      ...(hasPort ? [] : ["--port", "0"]),
-      ...args,
-    ],
+  const child = new Deno.Command(command[0], {
+    args: [...command.slice(1), ...(hasPort ? [] : ["--port", "0"]), ...args],
     stdin: "null",
     stdout: "null",
     stderr: "piped",

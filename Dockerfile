@@ -1,0 +1,19 @@
+# time-server in a container: built with the official Deno image, run as a non-root user.
+# DENO_VERSION must equal .dvmrc (deploy_test.ts checks it).
+ARG DENO_VERSION=2.9.6
+
+FROM denoland/deno:${DENO_VERSION} AS build
+WORKDIR /src
+COPY deno.json main.ts server.ts protocol.ts client.ts log.ts usage.ts compile.ts ./
+RUN deno task compile
+
+# The compiled binary needs glibc and libgcc only.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/dist/time-server /usr/local/bin/time-server
+USER nonroot
+EXPOSE 45000
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \
+  CMD ["/usr/local/bin/time-server", "client", "--host", "127.0.0.1", "--timeout", "3"]
+ENTRYPOINT ["/usr/local/bin/time-server"]
+CMD ["--log-format", "json"]

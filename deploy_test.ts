@@ -1,0 +1,75 @@
+// Tests of the shipping files: one pinned Deno version everywhere, a valid systemd unit.
+
+import assert from "node:assert/strict";
+
+const read = (path: string) => Deno.readTextFileSync(new URL(path, import.meta.url));
+const pinned = read("./.dvmrc").trim();
+
+Deno.test("the Deno version is pinned once, in .dvmrc, and every other mention agrees", () => {
+  assert.match(pinned, /^\d+\.\d+\.\d+$/);
+  assert.equal(read("./Dockerfile").match(/^ARG DENO_VERSION=(\S+)$/m)?.[1], pinned);
+  const readmeVersions = [...read("./README.md").matchAll(/deno@(\d+\.\d+\.\d+)/g)].map((m) =>
+    m[1]
+  );
+  assert.ok(readmeVersions.length > 0);
+  for (const version of readmeVersions) assert.equal(version, pinned);
+  for (const workflow of ["./.github/workflows/ci.yml", "./.github/workflows/release.yml"]) {
+    assert.match(read(workflow), /deno-version-file: \.dvmrc/, workflow);
+  }
+});
+
+Deno.test("the container runs as non-root, exposes 45000 and checks health with a real TIME", () => {
+  const dockerfile = read("./Dockerfile");
+  assert.match(dockerfile, /^FROM denoland\/deno:\$\{DENO_VERSION\} AS build$/m);
+  assert.match(dockerfile, /^USER nonroot$/m);
+  assert.match(dockerfile, /^EXPOSE 45000$/m);
+  assert.match(dockerfile, /^STOPSIGNAL SIGTERM$/m);
+  assert.match(
+    dockerfile,
+    /HEALTHCHECK[^\n]*\\\n\s*CMD \["\/usr\/local\/bin\/time-server", "client"/,
+  );
+});
+
+function hasSystemdAnalyze(): boolean {
+  try {
+    return new Deno.Command("systemd-analyze", { args: ["--version"] }).outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+const systemd = Deno.build.os === "linux" && hasSystemdAnalyze();
+if (!systemd) {
+  console.log("deploy_test.ts: skipping the systemd unit check: systemd-analyze is not installed");
+}
+
+Deno.test({
+  name: "the systemd unit passes systemd-analyze verify and carries the hardening",
+  ignore: !systemd,
+  fn() {
+    const unit = read("./deploy/time-server.service");
+    for (
+      const setting of [
+        "DynamicUser=yes",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+        "RestrictAddressFamilies=AF_INET AF_INET6",
+        "Restart=on-failure",
+      ]
+    ) {
+      assert.match(unit, new RegExp(`^${setting}$`, "m"), setting);
+    }
+    assert.match(unit, /^MemoryMax=\d+[KMG]$/m);
+    // verify wants ExecStart to exist: check a copy that runs /bin/true instead.
+    const script =
+      'd=$(mktemp -d) && sed "s|/usr/local/bin/time-server|/bin/true|" "$1" > "$d/time-server.service" ' +
+      '&& systemd-analyze verify "$d/time-server.service"; rc=$?; rm -rf "$d"; exit $rc';
+    const unitPath = new URL("./deploy/time-server.service", import.meta.url).pathname;
+    const result = new Deno.Command("sh", { args: ["-c", script, "sh", unitPath] }).outputSync();
+    const output = new TextDecoder().decode(result.stderr) +
+      new TextDecoder().decode(result.stdout);
+    assert.equal(result.code, 0, output);
+    assert.equal(output.trim(), "", "no warnings");
+  },
+});
