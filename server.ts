@@ -4,11 +4,13 @@ import { createLogger, type Logger } from "./log.ts";
 import {
   DEFAULT_MAX_LINE,
   ERR_SERVER_BUSY,
+  ERR_TOO_MANY_CONNECTIONS,
   newRequestCounts,
   type RequestCounts,
   Session,
   TimeAnswer,
 } from "./protocol.ts";
+import { parseProxyHeader, type ProxiedAddress, PROXY_HEADER_MAX } from "./proxy.ts";
 
 /** Options of {@linkcode serve}; every field is optional. */
 export interface ServerOptions {
@@ -54,6 +56,36 @@ export interface ServerOptions {
    */
   statsInterval?: number;
   /**
+   * Connections one client address may hold at once; past it a new one gets
+   * `ERR too many connections` and is closed. IPv4-mapped IPv6 addresses count as
+   * IPv4. 0 = no limit.
+   * @default {0}
+   */
+  maxConnectionsPerIp?: number;
+  /**
+   * Expect the HAProxy PROXY protocol header (v1 or v2) at the start of every
+   * connection, and treat the address it carries as the client's. A connection
+   * without a valid header within `proxyHeaderTimeout` is closed.
+   * @default {false}
+   */
+  proxyProtocol?: boolean;
+  /**
+   * Seconds a connection may take to send its PROXY header.
+   * @default {5}
+   */
+  proxyHeaderTimeout?: number;
+  /**
+   * Listen with `SO_REUSEPORT`, so that several servers (workers) share one port.
+   * @default {false}
+   */
+  reusePort?: boolean;
+  /**
+   * A counter shared by several servers (an `Int32Array` over a `SharedArrayBuffer`,
+   * element 0) that `maxConnections` applies to instead of this server's own count.
+   * @default {undefined}
+   */
+  sharedConnections?: Int32Array;
+  /**
    * Where events are logged.
    * @default {a logger at level "warn" writing text to stderr}
    */
@@ -74,6 +106,8 @@ export const DEFAULTS = {
   maxConnections: 10000,
   shutdownTimeout: 5,
   statsInterval: 60,
+  maxConnectionsPerIp: 0,
+  proxyHeaderTimeout: 5,
 } as const;
 
 /** What a server has done so far; the numbers only grow, except `connectionsOpen`. */
@@ -88,6 +122,10 @@ export interface ServerStats extends RequestCounts {
   idleTimeout: number;
   /** Connections that ended in a reset or broken pipe. */
   reset: number;
+  /** Connections refused with `ERR too many connections` (per-client limit). */
+  perIp: number;
+  /** Connections closed for a missing or malformed PROXY header. */
+  proxyHeader: number;
   /** Bytes read from clients. */
   bytesReceived: number;
   /** Bytes written to clients. */
@@ -132,6 +170,14 @@ interface Client {
   reading: boolean;
   /** True once every answer is sent and the server waits for the client to close. */
   lingering: boolean;
+  /** True until the PROXY header has arrived (with `proxyProtocol`). */
+  awaitingHeader: boolean;
+  /** True while the connection counts against `maxConnections`. */
+  counted: boolean;
+  /** The client address per-IP limits count it under, once counted. */
+  ipKey: string | null;
+  /** The real client, from the PROXY header; the socket's peer when absent. */
+  proxied: ProxiedAddress | null;
   /** True once the server has closed the connection on purpose. */
   closed: boolean;
   /** When the client last had a request answered (or lingering began), on the sweep clock. */
@@ -177,17 +223,18 @@ async function writeRest(conn: Deno.Conn, bytes: Uint8Array, written: number): P
 function listen(
   hostname: string,
   port: number,
+  reusePort: boolean,
   logger: Logger,
   fallback: boolean,
 ): Deno.TcpListener {
   try {
-    return Deno.listen({ hostname, port, transport: "tcp" });
+    return Deno.listen({ hostname, port, transport: "tcp", reusePort });
   } catch (error) {
     if (!fallback || isSetupError(error)) throw error;
     logger.warn("IPv6 is unavailable; listening on IPv4 only", {
       error: error instanceof Error ? error.message : String(error),
     });
-    return Deno.listen({ hostname: "0.0.0.0", port, transport: "tcp" });
+    return Deno.listen({ hostname: "0.0.0.0", port, transport: "tcp", reusePort });
   }
 }
 
@@ -218,8 +265,13 @@ class Server implements TimeServer {
   readonly #maxConnections: number;
   readonly #shutdownTimeoutMs: number;
   readonly #clients = new Set<Client>();
-  /** How many of `#clients` are lingering; they do not count against `maxConnections`. */
-  #lingering = 0;
+  /** How many of `#clients` count against `maxConnections` (lingering ones do not). */
+  #active = 0;
+  readonly #shared: Int32Array | undefined;
+  readonly #maxPerIp: number;
+  readonly #perIp = new Map<string, number>();
+  readonly #proxyProtocol: boolean;
+  readonly #proxyHeaderTimeoutMs: number;
   readonly #stats: ServerStats = {
     ...newRequestCounts(),
     connectionsOpen: 0,
@@ -227,6 +279,8 @@ class Server implements TimeServer {
     busy: 0,
     idleTimeout: 0,
     reset: 0,
+    perIp: 0,
+    proxyHeader: 0,
     bytesReceived: 0,
     bytesSent: 0,
   };
@@ -253,9 +307,14 @@ class Server implements TimeServer {
     this.#idleTimeoutMs = (options.idleTimeout ?? DEFAULTS.idleTimeout) * 1000;
     this.#maxConnections = options.maxConnections ?? DEFAULTS.maxConnections;
     this.#shutdownTimeoutMs = (options.shutdownTimeout ?? DEFAULTS.shutdownTimeout) * 1000;
+    this.#shared = options.sharedConnections;
+    this.#maxPerIp = options.maxConnectionsPerIp ?? DEFAULTS.maxConnectionsPerIp;
+    this.#proxyProtocol = options.proxyProtocol ?? false;
+    this.#proxyHeaderTimeoutMs = (options.proxyHeaderTimeout ?? DEFAULTS.proxyHeaderTimeout) * 1000;
     this.#listener = listen(
       options.hostname ?? DEFAULTS.hostname,
       options.port ?? DEFAULTS.port,
+      options.reusePort ?? false,
       this.#logger,
       options.hostname === undefined,
     );
@@ -264,9 +323,11 @@ class Server implements TimeServer {
     this.finished = Promise.all([this.#accepting, this.#drained.promise]).then(() => {});
 
     // One sweep over all connections beats a timer per connection reset on every request.
-    this.#sweepEveryMs = this.#idleTimeoutMs > 0
-      ? Math.min(1000, Math.max(5, this.#idleTimeoutMs / 4))
-      : 1000;
+    const shortest = Math.min(
+      this.#idleTimeoutMs > 0 ? this.#idleTimeoutMs : Infinity,
+      this.#proxyProtocol ? this.#proxyHeaderTimeoutMs : Infinity,
+    );
+    this.#sweepEveryMs = Math.min(1000, Math.max(5, shortest / 4));
     this.#timers.push(setInterval(() => this.#sweep(), this.#sweepEveryMs));
     const statsInterval = options.statsInterval ?? DEFAULTS.statsInterval;
     if (statsInterval > 0 && this.#logger.enabled("info")) {
@@ -328,12 +389,59 @@ class Server implements TimeServer {
         await delay(backoff, signal);
         continue;
       }
-      if (this.#clients.size - this.#lingering >= this.#maxConnections) {
+      if (!this.#admit()) {
         this.#refuse(conn);
         continue;
       }
       this.#serveConnection(conn);
     }
+  }
+
+  /** Counts a new connection against `maxConnections`, if there is room. */
+  #admit(): boolean {
+    const shared = this.#shared;
+    if (shared) {
+      if (Atomics.add(shared, 0, 1) >= this.#maxConnections) {
+        Atomics.sub(shared, 0, 1);
+        return false;
+      }
+    } else if (this.#active >= this.#maxConnections) {
+      return false;
+    }
+    this.#active++;
+    return true;
+  }
+
+  /** Stops counting a connection against the limits: it is closing or lingering. */
+  #release(client: Client): void {
+    if (client.counted) {
+      client.counted = false;
+      this.#active--;
+      if (this.#shared) Atomics.sub(this.#shared, 0, 1);
+    }
+    if (client.ipKey !== null) {
+      const count = this.#perIp.get(client.ipKey)! - 1;
+      if (count === 0) this.#perIp.delete(client.ipKey);
+      else this.#perIp.set(client.ipKey, count);
+      client.ipKey = null;
+    }
+  }
+
+  /** Counts a client under its address for `maxConnectionsPerIp`, if there is room. */
+  #admitAddress(client: Client): boolean {
+    const key = clientHost(client.proxied?.hostname ?? client.conn.remoteAddr.hostname);
+    const count = this.#perIp.get(key) ?? 0;
+    if (count >= this.#maxPerIp) return false;
+    this.#perIp.set(key, count + 1);
+    client.ipKey = key;
+    return true;
+  }
+
+  /** The client's address for logs: the one from the PROXY header when there is one. */
+  #peer(client: Client): string {
+    const proxied = client.proxied;
+    if (proxied === null) return formatAddress(client.conn.remoteAddr);
+    return formatAddress({ transport: "tcp", hostname: proxied.hostname, port: proxied.port });
   }
 
   #logAcceptError(error: unknown): void {
@@ -372,29 +480,62 @@ class Server implements TimeServer {
       conn,
       reading: false,
       lingering: false,
+      awaitingHeader: this.#proxyProtocol,
+      counted: true,
+      ipKey: null,
+      proxied: null,
       closed: false,
       lastActive: this.#clock,
     };
     this.#clients.add(client);
     stats.connectionsOpen = this.#clients.size;
     stats.connectionsTotal++;
-    if (this.#debug) {
-      this.#logger.debug("connection opened", { peer: formatAddress(conn.remoteAddr) });
-    }
     const session = new Session({ time: this.#time, maxLine: this.#maxLine, counts: stats });
     let buffer = new Uint8Array(INITIAL_READ_SIZE);
     let reason = "shutdown";
+    /** Bytes already read past a PROXY header, waiting at `buffer[carriedFrom, carriedTo)`. */
+    let carriedFrom = 0, carriedTo = 0;
     try {
       conn.setNoDelay(true);
+      if (this.#proxyProtocol) {
+        const header = await this.#readProxyHeader(client, buffer);
+        if (header === null) {
+          reason = "no valid PROXY header";
+          stats.proxyHeader++;
+          return;
+        }
+        ({ buffer, carriedFrom, carriedTo } = header);
+      }
+      if (this.#debug) {
+        this.#logger.debug("connection opened", {
+          peer: this.#peer(client),
+          via: client.proxied ? formatAddress(conn.remoteAddr) : undefined,
+        });
+      }
+      if (this.#maxPerIp > 0 && !this.#admitAddress(client)) {
+        stats.perIp++;
+        reason = "per-client limit";
+        await conn.write(ERR_TOO_MANY_CONNECTIONS);
+        stats.bytesSent += ERR_TOO_MANY_CONNECTIONS.length;
+        await this.#linger(client, buffer);
+        return;
+      }
       while (!this.#stopAccepting.signal.aborted) {
-        client.reading = true;
-        const n = await conn.read(buffer);
-        client.reading = false;
-        if (n === null) {
-          session.end();
+        let n: number | null;
+        if (carriedTo > carriedFrom) {
+          n = carriedTo - carriedFrom;
+          session.push(buffer.subarray(carriedFrom, carriedTo));
+          carriedFrom = carriedTo = 0;
         } else {
-          stats.bytesReceived += n;
-          session.push(buffer, n);
+          client.reading = true;
+          n = await conn.read(buffer);
+          client.reading = false;
+          if (n === null) {
+            session.end();
+          } else {
+            stats.bytesReceived += n;
+            session.push(buffer, n);
+          }
         }
         for (let out = session.pull(); out.length > 0; out = session.pull()) {
           client.lastActive = this.#clock;
@@ -418,7 +559,9 @@ class Server implements TimeServer {
       if (reason !== "closed by client") await this.#linger(client, buffer);
     } catch (error) {
       if (client.closed) {
-        if (!client.lingering) reason = "closed by server";
+        if (!client.lingering) {
+          reason = client.awaitingHeader ? "no PROXY header in time" : "closed by server";
+        }
       } else if (isDisconnect(error)) {
         if (
           error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe
@@ -429,26 +572,65 @@ class Server implements TimeServer {
       } else {
         reason = "error";
         this.#logger.error("connection failed", {
-          peer: formatAddress(conn.remoteAddr),
+          peer: this.#peer(client),
           error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
         });
       }
     } finally {
       this.#close(client);
+      this.#release(client);
       this.#clients.delete(client);
-      if (client.lingering) this.#lingering--;
       stats.connectionsOpen = this.#clients.size;
       if (this.#debug) {
-        this.#logger.debug("connection closed", { peer: formatAddress(conn.remoteAddr), reason });
+        this.#logger.debug("connection closed", { peer: this.#peer(client), reason });
       }
       if (this.#clients.size === 0 && this.#stopAccepting.signal.aborted) this.#drained.resolve();
+    }
+  }
+
+  /**
+   * Reads the PROXY header at the start of a connection. Resolves with the buffer
+   * (grown if the header needed it) and where the bytes after the header lie, or
+   * with null when the client sent no valid header. Waiting is bounded by the sweep.
+   */
+  async #readProxyHeader(
+    client: Client,
+    buffer: Uint8Array<ArrayBuffer>,
+  ): Promise<{ buffer: Uint8Array<ArrayBuffer>; carriedFrom: number; carriedTo: number } | null> {
+    let length = 0;
+    for (;;) {
+      if (length === buffer.length) {
+        const grown = new Uint8Array(Math.min(PROXY_HEADER_MAX, buffer.length * 4));
+        grown.set(buffer);
+        buffer = grown;
+      }
+      client.reading = true;
+      const n = await client.conn.read(buffer.subarray(length));
+      client.reading = false;
+      if (n === null) return null;
+      this.#stats.bytesReceived += n;
+      length += n;
+      const header = parseProxyHeader(buffer, length);
+      if (header.status === "incomplete") continue;
+      if (header.status === "invalid") {
+        if (this.#debug) {
+          this.#logger.debug("bad PROXY header", {
+            peer: formatAddress(client.conn.remoteAddr),
+            error: header.reason,
+          });
+        }
+        return null;
+      }
+      client.awaitingHeader = false;
+      client.proxied = header.source ?? null;
+      return { buffer, carriedFrom: header.length, carriedTo: length };
     }
   }
 
   /** Sends FIN after the last answer, then discards input until the client closes too. */
   async #linger(client: Client, buffer: Uint8Array): Promise<void> {
     client.lingering = true;
-    this.#lingering++;
+    this.#release(client);
     client.lastActive = this.#clock;
     await client.conn.closeWrite();
     let discarded = 0;
@@ -469,7 +651,10 @@ class Server implements TimeServer {
     }
   }
 
-  /** Closes connections idle for longer than the idle timeout, and those done lingering. */
+  /**
+   * Closes connections idle for longer than the idle timeout, those done lingering,
+   * and those that did not send their PROXY header in time.
+   */
   #sweep(): void {
     const now = this.#clock = performance.now();
     // lastActive is read from this clock, so it lags the truth by up to one sweep: allow
@@ -477,10 +662,13 @@ class Server implements TimeServer {
     const slack = this.#sweepEveryMs;
     const idleDeadline = this.#idleTimeoutMs > 0 ? now - this.#idleTimeoutMs - slack : -Infinity;
     const lingerDeadline = now - LINGER_MS - slack;
+    const headerDeadline = now - this.#proxyHeaderTimeoutMs - slack;
     for (const client of this.#clients) {
       if (client.closed) continue;
       if (client.lingering) {
         if (client.lastActive < lingerDeadline) this.#close(client);
+      } else if (client.awaitingHeader) {
+        if (client.lastActive < headerDeadline) this.#close(client);
       } else if (client.lastActive < idleDeadline) {
         this.#stats.idleTimeout++;
         if (this.#debug) {

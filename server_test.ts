@@ -3,7 +3,14 @@
 import assert from "node:assert/strict";
 import { createLogger } from "./log.ts";
 import { clientHost, formatAddress, serve, type ServerOptions } from "./server.ts";
-import { JAM_LINE, LineClient, sendUntilStalled, within } from "./test_util.ts";
+import {
+  exchangeFrom,
+  holdFrom,
+  JAM_LINE,
+  LineClient,
+  sendUntilStalled,
+  within,
+} from "./test_util.ts";
 
 /** Starts a server on a free loopback port with a quiet logger. */
 function start(options: ServerOptions = {}) {
@@ -285,4 +292,148 @@ Deno.test("addresses are formatted for logs with IPv4-mapped IPv6 shown as IPv4"
     "10.0.0.1:7",
   );
   assert.equal(formatAddress({ transport: "tcp", hostname: "::1", port: 7 }), "[::1]:7");
+});
+
+const linux = Deno.build.os === "linux";
+
+Deno.test({
+  name: "server refuses a client past --max-connections-per-ip while others are served",
+  ignore: !linux, // other systems do not route 127.0.0.2 to loopback by default
+}, async () => {
+  // The server's debug log tells when it has let go of a connection.
+  const closed = new Map<string, PromiseWithResolvers<void>>();
+  const closedPeer = (peer: string) => {
+    if (!closed.has(peer)) closed.set(peer, Promise.withResolvers<void>());
+    return closed.get(peer)!;
+  };
+  const logger = createLogger({
+    level: "debug",
+    format: "json",
+    write: (line) => {
+      const event = JSON.parse(line);
+      if (event.msg === "connection closed") closedPeer(event.peer).resolve();
+    },
+  });
+  await using server = start({ hostname: "0.0.0.0", maxConnectionsPerIp: 2, logger });
+  const port = server.addr.port;
+  const first = await holdFrom("127.0.0.1", port);
+  const second = await holdFrom("127.0.0.1", port);
+  assert.equal(await exchangeFrom("127.0.0.1", port, "TIME\r\n"), "ERR too many connections\r\n");
+  assert.match(await exchangeFrom("127.0.0.2", port, "TIME\r\nQUIT\r\n"), JAM_LINE);
+  await first.close();
+  await within(5000, closedPeer(`127.0.0.1:${first.localPort}`).promise, "the server letting go");
+  assert.match(await exchangeFrom("127.0.0.1", port, "TIME\r\nQUIT\r\n"), JAM_LINE);
+  await second.close();
+  assert.equal(server.stats.perIp, 1);
+});
+
+Deno.test("server counts IPv4-mapped IPv6 clients under their IPv4 address", async () => {
+  await using server = serve({
+    port: 0,
+    maxConnectionsPerIp: 1,
+    logger: createLogger({ level: "error" }),
+  });
+  using held = await LineClient.connect(server.addr.port, "127.0.0.1");
+  await held.send("TIME\r\n");
+  assert.match((await held.readLine())!, JAM_LINE);
+  using refused = await LineClient.connect(server.addr.port, "127.0.0.1");
+  assert.equal(await refused.readAll(), "ERR too many connections\r\n");
+  using ipv6 = await LineClient.connect(server.addr.port, "::1");
+  await ipv6.send("TIME\r\n");
+  assert.match((await ipv6.readLine())!, JAM_LINE, "::1 is another client");
+});
+
+/** A PROXY v2 header for a TCP over IPv4 client. */
+function proxyV2(source: [number, number, number, number], sourcePort: number): Uint8Array {
+  return new Uint8Array([
+    0x0d,
+    0x0a,
+    0x0d,
+    0x0a,
+    0x00,
+    0x0d,
+    0x0a,
+    0x51,
+    0x55,
+    0x49,
+    0x54,
+    0x0a,
+    0x21,
+    0x11,
+    0x00,
+    0x0c,
+    ...source,
+    127,
+    0,
+    0,
+    1,
+    sourcePort >> 8,
+    sourcePort & 0xff,
+    0xaf,
+    0xc8,
+  ]);
+}
+
+Deno.test("server with --proxy-protocol takes the client address from a v1 or v2 header", async () => {
+  const lines: string[] = [];
+  const logger = createLogger({
+    level: "debug",
+    format: "json",
+    write: (line) => lines.push(line),
+  });
+  await using server = start({ proxyProtocol: true, logger });
+  using v1 = await LineClient.connect(server.addr.port);
+  await v1.send("PROXY TCP4 203.0.113.7 127.0.0.1 51000 45000\r\nTIME\r\n");
+  assert.match((await v1.readLine())!, JAM_LINE);
+  using v2 = await LineClient.connect(server.addr.port);
+  await v2.send(proxyV2([198, 51, 100, 9], 40000));
+  await v2.send("TIME\r\n");
+  assert.match((await v2.readLine())!, JAM_LINE);
+  const opened = lines.map((line) => JSON.parse(line)).filter((e) => e.msg === "connection opened");
+  assert.deepEqual(opened.map((e) => e.peer).sort(), ["198.51.100.9:40000", "203.0.113.7:51000"]);
+  assert.ok(
+    opened.every((e) => /^127\.0\.0\.1:\d+$/.test(e.via)),
+    "the balancer's address is kept as via",
+  );
+});
+
+Deno.test("server with --proxy-protocol closes connections without a valid header", async () => {
+  await using server = start({ proxyProtocol: true });
+  const port = server.addr.port;
+  for (const input of ["TIME\r\n", "PROXY TCP4 1.2.3.4 5.6.7.8 1\r\nTIME\r\n", "x".repeat(5000)]) {
+    using client = await LineClient.connect(port);
+    await client.send(input);
+    assert.equal(await client.readAll(), "", JSON.stringify(input.slice(0, 20)));
+  }
+  assert.equal(server.stats.proxyHeader, 3);
+  assert.equal(server.stats.time, 0);
+});
+
+Deno.test("server with --proxy-protocol closes a connection that sends no header in time", async () => {
+  await using server = start({ proxyProtocol: true, proxyHeaderTimeout: 0.2 });
+  using silent = await LineClient.connect(server.addr.port);
+  await silent.send("PROXY TCP4 1.2"); // and then nothing
+  assert.equal(await within(5000, silent.readAll(), "closing the silent client"), "");
+});
+
+Deno.test("server applies --max-connections-per-ip to the address from the PROXY header", async () => {
+  await using server = start({ proxyProtocol: true, maxConnectionsPerIp: 1 });
+  const port = server.addr.port;
+  using first = await LineClient.connect(port);
+  await first.send("PROXY TCP4 203.0.113.7 127.0.0.1 51000 45000\r\nTIME\r\n");
+  assert.match((await first.readLine())!, JAM_LINE);
+  using same = await LineClient.connect(port);
+  await same.send("PROXY TCP4 203.0.113.7 127.0.0.1 51001 45000\r\nTIME\r\n");
+  assert.equal(await same.readAll(), "ERR too many connections\r\n");
+  using other = await LineClient.connect(port);
+  await other.send("PROXY TCP4 203.0.113.8 127.0.0.1 51002 45000\r\nTIME\r\n");
+  assert.match((await other.readLine())!, JAM_LINE);
+});
+
+Deno.test("server without --proxy-protocol answers a PROXY line as an unknown command", async () => {
+  await using server = start();
+  using client = await LineClient.connect(server.addr.port);
+  await client.send("PROXY TCP4 203.0.113.7 127.0.0.1 51000 45000\r\nTIME\r\n");
+  assert.equal(await client.readLine(), "ERR unknown command\r\n");
+  assert.match((await client.readLine())!, JAM_LINE);
 });

@@ -1,5 +1,7 @@
 // Helpers shared by the tests: a line-oriented TCP client and small waits.
 
+import net from "node:net";
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -201,3 +203,50 @@ export async function startServerProcess(
 
 /** The path of `main.ts`, for running it in a subprocess. */
 export const mainModule: string = new URL("./main.ts", import.meta.url).pathname;
+
+/**
+ * Connects from a chosen local address (e.g. 127.0.0.2, which Linux routes on
+ * loopback) with `node:net`, since `Deno.connect` cannot pick one, sends `text`,
+ * and resolves with everything the server sent until it closed.
+ */
+export function exchangeFrom(
+  localAddress: string,
+  port: number,
+  text: string,
+  { hostname = "127.0.0.1", endAfterLines = Infinity } = {},
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let received = "";
+    const socket = net.connect({ host: hostname, port, localAddress }, () => socket.write(text));
+    socket.setEncoding("utf8");
+    socket.on("data", (chunk: string) => {
+      received += chunk;
+      if (received.split("\n").length - 1 >= endAfterLines) socket.end();
+    });
+    socket.on("error", reject);
+    socket.on("close", () => resolve(received));
+  });
+}
+
+/** A socket from a chosen local address that stays open until `close()`, for holding a slot. */
+export async function holdFrom(
+  localAddress: string,
+  port: number,
+): Promise<{ localPort: number; close(): Promise<void> }> {
+  const socket = net.connect({ host: "127.0.0.1", port, localAddress });
+  await new Promise<void>((resolve, reject) => {
+    socket.once("connect", () => resolve());
+    socket.once("error", reject);
+  });
+  // The first answer proves the server has taken the connection in.
+  socket.write("TIME\r\n");
+  await new Promise<void>((resolve) => socket.once("data", () => resolve()));
+  return {
+    localPort: socket.localPort!,
+    close: () =>
+      new Promise<void>((resolve) => {
+        socket.once("close", () => resolve());
+        socket.destroy();
+      }),
+  };
+}
