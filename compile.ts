@@ -20,7 +20,9 @@ const root = new URL(".", import.meta.url).pathname;
 export function runtimeFlags(): string[] {
   const config = JSON.parse(Deno.readTextFileSync(`${root}deno.json`));
   const words = (config.tasks.start as string).split(/\s+/);
-  return words.slice(words.indexOf("run") + 1, words.indexOf("main.ts"));
+  // Reading the sources (for --workers) is a `deno run` need: the binary embeds them.
+  return words.slice(words.indexOf("run") + 1, words.indexOf("main.ts"))
+    .filter((flag) => !flag.startsWith("--allow-read"));
 }
 
 /** Runs `deno compile` for one target (the host's when undefined); resolves with its exit code. */
@@ -29,6 +31,9 @@ export async function compile(output: string, target?: string): Promise<number> 
     "compile",
     ...runtimeFlags(),
     ...(target ? ["--target", target] : []),
+    // Loaded with `new Worker(…)` for --workers, so not found by following the imports.
+    "--include",
+    `${root}worker.ts`,
     "--output",
     output,
     `${root}main.ts`,

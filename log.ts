@@ -50,6 +50,11 @@ export interface LoggerOptions {
    * @default {Date.now}
    */
   now?: () => number;
+  /**
+   * Keys added to every event, such as the worker's number.
+   * @default {{}}
+   */
+  fields?: LogFields;
 }
 
 const encoder = new TextEncoder();
@@ -88,18 +93,21 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const write = options.write ?? writeStderr;
   const now = options.now ?? Date.now;
   const threshold = LOG_LEVELS.indexOf(level);
+  const base = options.fields;
 
   function emit(eventLevel: LogLevel, msg: string, fields?: LogFields): void {
     if (LOG_LEVELS.indexOf(eventLevel) > threshold) return;
     const time = new Date(now()).toISOString();
     if (format === "json") {
-      write(JSON.stringify({ time, level: eventLevel, msg, ...fields }));
+      write(JSON.stringify({ time, level: eventLevel, msg, ...base, ...fields }));
       return;
     }
     let line = `${time} ${eventLevel.toUpperCase().padEnd(5)} ${msg}`;
-    for (const key in fields) {
-      const value = fields[key];
-      if (value !== undefined) line += ` ${key}=${textValue(value)}`;
+    for (const all of [base, fields]) {
+      for (const key in all) {
+        const value = all[key];
+        if (value !== undefined) line += ` ${key}=${textValue(value)}`;
+      }
     }
     write(line);
   }

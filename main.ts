@@ -2,9 +2,18 @@
 
 import { parseArgs } from "node:util";
 import config from "./deno.json" with { type: "json" };
-import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./log.ts";
+import {
+  createLogger,
+  LOG_FORMATS,
+  LOG_LEVELS,
+  type LogFormat,
+  type Logger,
+  type LogLevel,
+} from "./log.ts";
+import { parseHostPort, serveMetrics, sumStats } from "./metrics.ts";
+import { startWorkers, WorkerStartError } from "./workers.ts";
 import { isValidTimeZone } from "./protocol.ts";
-import { DEFAULTS, formatAddress, serve, type ServerOptions } from "./server.ts";
+import { DEFAULTS, formatAddress, serve, type ServerOptions, type ServerStats } from "./server.ts";
 import { UsageError } from "./usage.ts";
 import { askTime, CLIENT_HELP, ClientError, parseClientCommandLine } from "./client.ts";
 
@@ -30,6 +39,10 @@ Options:
   --shutdown-timeout SECONDS  on SIGINT/SIGTERM, wait this long for owed answers (default ${DEFAULTS.shutdownTimeout})
   --log-level LEVEL           ${LOG_LEVELS.join(", ")} (default info)
   --log-format FORMAT         ${LOG_FORMATS.join(", ")} (default text)
+  --max-connections-per-ip N  connections one client address may hold, 0 = no limit (default 0)
+  --proxy-protocol            expect a HAProxy PROXY header (v1 or v2) on every connection
+  --workers N|auto            event loops sharing the port, Linux only (default 1; auto = CPUs)
+  --metrics HOST:PORT         serve Prometheus metrics at http://HOST:PORT/metrics (default off)
   -h, --help                  print this help and exit
   -V, --version               print the version and exit
 
@@ -44,6 +57,10 @@ export type Invocation =
     readonly options: ServerOptions;
     readonly logLevel: LogLevel;
     readonly logFormat: LogFormat;
+    /** How many event loops serve the port (Workers with SO_REUSEPORT). */
+    readonly workers: number;
+    /** Where to serve Prometheus metrics, or null for nowhere. */
+    readonly metrics: { hostname: string; port: number } | null;
   };
 
 const FLAGS = {
@@ -56,6 +73,10 @@ const FLAGS = {
   "shutdown-timeout": { type: "string" },
   "log-level": { type: "string" },
   "log-format": { type: "string" },
+  "max-connections-per-ip": { type: "string" },
+  "proxy-protocol": { type: "boolean" },
+  workers: { type: "string" },
+  metrics: { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
 } as const;
@@ -72,7 +93,14 @@ const FLAGS = {
  * // { action: "serve", options: { port: 4000, timeZone: "UTC", … }, … }
  * ```
  */
-export function parseCommandLine(args: string[], env: { PORT?: string } = {}): Invocation {
+export function parseCommandLine(
+  args: string[],
+  env: { PORT?: string } = {},
+  platform: { os: string; cpus: number } = {
+    os: Deno.build.os,
+    cpus: navigator.hardwareConcurrency,
+  },
+): Invocation {
   let values;
   try {
     ({ values } = parseArgs({ args, options: FLAGS, strict: true, allowPositionals: false }));
@@ -116,9 +144,39 @@ export function parseCommandLine(args: string[], env: { PORT?: string } = {}): I
   if (values["shutdown-timeout"] !== undefined) {
     options.shutdownTimeout = UsageError.seconds("--shutdown-timeout", values["shutdown-timeout"]);
   }
+  if (values["max-connections-per-ip"] !== undefined) {
+    options.maxConnectionsPerIp = UsageError.integer(
+      "--max-connections-per-ip",
+      values["max-connections-per-ip"],
+      0,
+      10000000,
+    );
+  }
+  if (values["proxy-protocol"]) options.proxyProtocol = true;
+  let workers = 1;
+  if (values.workers !== undefined) {
+    workers = values.workers === "auto"
+      ? platform.cpus
+      : UsageError.integer("--workers", values.workers, 1, 1024);
+    if (workers > 1 && platform.os !== "linux") {
+      throw new UsageError(
+        `--workers above 1 needs Linux, whose SO_REUSEPORT spreads connections over the workers; ` +
+          `on ${platform.os} every connection would go to one of them`,
+      );
+    }
+  }
+  let metrics = null;
+  if (values.metrics !== undefined) {
+    metrics = parseHostPort(values.metrics);
+    if (metrics === null) {
+      throw new UsageError(
+        `--metrics must be HOST:PORT, e.g. 127.0.0.1:9464 or [::1]:9464, got "${values.metrics}"`,
+      );
+    }
+  }
   const logLevel = UsageError.oneOf("--log-level", values["log-level"] ?? "info", LOG_LEVELS);
   const logFormat = UsageError.oneOf("--log-format", values["log-format"] ?? "text", LOG_FORMATS);
-  return { action: "serve", options, logLevel, logFormat };
+  return { action: "serve", options, logLevel, logFormat, workers, metrics };
 }
 
 function readPort(): { PORT?: string } {
@@ -126,9 +184,11 @@ function readPort(): { PORT?: string } {
   return permission.state === "granted" ? { PORT: Deno.env.get("PORT") } : {};
 }
 
-function describeListenError(error: unknown): string {
-  if (error instanceof Deno.errors.AddrInUse) return "address already in use";
-  if (error instanceof Deno.errors.PermissionDenied) {
+function describeListenError(error: unknown, name?: string): string {
+  if (error instanceof Deno.errors.AddrInUse || name === "AddrInUse") {
+    return "address already in use";
+  }
+  if (error instanceof Deno.errors.PermissionDenied || name === "PermissionDenied") {
     return "permission denied (ports below 1024 need privileges)";
   }
   if (error instanceof Deno.errors.NotCapable) {
@@ -185,27 +245,51 @@ export async function main(args: string[]): Promise<number> {
   }
 
   const logger = createLogger({ level: invocation.logLevel, format: invocation.logFormat });
-  const options = { ...invocation.options, logger };
-  let server;
+  const { options, workers } = invocation;
+  const where = `${options.hostname ?? DEFAULTS.hostname}:${options.port ?? DEFAULTS.port}`;
+  let running: Running;
   try {
-    server = serve(options);
+    running = workers > 1
+      ? await startPool(workers, options, invocation.logLevel, invocation.logFormat)
+      : startSingle(options, logger);
   } catch (error) {
-    const where = `${options.hostname ?? DEFAULTS.hostname}:${options.port ?? DEFAULTS.port}`;
-    console.error(`time-server: cannot listen on ${where}: ${describeListenError(error)}`);
+    const name = error instanceof WorkerStartError ? error.errorName : undefined;
+    console.error(`time-server: cannot listen on ${where}: ${describeListenError(error, name)}`);
     return 1;
   }
+  let metrics: Deno.HttpServer<Deno.NetAddr> | undefined;
+  if (invocation.metrics) {
+    try {
+      metrics = serveMetrics(invocation.metrics, running.stats, {
+        version: VERSION,
+        startTimeSeconds: Math.round(performance.timeOrigin / 1000),
+      }, logger);
+    } catch (error) {
+      await running.stop();
+      const address = `${invocation.metrics.hostname}:${invocation.metrics.port}`;
+      console.error(
+        `time-server: cannot serve metrics on ${address}: ${describeListenError(error)}`,
+      );
+      return 1;
+    }
+  }
   logger.info("listening", {
-    address: formatAddress(server.addr),
-    port: server.addr.port,
+    address: running.address,
+    port: running.port,
     version: VERSION,
     pid: Deno.pid,
+    workers,
     tz: options.timeZone ?? Intl.DateTimeFormat().resolvedOptions().timeZone,
     maxLine: options.maxLine ?? DEFAULTS.maxLine,
     idleTimeout: options.idleTimeout ?? DEFAULTS.idleTimeout,
     maxConnections: options.maxConnections ?? DEFAULTS.maxConnections,
+    maxConnectionsPerIp: options.maxConnectionsPerIp ?? DEFAULTS.maxConnectionsPerIp,
+    proxyProtocol: options.proxyProtocol ?? false,
     shutdownTimeout: options.shutdownTimeout ?? DEFAULTS.shutdownTimeout,
+    metrics: metrics ? `http://${formatAddress(metrics.addr)}/metrics` : undefined,
   });
 
+  const stopped = Promise.withResolvers<ServerStats[]>();
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
   let received = 0;
   const onSignal = (signal: Deno.Signal) => () => {
@@ -214,15 +298,63 @@ export async function main(args: string[]): Promise<number> {
       logger.warn("second signal; exiting now", { signal });
       Deno.exit(1);
     }
-    logger.info("shutting down", { signal, connections: server.stats.connectionsOpen });
-    server.shutdown();
+    logger.info("shutting down", { signal });
+    running.stop().then(stopped.resolve, stopped.reject);
   };
   const handlers = signals.map((signal) => [signal, onSignal(signal)] as const);
   for (const [signal, handler] of handlers) Deno.addSignalListener(signal, handler);
-  await server.finished;
+  const last = await stopped.promise;
   for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
-  logger.info("stopped", { ...server.stats });
+  await metrics?.shutdown();
+  if (workers > 1) {
+    last.forEach((stats, worker) =>
+      logger.info("worker stopped", {
+        worker,
+        connectionsTotal: stats.connectionsTotal,
+        time: stats.time,
+      })
+    );
+  }
+  logger.info("stopped", { ...sumStats(last) });
   return 0;
+}
+
+/** A server or a pool of workers, as main() runs it. */
+interface Running {
+  readonly address: string;
+  readonly port: number;
+  stats(): ServerStats | Promise<ServerStats>;
+  /** Drains and stops; resolves with the last counters of each server. */
+  stop(): Promise<ServerStats[]>;
+}
+
+function startSingle(options: ServerOptions, logger: Logger): Running {
+  const server = serve({ ...options, logger });
+  return {
+    address: formatAddress(server.addr),
+    port: server.addr.port,
+    stats: () => server.stats,
+    stop: async () => {
+      await server.shutdown();
+      return [server.stats];
+    },
+  };
+}
+
+async function startPool(
+  count: number,
+  options: ServerOptions,
+  level: LogLevel,
+  format: LogFormat,
+): Promise<Running> {
+  const pool = await startWorkers(count, options, { level, format });
+  const host = options.hostname ?? DEFAULTS.hostname;
+  return {
+    address: formatAddress({ transport: "tcp", hostname: host, port: pool.port }),
+    port: pool.port,
+    stats: () => pool.stats(),
+    stop: () => pool.shutdown(),
+  };
 }
 
 if (import.meta.main) {

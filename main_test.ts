@@ -11,35 +11,50 @@ import {
   within,
 } from "./test_util.ts";
 
+const projectDir = new URL(".", import.meta.url).pathname;
+
 Deno.test("command line defaults to serving with info logs in text", () => {
   assert.deepEqual(parseCommandLine([]), {
     action: "serve",
     options: {},
     logLevel: "info",
     logFormat: "text",
+    workers: 1,
+    metrics: null,
   });
 });
 
 Deno.test("command line reads every flag", () => {
-  const invocation = parseCommandLine([
-    "--host=127.0.0.1",
-    "-p",
-    "4000",
-    "--tz",
-    "Asia/Jakarta",
-    "--max-line",
-    "64",
-    "--idle-timeout",
-    "0.5",
-    "--max-connections",
-    "20",
-    "--shutdown-timeout",
-    "0",
-    "--log-level",
-    "debug",
-    "--log-format",
-    "json",
-  ]);
+  const invocation = parseCommandLine(
+    [
+      "--host=127.0.0.1",
+      "-p",
+      "4000",
+      "--tz",
+      "Asia/Jakarta",
+      "--max-line",
+      "64",
+      "--idle-timeout",
+      "0.5",
+      "--max-connections",
+      "20",
+      "--shutdown-timeout",
+      "0",
+      "--log-level",
+      "debug",
+      "--log-format",
+      "json",
+      "--max-connections-per-ip",
+      "3",
+      "--proxy-protocol",
+      "--workers",
+      "2",
+      "--metrics",
+      "[::1]:9464",
+    ],
+    {},
+    { os: "linux", cpus: 2 },
+  );
   assert.deepEqual(invocation, {
     action: "serve",
     options: {
@@ -50,9 +65,13 @@ Deno.test("command line reads every flag", () => {
       idleTimeout: 0.5,
       maxConnections: 20,
       shutdownTimeout: 0,
+      maxConnectionsPerIp: 3,
+      proxyProtocol: true,
     },
     logLevel: "debug",
     logFormat: "json",
+    workers: 2,
+    metrics: { hostname: "::1", port: 9464 },
   });
 });
 
@@ -62,10 +81,24 @@ Deno.test("command line takes PORT from the environment unless --port is given",
     options: { port: 4100 },
     logLevel: "info",
     logFormat: "text",
+    workers: 1,
+    metrics: null,
   });
   const invocation = parseCommandLine(["--port", "4200"], { PORT: "4100" });
   assert.equal(invocation.action === "serve" && invocation.options.port, 4200);
   assert.throws(() => parseCommandLine([], { PORT: "http" }), /PORT \(environment\)/);
+});
+
+Deno.test("command line takes --workers auto as the number of CPUs, and more than 1 only on Linux", () => {
+  const on = (os: string) => parseCommandLine(["--workers", "auto"], {}, { os, cpus: 4 });
+  assert.equal((on("linux") as { workers: number }).workers, 4);
+  assert.throws(() => on("darwin"), /^UsageError: --workers above 1 needs Linux/);
+  assert.throws(
+    () => parseCommandLine(["--workers", "2"], {}, { os: "windows", cpus: 8 }),
+    UsageError,
+  );
+  const one = parseCommandLine(["--workers", "1"], {}, { os: "windows", cpus: 8 });
+  assert.equal((one as { workers: number }).workers, 1);
 });
 
 Deno.test("command line answers --help and --version", () => {
@@ -99,6 +132,11 @@ Deno.test("command line rejects bad input with a one-line message naming the fla
     [["--log-level", "loud"], /^--log-level must be one of error, warn, info, debug, got "loud"$/],
     [["--log-format", "xml"], /^--log-format must be one of text, json/],
     [["--host", ""], /^--host must not be empty$/],
+    [["--workers", "0"], /^--workers must be/],
+    [["--workers", "many"], /^--workers must be/],
+    [["--metrics", "9464"], /^--metrics must be HOST:PORT/],
+    [["--max-connections-per-ip", "-1"], /^--max-connections-per-ip/],
+    [["--proxy-protocol=yes"], /--proxy-protocol/],
   ];
   for (const [args, message] of cases) {
     assert.throws(() => parseCommandLine(args), (error: unknown) => {
@@ -191,3 +229,38 @@ Deno.test(
     await pending;
   },
 );
+
+Deno.test({
+  name: "program with --workers 2 serves from both workers and drains both on SIGTERM",
+  ignore: Deno.build.os !== "linux",
+}, async () => {
+  await using server = await startServerProcess(
+    ["--host", "127.0.0.1", "--workers", "2", "--log-level", "debug", "--log-format", "json"],
+    [
+      Deno.execPath(),
+      "run",
+      "--allow-net",
+      "--allow-env=PORT",
+      `--allow-read=${projectDir}`,
+      mainModule,
+    ],
+  );
+  // The kernel spreads connections over the workers by a hash of their addresses:
+  // with 40 of them, both get some unless something is wrong (odds 2 in 2^40).
+  const clients = 40;
+  await Promise.all(Array.from({ length: clients }, async () => {
+    using client = await LineClient.connect(server.port);
+    await client.send("TIME\r\nQUIT\r\n");
+    assert.match(await client.readAll(), JAM_LINE);
+  }));
+  server.child.kill("SIGTERM");
+  const status = await within(10000, server.child.status, "exit after SIGTERM");
+  assert.equal(status.code, 0);
+  const events = (await server.stderr).trim().split("\n").map((line) => JSON.parse(line));
+  const served = events.filter((e) => e.msg === "worker stopped");
+  assert.deepEqual(served.map((e) => e.worker).sort(), [0, 1]);
+  for (const worker of served) assert.ok(worker.connectionsTotal > 0, JSON.stringify(worker));
+  assert.equal(served[0].connectionsTotal + served[1].connectionsTotal, clients);
+  const stopped = events.find((e) => e.msg === "stopped");
+  assert.equal(stopped.time, clients);
+});

@@ -1,0 +1,129 @@
+// Prometheus metrics: the text exposition format, and a small HTTP endpoint serving it.
+
+import type { Logger } from "./log.ts";
+import type { ServerStats } from "./server.ts";
+
+/** What the metrics describe besides the counters. */
+export interface MetricsInfo {
+  /** The server's version, for `timeserver_build_info`. */
+  version: string;
+  /** When the process started, in seconds since the epoch. */
+  startTimeSeconds: number;
+}
+
+/** Adds up the counters of several servers (workers) into one. */
+export function sumStats(all: readonly ServerStats[]): ServerStats {
+  const total = { ...all[0] };
+  for (const stats of all.slice(1)) {
+    for (const key in total) {
+      const k = key as keyof ServerStats;
+      total[k] += stats[k];
+    }
+  }
+  return total;
+}
+
+/**
+ * Formats counters in the Prometheus text exposition format (version 0.0.4).
+ *
+ * @example
+ * ```ts ignore
+ * import { formatMetrics } from "./metrics.ts";
+ *
+ * const text = formatMetrics(server.stats, { version: "1.0.0", startTimeSeconds: 1764000000 });
+ * // "# HELP timeserver_connections_open Connections being served now.\n# TYPE …"
+ * ```
+ */
+export function formatMetrics(stats: ServerStats, info: MetricsInfo): string {
+  const lines: string[] = [];
+  const metric = (
+    name: string,
+    type: "gauge" | "counter",
+    help: string,
+    samples: [labels: string, value: number][],
+  ) => {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [labels, value] of samples) lines.push(`${name}${labels} ${value}`);
+  };
+  metric("timeserver_connections_open", "gauge", "Connections being served now.", [
+    ["", stats.connectionsOpen],
+  ]);
+  metric("timeserver_connections_total", "counter", "Connections accepted and served.", [
+    ["", stats.connectionsTotal],
+  ]);
+  metric("timeserver_requests_total", "counter", "Request lines answered, by command.", [
+    ['{command="time"}', stats.time],
+    ['{command="quit"}', stats.quit],
+    ['{command="unknown"}', stats.unknown],
+  ]);
+  metric(
+    "timeserver_errors_total",
+    "counter",
+    "Connections refused or closed by the server or the network, by reason.",
+    [
+      ['{kind="line_too_long"}', stats.lineTooLong],
+      ['{kind="busy"}', stats.busy],
+      ['{kind="per_ip"}', stats.perIp],
+      ['{kind="idle_timeout"}', stats.idleTimeout],
+      ['{kind="reset"}', stats.reset],
+      ['{kind="proxy_header"}', stats.proxyHeader],
+    ],
+  );
+  metric("timeserver_bytes_received_total", "counter", "Bytes read from clients.", [
+    ["", stats.bytesReceived],
+  ]);
+  metric("timeserver_bytes_sent_total", "counter", "Bytes written to clients.", [
+    ["", stats.bytesSent],
+  ]);
+  metric("timeserver_build_info", "gauge", "The running version; always 1.", [
+    [`{version="${info.version.replace(/["\\\n]/g, "_")}"}`, 1],
+  ]);
+  metric(
+    "process_start_time_seconds",
+    "gauge",
+    "Start time of the process since unix epoch in seconds.",
+    [["", info.startTimeSeconds]],
+  );
+  return lines.join("\n") + "\n";
+}
+
+/**
+ * Parses `HOST:PORT` (or `[IPv6]:PORT`) as `--metrics` takes it; returns null when
+ * it is not of that form.
+ */
+export function parseHostPort(text: string): { hostname: string; port: number } | null {
+  const match = text.match(/^\[([0-9a-fA-F:.]+)\]:(\d{1,5})$/) ??
+    text.match(/^([^:\[\]]+):(\d{1,5})$/);
+  if (!match || Number(match[2]) > 65535) return null;
+  return { hostname: match[1], port: Number(match[2]) };
+}
+
+/**
+ * Serves `GET /metrics` on its own HTTP listener; every other path is 404. Counting
+ * happens in the servers anyway, so a scrape costs the TCP server nothing.
+ */
+export function serveMetrics(
+  address: { hostname: string; port: number },
+  collect: () => Promise<ServerStats> | ServerStats,
+  info: MetricsInfo,
+  logger: Logger,
+): Deno.HttpServer<Deno.NetAddr> {
+  return Deno.serve({
+    hostname: address.hostname,
+    port: address.port,
+    onListen: () => {},
+    onError: (error) => {
+      logger.error("metrics request failed", { error: String(error) });
+      return new Response("internal error\n", { status: 500 });
+    },
+  }, async (request) => {
+    const path = new URL(request.url).pathname;
+    if (path !== "/metrics") return new Response("not found; try /metrics\n", { status: 404 });
+    if (request.method !== "GET" && request.method !== "HEAD") {
+      return new Response("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
+    }
+    return new Response(formatMetrics(await collect(), info), {
+      headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+    });
+  });
+}

@@ -1,0 +1,168 @@
+// Tests of the Prometheus metrics: the text format, and a scrape during real load.
+
+import assert from "node:assert/strict";
+import { createLogger } from "./log.ts";
+import { formatMetrics, parseHostPort, serveMetrics, sumStats } from "./metrics.ts";
+import { serve, type ServerStats } from "./server.ts";
+import { JAM_LINE, LineClient } from "./test_util.ts";
+
+const zero: ServerStats = {
+  time: 0,
+  quit: 0,
+  unknown: 0,
+  lineTooLong: 0,
+  connectionsOpen: 0,
+  connectionsTotal: 0,
+  busy: 0,
+  idleTimeout: 0,
+  reset: 0,
+  perIp: 0,
+  proxyHeader: 0,
+  bytesReceived: 0,
+  bytesSent: 0,
+};
+
+/** Reads `name{labels} value` samples out of the text format. */
+function samples(text: string): Map<string, number> {
+  const result = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const space = line.lastIndexOf(" ");
+    result.set(line.slice(0, space), Number(line.slice(space + 1)));
+  }
+  return result;
+}
+
+Deno.test("metrics are written in the Prometheus text format with the documented names", () => {
+  const text = formatMetrics({ ...zero, time: 5, busy: 2, connectionsOpen: 1 }, {
+    version: "1.2.3",
+    startTimeSeconds: 1764000000,
+  });
+  assert.ok(text.endsWith("\n"));
+  const values = samples(text);
+  assert.deepEqual([...values.keys()], [
+    "timeserver_connections_open",
+    "timeserver_connections_total",
+    'timeserver_requests_total{command="time"}',
+    'timeserver_requests_total{command="quit"}',
+    'timeserver_requests_total{command="unknown"}',
+    'timeserver_errors_total{kind="line_too_long"}',
+    'timeserver_errors_total{kind="busy"}',
+    'timeserver_errors_total{kind="per_ip"}',
+    'timeserver_errors_total{kind="idle_timeout"}',
+    'timeserver_errors_total{kind="reset"}',
+    'timeserver_errors_total{kind="proxy_header"}',
+    "timeserver_bytes_received_total",
+    "timeserver_bytes_sent_total",
+    'timeserver_build_info{version="1.2.3"}',
+    "process_start_time_seconds",
+  ]);
+  assert.equal(values.get('timeserver_requests_total{command="time"}'), 5);
+  assert.equal(values.get('timeserver_errors_total{kind="busy"}'), 2);
+  assert.equal(values.get("timeserver_connections_open"), 1);
+  assert.match(text, /^# TYPE timeserver_connections_open gauge$/m);
+  assert.match(text, /^# TYPE timeserver_requests_total counter$/m);
+});
+
+Deno.test("metrics add up the counters of several workers", () => {
+  const total = sumStats([{ ...zero, time: 2, connectionsOpen: 1 }, {
+    ...zero,
+    time: 3,
+    connectionsOpen: 4,
+  }]);
+  assert.equal(total.time, 5);
+  assert.equal(total.connectionsOpen, 5);
+});
+
+Deno.test("metrics address is HOST:PORT or [IPv6]:PORT", () => {
+  assert.deepEqual(parseHostPort("127.0.0.1:9464"), { hostname: "127.0.0.1", port: 9464 });
+  assert.deepEqual(parseHostPort("[::1]:9464"), { hostname: "::1", port: 9464 });
+  assert.deepEqual(parseHostPort("localhost:0"), { hostname: "localhost", port: 0 });
+  for (const bad of ["9464", ":9464", "::1:9464", "host:", "host:99999", "[::1]"]) {
+    assert.equal(parseHostPort(bad), null, bad);
+  }
+});
+
+async function scrape(port: number): Promise<{ text: string; contentType: string | null }> {
+  const response = await fetch(`http://127.0.0.1:${port}/metrics`);
+  assert.equal(response.status, 200);
+  return { text: await response.text(), contentType: response.headers.get("content-type") };
+}
+
+Deno.test("metrics scraped during a small load add up to what the clients did", async () => {
+  const logger = createLogger({ level: "error" });
+  await using server = serve({ hostname: "127.0.0.1", port: 0, logger, maxLine: 16 });
+  const metrics = serveMetrics({ hostname: "127.0.0.1", port: 0 }, () => server.stats, {
+    version: "9.9.9",
+    startTimeSeconds: 1764000000,
+  }, logger);
+  try {
+    const clients = 20;
+    await Promise.all(Array.from({ length: clients }, async () => {
+      using client = await LineClient.connect(server.addr.port);
+      for (let i = 0; i < 3; i++) {
+        await client.send("TIME\r\n");
+        assert.match((await client.readLine())!, JAM_LINE);
+      }
+      await client.send("HELLO\r\n");
+      assert.equal(await client.readLine(), "ERR unknown command\r\n");
+      await client.send("QUIT\r\n");
+      assert.equal(await client.readAll(), "");
+    }));
+    using long = await LineClient.connect(server.addr.port);
+    await long.send("x".repeat(17));
+    assert.equal(await long.readAll(), "ERR line too long\r\n");
+
+    const { text, contentType } = await scrape(metrics.addr.port);
+    assert.equal(contentType, "text/plain; version=0.0.4; charset=utf-8");
+    const values = samples(text);
+    assert.equal(values.get("timeserver_connections_total"), clients + 1);
+    assert.equal(values.get('timeserver_requests_total{command="time"}'), clients * 3);
+    assert.equal(values.get('timeserver_requests_total{command="unknown"}'), clients);
+    assert.equal(values.get('timeserver_requests_total{command="quit"}'), clients);
+    assert.equal(values.get('timeserver_errors_total{kind="line_too_long"}'), 1);
+    assert.equal(values.get("timeserver_bytes_received_total"), clients * (3 * 6 + 7 + 6) + 17);
+    assert.equal(
+      values.get("timeserver_bytes_sent_total"),
+      clients * (3 * 14 + "ERR unknown command\r\n".length) + "ERR line too long\r\n".length,
+    );
+    assert.equal(values.get('timeserver_build_info{version="9.9.9"}'), 1);
+
+    const notFound = await fetch(`http://127.0.0.1:${metrics.addr.port}/`);
+    assert.equal(notFound.status, 404);
+    await notFound.body?.cancel();
+  } finally {
+    await metrics.shutdown();
+  }
+});
+
+function hasPromtool(): boolean {
+  try {
+    return new Deno.Command("promtool", { args: ["--version"] }).outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+const promtool = hasPromtool();
+if (!promtool) console.log("metrics_test.ts: skipping promtool check: promtool is not installed");
+
+Deno.test({ name: "metrics pass promtool check metrics", ignore: !promtool }, async () => {
+  const text = formatMetrics({ ...zero, time: 7 }, {
+    version: "1.0.0",
+    startTimeSeconds: 1764000000,
+  });
+  const child = new Deno.Command("promtool", {
+    args: ["check", "metrics"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(text));
+  await writer.close();
+  const output = await child.output();
+  const report = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
+  assert.equal(output.code, 0, report);
+  assert.equal(report.trim(), "", "no lint warnings");
+});

@@ -1,0 +1,45 @@
+// The entry point of one worker of a pool (see workers.ts): runs a server and answers the pool.
+
+/// <reference no-default-lib="true" />
+/// <reference lib="deno.worker" />
+
+import { createLogger } from "./log.ts";
+import { serve, type TimeServer } from "./server.ts";
+import type { FromWorker, ToWorker } from "./workers.ts";
+
+let server: TimeServer | undefined;
+
+function reply(message: FromWorker): void {
+  self.postMessage(message);
+}
+
+self.onmessage = async (event: MessageEvent<ToWorker>) => {
+  const message = event.data;
+  if (message.type === "start") {
+    const logger = createLogger({
+      level: message.logLevel,
+      format: message.logFormat,
+      fields: { worker: message.id },
+    });
+    try {
+      server = serve({
+        ...message.options,
+        reusePort: true,
+        sharedConnections: new Int32Array(message.shared),
+        logger,
+      });
+      reply({ type: "listening", port: server.addr.port });
+    } catch (error) {
+      reply({
+        type: "error",
+        name: error instanceof Error ? error.name : "Error",
+        message: error instanceof Error ? error.message : String(error),
+      });
+    }
+  } else if (message.type === "stats") {
+    reply({ type: "stats", stats: { ...server!.stats } });
+  } else if (message.type === "shutdown") {
+    await server!.shutdown();
+    reply({ type: "stopped", stats: { ...server!.stats } });
+  }
+};
