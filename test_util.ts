@@ -132,15 +132,81 @@ export async function sendUntilStalled(
   return { sent, pending: Promise.resolve() };
 }
 
-/** A `time-server` process started by {@linkcode startServerProcess}. */
-export interface ServerProcess extends AsyncDisposable {
+/** A process started by {@linkcode startProcess}, whose output can be waited on. */
+export interface LoggedProcess extends AsyncDisposable {
   readonly child: Deno.ChildProcess;
+  /** Resolves with everything the process wrote (stderr, and stdout if piped) once it has exited. */
+  readonly output: Promise<string>;
+  /** Resolves once the output has a match for `pattern`; rejects if the process ends first. */
+  logged(pattern: RegExp): Promise<void>;
+  /** The output so far. */
+  text(): string;
+}
+
+/**
+ * Starts a process with its stderr (and, with `stdout: true`, its stdout) collected,
+ * so a test can wait for a line it logs instead of sleeping. Disposing kills it.
+ */
+export function startProcess(
+  command: string[],
+  { env, stdout = false }: { env?: Record<string, string>; stdout?: boolean } = {},
+): LoggedProcess {
+  const child = new Deno.Command(command[0], {
+    args: command.slice(1),
+    env,
+    stdin: "null",
+    stdout: stdout ? "piped" : "null",
+    stderr: "piped",
+  }).spawn();
+  let text = "";
+  let open = stdout ? 2 : 1;
+  const waiters = new Set<() => void>();
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      text += chunk;
+      for (const waiter of waiters) waiter();
+    }
+    open--;
+    for (const waiter of waiters) waiter();
+  };
+  const output = Promise.all([
+    collect(child.stderr),
+    stdout ? collect(child.stdout) : Promise.resolve(),
+  ]).then(() => text);
+  const logged = (pattern: RegExp) =>
+    new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (pattern.test(text)) resolve();
+        else if (open === 0) reject(new Error(`${command[0]} never wrote ${pattern}:\n${text}`));
+        else return;
+        waiters.delete(check);
+      };
+      waiters.add(check);
+      check();
+    });
+  return {
+    child,
+    output,
+    logged,
+    text: () => text,
+    async [Symbol.asyncDispose]() {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already exited.
+      }
+      await child.status;
+      await output;
+    },
+  };
+}
+
+/** A `time-server` process started by {@linkcode startServerProcess}. */
+export interface ServerProcess extends LoggedProcess {
   /** The port from the server's "listening" log line. */
   readonly port: number;
   /** Resolves with the process's whole stderr once it has exited. */
   readonly stderr: Promise<string>;
-  /** Resolves once stderr has a match for `pattern`; rejects if the process ends first. */
-  logged(pattern: RegExp): Promise<void>;
 }
 
 /**
@@ -153,52 +219,18 @@ export async function startServerProcess(
   command: string[] = [Deno.execPath(), "run", "--allow-net", "--allow-env=PORT", mainModule],
 ): Promise<ServerProcess> {
   const hasPort = args.some((arg) => arg === "-p" || arg.startsWith("--port"));
-  const child = new Deno.Command(command[0], {
-    args: [...command.slice(1), ...(hasPort ? [] : ["--port", "0"]), ...args],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let text = "";
-  let ended = false;
-  const waiters = new Set<() => void>();
-  const stderr = (async () => {
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
-      text += chunk;
-      for (const waiter of waiters) waiter();
-    }
-    ended = true;
-    for (const waiter of waiters) waiter();
-    return text;
-  })();
-  const logged = (pattern: RegExp) =>
-    new Promise<void>((resolve, reject) => {
-      const check = () => {
-        if (pattern.test(text)) resolve();
-        else if (ended) reject(new Error(`the server never logged ${pattern}:\n${text}`));
-        else return;
-        waiters.delete(check);
-      };
-      waiters.add(check);
-      check();
-    });
-  await logged(/listening .*port=\d+|"msg":"listening"/);
-  const port = Number(text.match(/port[=":]+(\d+)/)![1]);
-  return {
-    child,
-    port,
-    stderr,
-    logged,
-    async [Symbol.asyncDispose]() {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // Already exited.
-      }
-      await child.status;
-      await stderr;
-    },
-  };
+  const process = startProcess([...command, ...(hasPort ? [] : ["--port", "0"]), ...args]);
+  try {
+    await process.logged(/listening .*port=\d+|"msg":"listening"/);
+  } catch (error) {
+    await process[Symbol.asyncDispose]();
+    throw error;
+  }
+  const port = Number(
+    process.text().match(/listening .*port=(\d+)|"msg":"listening".*?"port":(\d+)/)!
+      .slice(1).find((group) => group !== undefined),
+  );
+  return { ...process, port, stderr: process.output };
 }
 
 /** The path of `main.ts`, for running it in a subprocess. */

@@ -16,6 +16,9 @@ Options:
   --pipeline N           requests in flight per connection in "pipeline" (default 32)
   --idle-connections N   connections held in "idle" (default 10000)
   --log-level LIST       log levels to run this project's server at (default info)
+  --server-args LIST     extra flags for this project's server, one variant per ";"-separated
+                         item, e.g. "--workers 1;--workers 2" or ";--metrics 127.0.0.1:{metrics}"
+                         ({metrics} is a free port; a server with --metrics is scraped every second)
   --server-cmd CMD       a server to measure instead, with {port} for the port; repeatable
   --baseline-cmd CMD     a server to compare with in the same run; ratios are against it
   --loadgen PATH         use a compiled shared/bench/loadgen.c instead of bench/loadgen.ts
@@ -132,6 +135,23 @@ function parseCLoadgen(line: string): LoadResult {
   };
 }
 
+/** Scrapes /metrics once a second until aborted, as Prometheus would, so its cost is measured. */
+function scrapeEverySecond(port: number): AbortController {
+  const controller = new AbortController();
+  const timer = setInterval(async () => {
+    try {
+      const response = await fetch(`http://127.0.0.1:${port}/metrics`, {
+        signal: controller.signal,
+      });
+      await response.text();
+    } catch {
+      // Not up yet, or stopping.
+    }
+  }, 1000);
+  controller.signal.addEventListener("abort", () => clearInterval(timer));
+  return controller;
+}
+
 async function runScenario(
   scenario: string,
   server: Server,
@@ -139,8 +159,15 @@ async function runScenario(
   pin: boolean,
 ): Promise<LoadResult> {
   const port = freePort();
-  const command = server.command.map((part) => part.replaceAll("{port}", String(port)));
-  const serverArgv = pin ? ["taskset", "-c", "0", ...command] : command;
+  const metricsPort = freePort();
+  const command = server.command.map((part) =>
+    part.replaceAll("{port}", String(port)).replaceAll("{metrics}", String(metricsPort))
+  );
+  const scraping = command.includes("--metrics") ? scrapeEverySecond(metricsPort) : null;
+  // Several workers are meant to use every core, so only a single event loop is pinned.
+  const workersAt = command.indexOf("--workers");
+  const multi = workersAt !== -1 && command[workersAt + 1] !== "1";
+  const serverArgv = pin && !multi ? ["taskset", "-c", "0", ...command] : command;
   const child = new Deno.Command(serverArgv[0], {
     args: serverArgv.slice(1),
     cwd: root,
@@ -236,6 +263,7 @@ async function runScenario(
     result.mode = scenario;
     return result;
   } finally {
+    scraping?.abort();
     try {
       child.kill("SIGKILL");
     } catch {
@@ -340,6 +368,7 @@ async function main(args: string[]): Promise<number> {
         pipeline: { type: "string", default: "32" },
         "idle-connections": { type: "string", default: "10000" },
         "log-level": { type: "string", default: "info" },
+        "server-args": { type: "string" },
         "server-cmd": { type: "string", multiple: true },
         "baseline-cmd": { type: "string" },
         loadgen: { type: "string" },
@@ -369,18 +398,23 @@ async function main(args: string[]): Promise<number> {
   const servers: Server[] = values["server-cmd"]?.map((cmd) => ({
     label: cmd.replace(/\s*(--port|-p)[= ]\{port\}/, "").slice(0, 48),
     command: cmd.split(/\s+/),
-  })) ?? values["log-level"].split(",").map((level) => ({
-    label: `time-server (log ${level})`,
-    command: [
-      ...startCommand(),
-      "--port",
-      "{port}",
-      "--log-level",
-      level,
-      "--max-connections",
-      String(Math.max(10000, idleConnections)),
-    ],
-  }));
+  })) ?? values["log-level"].split(",").flatMap((level) =>
+    (values["server-args"] ?? "").split(";").map((variant) => ({
+      label: `time-server (log ${level}${variant.trim() ? `, ${variant.trim()}` : ""})`,
+      command: [
+        ...startCommand(),
+        "--port",
+        "{port}",
+        "--log-level",
+        level,
+        "--max-connections",
+        String(Math.max(10000, idleConnections)),
+        ...variant.trim().split(/\s+/).filter((word) =>
+          word !== ""
+        ),
+      ],
+    }))
+  );
   let baseline: string | undefined;
   if (values["baseline-cmd"]) {
     baseline = `baseline: ${values["baseline-cmd"].split(/\s+/)[0].split("/").pop()}`;
@@ -401,7 +435,7 @@ async function main(args: string[]): Promise<number> {
   );
   console.log(
     pin
-      ? "pinning: server on CPU 0, load generator on CPU 1 (taskset)"
+      ? "pinning: server on CPU 0 (with --workers above 1: not pinned), load generator on CPU 1 (taskset)"
       : "pinning: none (taskset or a second core is not available)",
   );
   console.log(

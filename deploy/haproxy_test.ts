@@ -1,0 +1,115 @@
+// End-to-end test behind a real load balancer: HAProxy with deploy/haproxy.cfg in front
+// of two time-server instances speaking the PROXY protocol.
+
+import assert from "node:assert/strict";
+import { askTime } from "../client.ts";
+import { JAM_LINE, LineClient, startProcess, startServerProcess, within } from "../test_util.ts";
+
+function hasHaproxy(): boolean {
+  try {
+    return new Deno.Command("haproxy", { args: ["-v"] }).outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+const haproxy = Deno.build.os !== "windows" && hasHaproxy();
+if (!haproxy) {
+  console.log("haproxy_test.ts: skipping: haproxy is not installed (.ci/run installs it)");
+}
+
+/** A port that is free now, below 32768 where the kernel does not hand out client ports. */
+function freePort(): number {
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12768);
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch {
+      // Taken; try another.
+    }
+  }
+}
+
+/** Connects through the balancer `count` times; resolves with each client's local port. */
+function timeThrough(port: number, count: number): Promise<number[]> {
+  return Promise.all(Array.from({ length: count }, async () => {
+    using client = await LineClient.connect(port);
+    await client.send("TIME\r\nQUIT\r\n");
+    assert.match(await client.readAll(), JAM_LINE);
+    return client.conn.localAddr.port;
+  }));
+}
+
+/** A pattern for an instance's "connection opened" event naming a client port as the peer. */
+const openedFor = (clientPort: number) =>
+  new RegExp(`"msg":"connection opened","peer":"127\\.0\\.0\\.1:${clientPort}","via":`);
+
+Deno.test({
+  name:
+    "HAProxy spreads clients over two instances, which log the real client, and survives losing one",
+  ignore: !haproxy,
+}, async () => {
+  const flags = [
+    "--host",
+    "127.0.0.1",
+    "--proxy-protocol",
+    "--log-level",
+    "debug",
+    "--log-format",
+    "json",
+  ];
+  await using first = await startServerProcess(flags);
+  await using second = await startServerProcess(flags);
+  const port = freePort();
+  await using balancer = startProcess(
+    ["haproxy", "-db", "-f", new URL("./haproxy.cfg", import.meta.url).pathname],
+    {
+      env: {
+        FRONTEND_ADDR: `127.0.0.1:${port}`,
+        SERVER1: `127.0.0.1:${first.port}`,
+        SERVER2: `127.0.0.1:${second.port}`,
+      },
+      stdout: true,
+    },
+  );
+  // Ready once a health check has reached each instance (they log the check's connection).
+  await within(
+    10000,
+    Promise.all([
+      first.logged(/"msg":"connection closed"/),
+      second.logged(/"msg":"connection closed"/),
+    ]),
+    "first health checks",
+  );
+  const answers = await within(
+    10000,
+    askTime({ hostname: "127.0.0.1", port, count: 3, interval: 0 }),
+    "TIME via HAProxy",
+  );
+  assert.equal(answers.length, 3);
+
+  // Each client's own address and port must show up in the log of the instance that served it.
+  const clientPorts = await timeThrough(port, 20);
+  const placement = await within(
+    5000,
+    Promise.all(clientPorts.map((clientPort) =>
+      Promise.any([
+        first.logged(openedFor(clientPort)).then(() => "first"),
+        second.logged(openedFor(clientPort)).then(() => "second"),
+      ])
+    )),
+    "the instances logging the clients",
+  );
+  assert.ok(placement.includes("first") && placement.includes("second"), "round robin uses both");
+
+  second.child.kill("SIGKILL");
+  await within(15000, balancer.logged(/s2 is DOWN/), "HAProxy marking the killed instance down");
+  const afterwards = await timeThrough(port, 20);
+  assert.equal(afterwards.length, 20, "no connection lost once the instance is marked down");
+  await within(
+    5000,
+    Promise.all(afterwards.map((clientPort) => first.logged(openedFor(clientPort)))),
+    "the remaining instance serving every client",
+  );
+});
