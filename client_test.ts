@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { ANSWER_PATTERN, askTime, ClientError, parseClientCommandLine } from "./client.ts";
 import { createLogger } from "./log.ts";
 import { serve } from "./server.ts";
-import { mainModule } from "./test_util.ts";
+import { runMain } from "./test_util.ts";
 import { UsageError } from "./usage.ts";
 
 function startServer() {
@@ -117,18 +117,7 @@ Deno.test("client command line reads its flags and rejects bad ones", () => {
   }
 });
 
-async function runClient(args: string[]) {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", "--allow-env=PORT", mainModule, "client", ...args],
-    stdin: "null",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-}
+const runClient = (args: string[]) => runMain(["client", ...args]);
 
 Deno.test("time-server client prints the answers and exits 0, or one line and exit 1", async () => {
   await using server = startServer();

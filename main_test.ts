@@ -6,6 +6,7 @@ import {
   JAM_LINE,
   LineClient,
   mainModule,
+  runMain,
   sendUntilStalled,
   startServerProcess,
   within,
@@ -148,19 +149,7 @@ Deno.test("command line rejects bad input with a one-line message naming the fla
   }
 });
 
-/** Runs main.ts to completion and returns its exit code and output. */
-async function run(args: string[]) {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", "--allow-env=PORT", mainModule, ...args],
-    stdin: "null",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-}
+const run = runMain;
 
 Deno.test("program prints help and exits 0", async () => {
   const { code, stdout, stderr } = await run(["--help"]);

@@ -3,24 +3,10 @@
 import assert from "node:assert/strict";
 import { createLogger } from "./log.ts";
 import { formatMetrics, parseHostPort, serveMetrics, sumStats } from "./metrics.ts";
-import { serve, type ServerStats } from "./server.ts";
+import { newServerStats, serve, type ServerStats } from "./server.ts";
 import { JAM_LINE, LineClient } from "./test_util.ts";
 
-const zero: ServerStats = {
-  time: 0,
-  quit: 0,
-  unknown: 0,
-  lineTooLong: 0,
-  connectionsOpen: 0,
-  connectionsTotal: 0,
-  busy: 0,
-  idleTimeout: 0,
-  reset: 0,
-  perIp: 0,
-  proxyHeader: 0,
-  bytesReceived: 0,
-  bytesSent: 0,
-};
+const zero: ServerStats = newServerStats();
 
 /** Reads `name{labels} value` samples out of the text format. */
 function samples(text: string): Map<string, number> {

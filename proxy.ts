@@ -6,7 +6,8 @@ export const PROXY_HEADER_MAX = 1024;
 /** The longest v1 header, CR LF included, as the specification sets it. */
 const V1_MAX = 107;
 const V1_PREFIX = new TextEncoder().encode("PROXY ");
-const V2_SIGNATURE = new Uint8Array([
+/** The 12 bytes a PROXY protocol v2 header starts with. */
+export const PROXY_V2_SIGNATURE: Uint8Array = new Uint8Array([
   0x0d,
   0x0a,
   0x0d,
@@ -67,7 +68,7 @@ function matchesPrefix(bytes: Uint8Array, length: number, prefix: Uint8Array): b
  */
 export function parseProxyHeader(bytes: Uint8Array, length: number = bytes.length): ProxyHeader {
   if (length === 0) return INCOMPLETE;
-  if (matchesPrefix(bytes, length, V2_SIGNATURE)) return parseV2(bytes, length);
+  if (matchesPrefix(bytes, length, PROXY_V2_SIGNATURE)) return parseV2(bytes, length);
   if (matchesPrefix(bytes, length, V1_PREFIX)) return parseV1(bytes, length);
   return invalid("no PROXY header");
 }

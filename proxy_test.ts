@@ -1,10 +1,10 @@
 // Unit tests of the PROXY protocol parser.
 
 import assert from "node:assert/strict";
-import { parseProxyHeader, PROXY_HEADER_MAX } from "./proxy.ts";
+import { parseProxyHeader, PROXY_HEADER_MAX, PROXY_V2_SIGNATURE } from "./proxy.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);
-const SIGNATURE = [0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a];
+const SIGNATURE = [...PROXY_V2_SIGNATURE];
 
 /** Builds a v2 header: command 1 = PROXY, 0 = LOCAL. */
 function v2(command: number, family: number, address: number[], extra: number[] = []): Uint8Array {

@@ -132,6 +132,22 @@ export interface ServerStats extends RequestCounts {
   bytesSent: number;
 }
 
+/** Returns a {@linkcode ServerStats} with every count at zero. */
+export function newServerStats(): ServerStats {
+  return {
+    ...newRequestCounts(),
+    connectionsOpen: 0,
+    connectionsTotal: 0,
+    busy: 0,
+    idleTimeout: 0,
+    reset: 0,
+    perIp: 0,
+    proxyHeader: 0,
+    bytesReceived: 0,
+    bytesSent: 0,
+  };
+}
+
 /** A running server, as returned by {@linkcode serve}. */
 export interface TimeServer extends AsyncDisposable {
   /** The address the server listens on, with the port it was given. */
@@ -272,18 +288,7 @@ class Server implements TimeServer {
   readonly #perIp = new Map<string, number>();
   readonly #proxyProtocol: boolean;
   readonly #proxyHeaderTimeoutMs: number;
-  readonly #stats: ServerStats = {
-    ...newRequestCounts(),
-    connectionsOpen: 0,
-    connectionsTotal: 0,
-    busy: 0,
-    idleTimeout: 0,
-    reset: 0,
-    perIp: 0,
-    proxyHeader: 0,
-    bytesReceived: 0,
-    bytesSent: 0,
-  };
+  readonly #stats: ServerStats = newServerStats();
   readonly #stopAccepting = new AbortController();
   readonly #accepting: Promise<void>;
   readonly #drained = Promise.withResolvers<void>();

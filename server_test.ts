@@ -2,6 +2,7 @@
 
 import assert from "node:assert/strict";
 import { createLogger } from "./log.ts";
+import { PROXY_V2_SIGNATURE } from "./proxy.ts";
 import { clientHost, formatAddress, serve, type ServerOptions } from "./server.ts";
 import {
   exchangeFrom,
@@ -345,33 +346,8 @@ Deno.test("server counts IPv4-mapped IPv6 clients under their IPv4 address", asy
 
 /** A PROXY v2 header for a TCP over IPv4 client. */
 function proxyV2(source: [number, number, number, number], sourcePort: number): Uint8Array {
-  return new Uint8Array([
-    0x0d,
-    0x0a,
-    0x0d,
-    0x0a,
-    0x00,
-    0x0d,
-    0x0a,
-    0x51,
-    0x55,
-    0x49,
-    0x54,
-    0x0a,
-    0x21,
-    0x11,
-    0x00,
-    0x0c,
-    ...source,
-    127,
-    0,
-    0,
-    1,
-    sourcePort >> 8,
-    sourcePort & 0xff,
-    0xaf,
-    0xc8,
-  ]);
+  const addresses = [...source, 127, 0, 0, 1, sourcePort >> 8, sourcePort & 0xff, 0xaf, 0xc8];
+  return new Uint8Array([...PROXY_V2_SIGNATURE, 0x21, 0x11, 0x00, addresses.length, ...addresses]);
 }
 
 Deno.test("server with --proxy-protocol takes the client address from a v1 or v2 header", async () => {

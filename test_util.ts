@@ -282,3 +282,19 @@ export async function holdFrom(
       }),
   };
 }
+
+/** Runs `deno run main.ts ARGS` to completion; resolves with its exit code and output. */
+export async function runMain(
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", "--allow-env=PORT", mainModule, ...args],
+    stdin: "null",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
