@@ -4,7 +4,8 @@ ARG DENO_VERSION=2.9.6
 
 FROM denoland/deno:${DENO_VERSION} AS build
 WORKDIR /src
-COPY deno.json main.ts server.ts protocol.ts client.ts log.ts usage.ts compile.ts ./
+# Every module at the top level (the tests come along; the binary only takes what main.ts reaches).
+COPY deno.json deno.lock *.ts ./
 RUN deno task compile
 
 # The compiled binary needs glibc and libgcc only.

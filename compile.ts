@@ -31,6 +31,8 @@ export async function compile(output: string, target?: string): Promise<number> 
     "compile",
     ...runtimeFlags(),
     ...(target ? ["--target", target] : []),
+    // SO_REUSEPORT for --workers; deno.json's "unstable" says so too, this makes it explicit.
+    "--unstable-net",
     // Loaded with `new Worker(…)` for --workers, so not found by following the imports.
     "--include",
     `${root}worker.ts`,
