@@ -280,6 +280,9 @@ export class TimeAnswer {
   readonly #format: Intl.DateTimeFormat;
   #second = NaN;
   #bytes: Uint8Array = new Uint8Array(TIME_ANSWER_LENGTH);
+  /** Copies of `#bytes` back to back, for answering many requests at once; rebuilt each second. */
+  #block: Uint8Array = new Uint8Array(0);
+  #blockSecond = NaN;
 
   /**
    * @param options.timeZone An IANA time zone; the system's local zone when left out.
@@ -310,6 +313,27 @@ export class TimeAnswer {
       this.#second = second;
     }
     return this.#bytes;
+  }
+
+  /**
+   * `count` answers for the current second back to back (`count` × 14 bytes), from a
+   * block built at most a few times per second. Like {@linkcode TimeAnswer.current},
+   * the returned bytes are never changed afterwards.
+   */
+  repeated(count: number): Uint8Array {
+    const one = this.current();
+    if (count === 1) return one;
+    let block = this.#block;
+    const sameSecond = this.#blockSecond === this.#second;
+    if (!sameSecond || block.length < count * TIME_ANSWER_LENGTH) {
+      // A new block rather than an update, so blocks already handed out stay as they are.
+      const copies = Math.max(count, 64, sameSecond ? block.length / TIME_ANSWER_LENGTH : 0);
+      block = new Uint8Array(copies * TIME_ANSWER_LENGTH);
+      for (let i = 0; i < copies; i++) block.set(one, i * TIME_ANSWER_LENGTH);
+      this.#block = block;
+      this.#blockSecond = this.#second;
+    }
+    return block.subarray(0, count * TIME_ANSWER_LENGTH);
   }
 
   /** Formats the answer for a given instant (milliseconds since the epoch), uncached. */
@@ -433,50 +457,51 @@ export class Session {
     if (this.#closing) return NO_BYTES;
     const framer = this.#framer;
     const counts = this.#counts;
-    let time: Uint8Array | undefined;
-    let first: Uint8Array = NO_BYTES;
+    const limit = this.#outputLimit;
+    // TIME answers are counted as a run and copied in one piece when something else
+    // comes; a pull that is one run returns the shared block without any copy.
+    let run = 0;
     let length = 0;
-    while (length + LONGEST_ANSWER <= this.#outputLimit) {
+    while (length + run * TIME_ANSWER_LENGTH + LONGEST_ANSWER <= limit) {
       let frame = framer.next();
       if (frame === Frame.None && this.#ended) frame = framer.finish();
       if (frame === Frame.None) break;
-      let answer: Uint8Array;
       if (frame === Frame.TooLong) {
         counts.lineTooLong++;
         this.#closing = true;
-        answer = ERR_LINE_TOO_LONG;
-      } else {
-        const command = parseRequest(framer.lineBuffer, framer.lineStart, framer.lineEnd);
-        if (command === Command.Empty) continue;
-        if (command === Command.Quit) {
-          counts.quit++;
-          this.#closing = true;
-          break;
-        }
-        if (command === Command.Time) {
-          counts.time++;
-          answer = time ??= this.#time.current();
-        } else {
-          counts.unknown++;
-          answer = ERR_UNKNOWN_COMMAND;
-        }
+        length = this.#append(length, run, ERR_LINE_TOO_LONG);
+        run = 0;
+        break;
       }
-      if (length === 0) {
-        first = answer;
-      } else {
-        const output = this.#reserve(length + answer.length, first === NO_BYTES ? length : 0);
-        if (first !== NO_BYTES) {
-          output.set(first);
-          first = NO_BYTES;
-        }
-        // Answers are a few bytes: a loop is cheaper than a call to set().
-        for (let i = 0; i < answer.length; i++) output[length + i] = answer[i];
+      const command = parseRequest(framer.lineBuffer, framer.lineStart, framer.lineEnd);
+      if (command === Command.Time) {
+        counts.time++;
+        run++;
+      } else if (command === Command.Quit) {
+        counts.quit++;
+        this.#closing = true;
+        break;
+      } else if (command === Command.Unknown) {
+        counts.unknown++;
+        length = this.#append(length, run, ERR_UNKNOWN_COMMAND);
+        run = 0;
       }
-      length += answer.length;
-      if (this.#closing) break;
     }
-    if (first !== NO_BYTES || length === 0) return first;
+    if (length === 0) return run === 0 ? NO_BYTES : this.#time.repeated(run);
+    if (run > 0) length = this.#append(length, run, NO_BYTES);
     return this.#output!.subarray(0, length);
+  }
+
+  /**
+   * Copies `run` TIME answers and then `answer` into the output after its first
+   * `length` bytes; returns the new length.
+   */
+  #append(length: number, run: number, answer: Uint8Array): number {
+    const runBytes = run * TIME_ANSWER_LENGTH;
+    const output = this.#reserve(length + runBytes + answer.length, length);
+    if (run > 0) output.set(this.#time.repeated(run), length);
+    output.set(answer, length + runBytes);
+    return length + runBytes + answer.length;
   }
 
   /** Returns an output buffer of at least `size` bytes that keeps its first `keep` bytes. */

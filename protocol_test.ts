@@ -231,6 +231,20 @@ Deno.test("formatter formats once per second and keeps handed-out answers unchan
   assert.equal(decoder.decode(second), "JAM 09:05:04\r\n");
 });
 
+Deno.test("formatter repeats the answer for a run, and a new second never changes an old block", () => {
+  let ms = Date.parse("2026-01-01T09:05:03.000Z");
+  const answer = new TimeAnswer({ timeZone: "UTC", now: () => ms });
+  assert.equal(answer.repeated(1), answer.current());
+  const three = answer.repeated(3);
+  assert.equal(decoder.decode(three), "JAM 09:05:03\r\n".repeat(3));
+  const many = answer.repeated(200);
+  assert.equal(decoder.decode(many), "JAM 09:05:03\r\n".repeat(200));
+  ms += 60_000; // the same seconds digits, a minute later
+  assert.equal(decoder.decode(answer.repeated(3)), "JAM 09:06:03\r\n".repeat(3));
+  assert.equal(decoder.decode(three), "JAM 09:05:03\r\n".repeat(3), "handed-out bytes unchanged");
+  assert.equal(decoder.decode(many), "JAM 09:05:03\r\n".repeat(200));
+});
+
 Deno.test("formatter rejects unknown time zones", () => {
   assert.equal(isValidTimeZone("Asia/Jakarta"), true);
   assert.equal(isValidTimeZone("UTC"), true);
@@ -289,6 +303,15 @@ Deno.test("session splits a large batch at the output limit and answers all of i
   assert.equal(result.sent, JAM.repeat(100) + UNKNOWN + JAM);
   assert.ok(result.writes.length > 1);
   for (const write of result.writes) assert.ok(bytes(write).length <= 256);
+});
+
+Deno.test("session keeps the order of TIME runs mixed with other answers", () => {
+  const result = converse(["TIME\nTIME\nnope\nTIME\n\nTIME\nTIME\nx\n"]);
+  assert.equal(result.sent, JAM + JAM + UNKNOWN + JAM + JAM + JAM + UNKNOWN);
+  assert.deepEqual(
+    converse(["TIME\nTIME\n" + "y".repeat(9)], { maxLine: 8 }).sent,
+    JAM + JAM + TOO_LONG,
+  );
 });
 
 Deno.test("session answers unknown commands and stays open", () => {
