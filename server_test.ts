@@ -413,3 +413,13 @@ Deno.test("server without --proxy-protocol answers a PROXY line as an unknown co
   assert.equal(await client.readLine(), "ERR unknown command\r\n");
   assert.match((await client.readLine())!, JAM_LINE);
 });
+
+Deno.test("server delivers ERR server busy to a client that sends before reading", async () => {
+  await using server = start({ maxConnections: 1 });
+  using first = await LineClient.connect(server.addr.port);
+  await first.send("TIME\r\n");
+  assert.match((await first.readLine())!, JAM_LINE);
+  using refused = await LineClient.connect(server.addr.port);
+  await refused.send("TIME\r\n".repeat(1000));
+  assert.equal(await refused.readAll(), "ERR server busy\r\n");
+});

@@ -298,3 +298,16 @@ export async function runMain(
     stderr: decoder.decode(output.stderr),
   };
 }
+
+/** A port that is free now, below 32768 so that it cannot collide with the kernel's client ports. */
+export function freePort(hostname = "127.0.0.1"): number {
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12768);
+    try {
+      Deno.listen({ hostname, port }).close();
+      return port;
+    } catch {
+      // Taken; try another.
+    }
+  }
+}

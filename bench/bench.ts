@@ -2,6 +2,7 @@
 
 import { parseArgs } from "node:util";
 import type { LoadResult } from "./loadgen.ts";
+import { freePort } from "../test_util.ts";
 
 const HELP = `Usage: deno task bench [options]
 
@@ -71,19 +72,6 @@ function hasTaskset(): boolean {
     return new Deno.Command("taskset", { args: ["-c", "0", "true"] }).outputSync().success;
   } catch {
     return false;
-  }
-}
-
-/** A port that is free now, below 32768 so it cannot collide with the kernel's client ports. */
-function freePort(): number {
-  for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 12768);
-    try {
-      Deno.listen({ hostname: "0.0.0.0", port }).close();
-      return port;
-    } catch {
-      // Taken; try another.
-    }
   }
 }
 
@@ -158,7 +146,7 @@ async function runScenario(
   options: Record<string, number | string | undefined>,
   pin: boolean,
 ): Promise<LoadResult> {
-  const port = freePort();
+  const port = freePort("0.0.0.0");
   const metricsPort = freePort();
   const command = server.command.map((part) =>
     part.replaceAll("{port}", String(port)).replaceAll("{metrics}", String(metricsPort))

@@ -3,7 +3,14 @@
 
 import assert from "node:assert/strict";
 import { askTime } from "../client.ts";
-import { JAM_LINE, LineClient, startProcess, startServerProcess, within } from "../test_util.ts";
+import {
+  freePort,
+  JAM_LINE,
+  LineClient,
+  startProcess,
+  startServerProcess,
+  within,
+} from "../test_util.ts";
 
 function hasHaproxy(): boolean {
   try {
@@ -16,19 +23,6 @@ function hasHaproxy(): boolean {
 const haproxy = Deno.build.os !== "windows" && hasHaproxy();
 if (!haproxy) {
   console.log("haproxy_test.ts: skipping: haproxy is not installed (.ci/run installs it)");
-}
-
-/** A port that is free now, below 32768 where the kernel does not hand out client ports. */
-function freePort(): number {
-  for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 12768);
-    try {
-      Deno.listen({ hostname: "127.0.0.1", port }).close();
-      return port;
-    } catch {
-      // Taken; try another.
-    }
-  }
 }
 
 /** Connects through the balancer `count` times; resolves with each client's local port. */
