@@ -434,31 +434,34 @@ async function main(args: string[]): Promise<number> {
 
   const rows: Row[] = [];
   for (const scenario of scenarios) {
-    for (const server of servers) {
-      const results: LoadResult[] = [];
-      let failed = false;
-      for (let run = 0; run < runs; run++) {
+    // Runs take turns between the servers, so that a slow spell of this shared machine
+    // falls on all of them rather than on one.
+    const results = servers.map(() => [] as LoadResult[]);
+    const failed = servers.map(() => false);
+    for (let run = 0; run < runs; run++) {
+      for (const [i, server] of servers.entries()) {
         try {
           const result = await runScenario(scenario, server, options, pin);
-          results.push(result);
-          if (result.errors > 0) failed = true;
+          results[i].push(result);
+          if (result.errors > 0) failed[i] = true;
         } catch (error) {
           console.error(
             `${scenario} / ${server.label}: ${error instanceof Error ? error.message : error}`,
           );
-          failed = true;
+          failed[i] = true;
         }
       }
-      if (results.length === 0) continue;
-      const row = {
+      console.error(`done: ${scenario}, run ${run + 1} of ${runs}`);
+    }
+    for (const [i, server] of servers.entries()) {
+      if (results[i].length === 0) continue;
+      rows.push({
         server: server.label,
         scenario,
-        runs: results,
-        median: medianResult(results),
-        failed,
-      };
-      rows.push(row);
-      console.error(`done: ${scenario} / ${server.label}`);
+        runs: results[i],
+        median: medianResult(results[i]),
+        failed: failed[i],
+      });
     }
   }
   console.log(table(rows, baseline));
