@@ -59,6 +59,9 @@ export interface LoggerOptions {
 
 const encoder = new TextEncoder();
 
+/** The keys every JSON log line starts with. */
+const FIXED_KEYS = new Set(["time", "level", "msg"]);
+
 function writeStderr(line: string): void {
   const bytes = encoder.encode(line + "\n");
   let written = 0;
@@ -99,7 +102,12 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     if (LOG_LEVELS.indexOf(eventLevel) > threshold) return;
     const time = new Date(now()).toISOString();
     if (format === "json") {
-      write(JSON.stringify({ time, level: eventLevel, msg, ...base, ...fields }));
+      // The fixed keys come first, and an event's own keys cannot overwrite them.
+      const event: Record<string, unknown> = { time, level: eventLevel, msg };
+      for (const all of [base, fields]) {
+        for (const key in all) if (!FIXED_KEYS.has(key)) event[key] = all[key];
+      }
+      write(JSON.stringify(event));
       return;
     }
     let line = `${time} ${eventLevel.toUpperCase().padEnd(5)} ${msg}`;

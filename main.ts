@@ -13,7 +13,14 @@ import {
 import { parseHostPort, serveMetrics, sumStats } from "./metrics.ts";
 import { startWorkers, WorkerStartError } from "./workers.ts";
 import { isValidTimeZone } from "./protocol.ts";
-import { DEFAULTS, formatAddress, serve, type ServerOptions, type ServerStats } from "./server.ts";
+import {
+  DEFAULTS,
+  formatAddress,
+  serve,
+  type ServerOptions,
+  type ServerStats,
+  statsFields,
+} from "./server.ts";
 import { UsageError } from "./usage.ts";
 import { askTime, CLIENT_HELP, ClientError, parseClientCommandLine } from "./client.ts";
 
@@ -311,11 +318,11 @@ export async function main(args: string[]): Promise<number> {
       logger.info("worker stopped", {
         worker,
         connectionsTotal: stats.connectionsTotal,
-        time: stats.time,
+        requestsTime: stats.time,
       })
     );
   }
-  logger.info("stopped", { ...sumStats(last) });
+  logger.info("stopped", statsFields(sumStats(last)));
   return 0;
 }
 

@@ -193,7 +193,7 @@ Deno.test({
   const events = (await server.stderr).trim().split("\n").map((line) => JSON.parse(line));
   assert.deepEqual(events.map((event) => event.msg), ["listening", "shutting down", "stopped"]);
   assert.equal(events[1].signal, "SIGTERM");
-  assert.equal(events[2].time, 1);
+  assert.equal(events[2].requestsTime, 1);
 });
 
 Deno.test(
@@ -251,5 +251,5 @@ Deno.test({
   for (const worker of served) assert.ok(worker.connectionsTotal > 0, JSON.stringify(worker));
   assert.equal(served[0].connectionsTotal + served[1].connectionsTotal, clients);
   const stopped = events.find((e) => e.msg === "stopped");
-  assert.equal(stopped.time, clients);
+  assert.equal(stopped.requestsTime, clients);
 });

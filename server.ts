@@ -1,6 +1,6 @@
 // The TCP server: accepting, one async loop per connection, limits, shutdown.
 
-import { createLogger, type Logger } from "./log.ts";
+import { createLogger, type LogFields, type Logger } from "./log.ts";
 import {
   DEFAULT_MAX_LINE,
   ERR_SERVER_BUSY,
@@ -146,6 +146,15 @@ export function newServerStats(): ServerStats {
     bytesReceived: 0,
     bytesSent: 0,
   };
+}
+
+/**
+ * The counters as log fields. The request counts are renamed (`requestsTime`, …),
+ * since `time` is the timestamp of every log line.
+ */
+export function statsFields(stats: ServerStats): LogFields {
+  const { time, quit, unknown, ...rest } = stats;
+  return { requestsTime: time, requestsQuit: quit, requestsUnknown: unknown, ...rest };
 }
 
 /** A running server, as returned by {@linkcode serve}. */
@@ -339,7 +348,7 @@ class Server implements TimeServer {
       let last = "";
       this.#timers.push(setInterval(() => {
         const summary = JSON.stringify(this.#stats);
-        if (summary !== last) this.#logger.info("summary", { ...this.#stats });
+        if (summary !== last) this.#logger.info("summary", statsFields(this.#stats));
         last = summary;
       }, statsInterval * 1000));
     }

@@ -423,3 +423,36 @@ Deno.test("server delivers ERR server busy to a client that sends before reading
   await refused.send("TIME\r\n".repeat(1000));
   assert.equal(await refused.readAll(), "ERR server busy\r\n");
 });
+
+Deno.test("server logs a summary of its counters at info level, only when they changed", async () => {
+  const summaries: Record<string, unknown>[] = [];
+  let waiting: { requests: number; resolve: () => void } | null = null;
+  const logger = createLogger({
+    level: "info",
+    format: "json",
+    write: (line) => {
+      const event = JSON.parse(line);
+      if (event.msg !== "summary") return;
+      summaries.push(event);
+      if (waiting && event.requestsTime === waiting.requests) waiting.resolve();
+    },
+  });
+  const summaryWith = (requests: number) => {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    waiting = { requests, resolve };
+    return within(5000, promise, `a summary with requestsTime=${requests}`);
+  };
+  await using server = start({ logger, statsInterval: 0.05 });
+  using client = await LineClient.connect(server.addr.port);
+  for (const requests of [1, 2]) {
+    const logged = summaryWith(requests);
+    await client.send("TIME\r\n");
+    assert.match((await client.readLine())!, JAM_LINE);
+    await logged;
+  }
+  assert.equal(summaries.at(-1)!.connectionsOpen, 1);
+  assert.match(String(summaries.at(-1)!.time), /^\d{4}-\d\d-\d\dT/, "time is the timestamp");
+  // A summary is only written when some counter changed since the one before.
+  const counters = summaries.map(({ time: _timestamp, ...rest }) => JSON.stringify(rest));
+  for (let i = 1; i < counters.length; i++) assert.notEqual(counters[i], counters[i - 1]);
+});
