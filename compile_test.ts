@@ -45,8 +45,10 @@ Deno.test({
     await using server = await startServerProcess(["--host", "127.0.0.1"], [binary]);
     const [answer] = await askTime({ hostname: "127.0.0.1", port: server.port });
     assert.match(answer, /^JAM \d\d:\d\d:\d\d$/);
-    server.child.kill("SIGTERM");
-    const status = await within(10000, server.child.status, "exit after SIGTERM");
-    assert.equal(status.code, 0);
+    if (Deno.build.os !== "windows") { // Windows has no SIGTERM
+      server.child.kill("SIGTERM");
+      const status = await within(10000, server.child.status, "exit after SIGTERM");
+      assert.equal(status.code, 0);
+    }
   },
 });
