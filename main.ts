@@ -253,7 +253,11 @@ export async function main(args: string[]): Promise<number> {
 
   const logger = createLogger({ level: invocation.logLevel, format: invocation.logFormat });
   const { options, workers } = invocation;
-  const where = `${options.hostname ?? DEFAULTS.hostname}:${options.port ?? DEFAULTS.port}`;
+  const where = formatAddress({
+    transport: "tcp",
+    hostname: options.hostname ?? DEFAULTS.hostname,
+    port: options.port ?? DEFAULTS.port,
+  });
   let running: Running;
   try {
     running = workers > 1
@@ -273,7 +277,7 @@ export async function main(args: string[]): Promise<number> {
       }, logger);
     } catch (error) {
       await running.stop();
-      const address = `${invocation.metrics.hostname}:${invocation.metrics.port}`;
+      const address = formatAddress({ transport: "tcp", ...invocation.metrics });
       console.error(
         `time-server: cannot serve metrics on ${address}: ${describeListenError(error)}`,
       );
