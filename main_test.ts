@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { HELP, parseCommandLine, UsageError, VERSION } from "./main.ts";
 import {
+  freePort,
   JAM_LINE,
   LineClient,
   mainModule,
@@ -252,4 +253,39 @@ Deno.test({
   assert.equal(served[0].connectionsTotal + served[1].connectionsTotal, clients);
   const stopped = events.find((e) => e.msg === "stopped");
   assert.equal(stopped.requestsTime, clients);
+});
+
+Deno.test({
+  name: "program with --workers serves metrics while it drains, then exits 0",
+  ignore: Deno.build.os !== "linux",
+}, async () => {
+  const metricsPort = freePort();
+  await using server = await startServerProcess(
+    ["--host", "127.0.0.1", "--workers", "2", "--metrics", `127.0.0.1:${metricsPort}`],
+    [
+      Deno.execPath(),
+      "run",
+      "--allow-net",
+      "--allow-env=PORT",
+      `--allow-read=${projectDir}`,
+      mainModule,
+    ],
+  );
+  // A client that is owed answers and does not read them keeps the drain going.
+  using client = await LineClient.connect(server.port);
+  const { pending } = await sendUntilStalled(client.conn, 512 * 1024 * 1024);
+  server.child.kill("SIGTERM");
+  await server.logged(/shutting down/);
+  const response = await within(
+    5000,
+    fetch(`http://127.0.0.1:${metricsPort}/metrics`),
+    "a scrape while draining",
+  );
+  const text = await response.text();
+  assert.equal(response.status, 200);
+  assert.match(text, /^timeserver_connections_open 1$/m);
+  client.close();
+  await pending;
+  const status = await within(10000, server.child.status, "exit after the drain");
+  assert.equal(status.code, 0);
 });

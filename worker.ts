@@ -5,16 +5,14 @@
 
 import { createLogger } from "./log.ts";
 import { serve, type TimeServer } from "./server.ts";
-import type { FromWorker, ToWorker } from "./workers.ts";
+import type { FromWorker, ToWorker, WithoutRequest } from "./workers.ts";
 
 let server: TimeServer | undefined;
 
-function reply(message: FromWorker): void {
-  self.postMessage(message);
-}
-
 self.onmessage = async (event: MessageEvent<ToWorker>) => {
   const message = event.data;
+  const reply = (answer: WithoutRequest<FromWorker>) =>
+    self.postMessage({ ...answer, request: message.request });
   if (message.type === "start") {
     const logger = createLogger({
       level: message.logLevel,

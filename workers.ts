@@ -10,25 +10,34 @@ export type WorkerServerOptions = Omit<
   "logger" | "now" | "sharedConnections" | "reusePort"
 >;
 
-/** Messages from the pool to a worker. */
+/** Messages from the pool to a worker; `request` is echoed in the reply. */
 export type ToWorker =
-  | {
-    type: "start";
-    id: number;
-    options: WorkerServerOptions;
-    shared: SharedArrayBuffer;
-    logLevel: LogLevel;
-    logFormat: LogFormat;
-  }
-  | { type: "stats" }
-  | { type: "shutdown" };
+  & { request: number }
+  & (
+    | {
+      type: "start";
+      id: number;
+      options: WorkerServerOptions;
+      shared: SharedArrayBuffer;
+      logLevel: LogLevel;
+      logFormat: LogFormat;
+    }
+    | { type: "stats" }
+    | { type: "shutdown" }
+  );
 
-/** Messages from a worker to the pool. */
+/** Messages from a worker to the pool, each the reply to the request it names. */
 export type FromWorker =
-  | { type: "listening"; port: number }
-  | { type: "error"; name: string; message: string }
-  | { type: "stats"; stats: ServerStats }
-  | { type: "stopped"; stats: ServerStats };
+  & { request: number }
+  & (
+    | { type: "listening"; port: number }
+    | { type: "error"; name: string; message: string }
+    | { type: "stats"; stats: ServerStats }
+    | { type: "stopped"; stats: ServerStats }
+  );
+
+/** Distributive Omit, so that each member of a union keeps its own fields. */
+export type WithoutRequest<T> = T extends unknown ? Omit<T, "request"> : never;
 
 /** A running pool of workers, as returned by {@linkcode startWorkers}. */
 export interface WorkerPool {
@@ -52,20 +61,49 @@ export class WorkerStartError extends Error {
 
 class PoolWorker {
   readonly #worker: Worker;
-  #waiting: ((message: FromWorker) => void)[] = [];
+  readonly #waiting = new Map<number, (message: FromWorker) => void>();
+  #next = 0;
+  /** The counters the worker reported when it stopped; null while it runs. */
+  #last: ServerStats | null = null;
 
   constructor() {
     this.#worker = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
-    this.#worker.onmessage = (event: MessageEvent<FromWorker>) =>
-      this.#waiting.shift()?.(event.data);
+    this.#worker.onmessage = (event: MessageEvent<FromWorker>) => {
+      const resolve = this.#waiting.get(event.data.request);
+      this.#waiting.delete(event.data.request);
+      resolve?.(event.data);
+    };
   }
 
-  /** Sends a message and resolves with the worker's reply (workers answer in order). */
-  request(message: ToWorker): Promise<FromWorker> {
+  /**
+   * Sends a message and resolves with the worker's reply to it. Replies are matched
+   * by number, since a stats request may be answered while a shutdown still drains.
+   */
+  request(message: WithoutRequest<ToWorker>): Promise<FromWorker> {
+    const request = this.#next++;
     return new Promise((resolve) => {
-      this.#waiting.push(resolve);
-      this.#worker.postMessage(message);
+      this.#waiting.set(request, resolve);
+      this.#worker.postMessage({ ...message, request });
     });
+  }
+
+  /** The worker's counters; once it has stopped, the last ones it reported. */
+  async stats(): Promise<ServerStats> {
+    if (this.#last) return this.#last;
+    return ((await this.request({ type: "stats" })) as { stats: ServerStats }).stats;
+  }
+
+  /** Drains the worker's server, ends the worker, and resolves with its last counters. */
+  async shutdown(): Promise<ServerStats> {
+    const reply = await this.request({ type: "shutdown" });
+    const last = this.#last = (reply as { stats: ServerStats }).stats;
+    this.terminate();
+    // Requests the worker had no time to answer get the last counters.
+    for (const [request, resolve] of this.#waiting) {
+      resolve({ type: "stats", stats: last, request });
+    }
+    this.#waiting.clear();
+    return last;
   }
 
   terminate(): void {
@@ -107,21 +145,14 @@ export async function startWorkers(
     throw error;
   }
 
-  const statsByWorker = async () => {
-    const replies = await Promise.all(workers.map((worker) => worker.request({ type: "stats" })));
-    return replies.map((reply) => (reply as { stats: ServerStats }).stats);
-  };
+  const statsByWorker = () => Promise.all(workers.map((worker) => worker.stats()));
   let stopping: Promise<ServerStats[]> | null = null;
   return {
     port: port!,
     statsByWorker,
     stats: async () => sumStats(await statsByWorker()),
     shutdown() {
-      stopping ??= Promise.all(workers.map(async (worker) => {
-        const reply = await worker.request({ type: "shutdown" });
-        worker.terminate();
-        return (reply as { stats: ServerStats }).stats;
-      }));
+      stopping ??= Promise.all(workers.map((worker) => worker.shutdown()));
       return stopping;
     },
   };
