@@ -14,6 +14,15 @@ import {
 } from "./test_util.ts";
 
 const projectDir = new URL(".", import.meta.url).pathname;
+/** `deno run main.ts` as `deno task start` runs it: Workers need to read the modules. */
+const withWorkers = [
+  Deno.execPath(),
+  "run",
+  "--allow-net",
+  "--allow-env=PORT",
+  `--allow-read=${projectDir}`,
+  mainModule,
+];
 
 Deno.test("command line defaults to serving with info logs in text", () => {
   assert.deepEqual(parseCommandLine([]), {
@@ -226,14 +235,7 @@ Deno.test({
 }, async () => {
   await using server = await startServerProcess(
     ["--host", "127.0.0.1", "--workers", "2", "--log-level", "debug", "--log-format", "json"],
-    [
-      Deno.execPath(),
-      "run",
-      "--allow-net",
-      "--allow-env=PORT",
-      `--allow-read=${projectDir}`,
-      mainModule,
-    ],
+    withWorkers,
   );
   // The kernel spreads connections over the workers by a hash of their addresses:
   // with 40 of them, both get some unless something is wrong (odds 2 in 2^40).
@@ -262,14 +264,7 @@ Deno.test({
   const metricsPort = freePort();
   await using server = await startServerProcess(
     ["--host", "127.0.0.1", "--workers", "2", "--metrics", `127.0.0.1:${metricsPort}`],
-    [
-      Deno.execPath(),
-      "run",
-      "--allow-net",
-      "--allow-env=PORT",
-      `--allow-read=${projectDir}`,
-      mainModule,
-    ],
+    withWorkers,
   );
   // A client that is owed answers and does not read them keeps the drain going.
   using client = await LineClient.connect(server.port);
