@@ -34,6 +34,9 @@ export interface ClientOptions {
   onAnswer?: (answer: string) => void;
 }
 
+const TIME_REQUEST = new TextEncoder().encode("TIME\r\n");
+const QUIT_REQUEST = new TextEncoder().encode("QUIT\r\n");
+
 /** The shape of a valid answer to TIME, without its CR LF. */
 export const ANSWER_PATTERN = /^JAM ([01]\d|2[0-3]):[0-5]\d:[0-5]\d$/;
 
@@ -79,7 +82,7 @@ export async function askTime(options: ClientOptions = {}): Promise<string[]> {
     const answers: string[] = [];
     for (let i = 0; i < count; i++) {
       if (i > 0) await sleep(interval * 1000, signal);
-      await conn.write(new TextEncoder().encode("TIME\r\n"));
+      await conn.write(TIME_REQUEST);
       const answer = await lines.next();
       if (answer === null) {
         throw new ClientError(`${where} closed the connection without answering`);
@@ -92,7 +95,7 @@ export async function askTime(options: ClientOptions = {}): Promise<string[]> {
       answers.push(answer);
       options.onAnswer?.(answer);
     }
-    await conn.write(new TextEncoder().encode("QUIT\r\n"));
+    await conn.write(QUIT_REQUEST);
     const extra = await lines.next();
     if (extra !== null) throw new ClientError(`${where} answered ${JSON.stringify(extra)} to QUIT`);
     return answers;

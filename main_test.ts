@@ -194,8 +194,7 @@ Deno.test({
 }, async () => {
   await using server = await startServerProcess(["--host", "127.0.0.1", "--log-format", "json"]);
   using client = await LineClient.connect(server.port);
-  await client.send("TIME\r\n");
-  assert.match((await client.readLine())!, JAM_LINE);
+  assert.match(await client.time(), JAM_LINE);
   server.child.kill("SIGTERM");
   await within(10000, client.closed(), "closing the idle client");
   const status = await within(10000, server.child.status, "exit after SIGTERM");

@@ -26,8 +26,7 @@ function start(options: ServerOptions = {}) {
 Deno.test("server answers TIME and closes on QUIT", async () => {
   await using server = start();
   using client = await LineClient.connect(server.addr.port);
-  await client.send("TIME\r\n");
-  assert.match((await client.readLine())!, JAM_LINE);
+  assert.match(await client.time(), JAM_LINE);
   await client.send("QUIT\r\n");
   assert.equal(await client.readAll(), "");
 });
@@ -64,13 +63,11 @@ Deno.test("server closes a client whose line is too long while serving another",
   await using server = start({ maxLine: 64 });
   using other = await LineClient.connect(server.addr.port);
   using abuser = await LineClient.connect(server.addr.port);
-  await other.send("TIME\r\n");
-  assert.match((await other.readLine())!, JAM_LINE);
+  assert.match(await other.time(), JAM_LINE);
   // No line end ever comes: the error must arrive as soon as the limit is passed.
   await abuser.send("x".repeat(65));
   assert.equal(await abuser.readAll(), "ERR line too long\r\n");
-  await other.send("TIME\r\n");
-  assert.match((await other.readLine())!, JAM_LINE);
+  assert.match(await other.time(), JAM_LINE);
   assert.equal(server.stats.lineTooLong, 1);
 });
 
@@ -99,8 +96,7 @@ Deno.test("server serves 1,000 concurrent clients doing 10 TIMEs each", async ()
   try {
     await Promise.all(clients.map(async (client) => {
       for (let i = 0; i < 10; i++) {
-        await client.send("TIME\r\n");
-        assert.match((await client.readLine())!, JAM_LINE);
+        assert.match(await client.time(), JAM_LINE);
       }
     }));
     assert.equal(server.stats.connectionsOpen, 1000);
@@ -125,8 +121,7 @@ Deno.test("server keeps a connection open while it sends requests", async () => 
   const started = performance.now();
   // Keep asking for longer than the idle timeout; every answer must come.
   while (performance.now() - started < 900) {
-    await client.send("TIME\r\n");
-    assert.match((await client.readLine())!, JAM_LINE);
+    assert.match(await client.time(), JAM_LINE);
   }
   assert.equal(server.stats.idleTimeout, 0);
 });
@@ -136,18 +131,15 @@ Deno.test("server refuses connections past --max-connections and keeps serving t
   using first = await LineClient.connect(server.addr.port);
   using second = await LineClient.connect(server.addr.port);
   for (const client of [first, second]) {
-    await client.send("TIME\r\n");
-    assert.match((await client.readLine())!, JAM_LINE);
+    assert.match(await client.time(), JAM_LINE);
   }
   using third = await LineClient.connect(server.addr.port);
   assert.equal(await third.readAll(), "ERR server busy\r\n");
-  await first.send("TIME\r\n");
-  assert.match((await first.readLine())!, JAM_LINE);
+  assert.match(await first.time(), JAM_LINE);
   await first.send("QUIT\r\n");
   await first.closed();
   using fourth = await LineClient.connect(server.addr.port);
-  await fourth.send("TIME\r\n");
-  assert.match((await fourth.readLine())!, JAM_LINE);
+  assert.match(await fourth.time(), JAM_LINE);
   assert.equal(server.stats.busy, 1);
 });
 
@@ -162,8 +154,7 @@ Deno.test("server stops reading from a client that never reads its answers", asy
   assert.ok(received < 64 * 1024 * 1024, `server read ${received} bytes`);
   // Meanwhile other clients are served as usual.
   using other = await LineClient.connect(server.addr.port);
-  await other.send("TIME\r\n");
-  assert.match((await other.readLine())!, JAM_LINE);
+  assert.match(await other.time(), JAM_LINE);
   assert.equal(server.stats.bytesReceived, received + 6, "the stalled client was not read further");
   hog.close();
   await pending;
@@ -173,8 +164,7 @@ Deno.test("shutdown sends what is owed, closes idle clients at once, and stops a
   const server = start({ shutdownTimeout: 30 });
   const port = server.addr.port;
   using idle = await LineClient.connect(port);
-  await idle.send("TIME\r\n");
-  assert.match((await idle.readLine())!, JAM_LINE);
+  assert.match(await idle.time(), JAM_LINE);
 
   // A client that sends requests without reading until the server is stuck writing to it.
   using owed = await LineClient.connect(port);
@@ -261,8 +251,7 @@ Deno.test({
   await using server = serve({ port: 0, logger: createLogger({ level: "error" }) });
   for (const hostname of ["127.0.0.1", "::1"]) {
     using client = await LineClient.connect(server.addr.port, hostname);
-    await client.send("TIME\r\n");
-    assert.match((await client.readLine())!, JAM_LINE, hostname);
+    assert.match(await client.time(), JAM_LINE, hostname);
   }
 });
 
@@ -335,13 +324,11 @@ Deno.test("server counts IPv4-mapped IPv6 clients under their IPv4 address", asy
     logger: createLogger({ level: "error" }),
   });
   using held = await LineClient.connect(server.addr.port, "127.0.0.1");
-  await held.send("TIME\r\n");
-  assert.match((await held.readLine())!, JAM_LINE);
+  assert.match(await held.time(), JAM_LINE);
   using refused = await LineClient.connect(server.addr.port, "127.0.0.1");
   assert.equal(await refused.readAll(), "ERR too many connections\r\n");
   using ipv6 = await LineClient.connect(server.addr.port, "::1");
-  await ipv6.send("TIME\r\n");
-  assert.match((await ipv6.readLine())!, JAM_LINE, "::1 is another client");
+  assert.match(await ipv6.time(), JAM_LINE, "::1 is another client");
 });
 
 /** A PROXY v2 header for a TCP over IPv4 client. */
@@ -363,8 +350,7 @@ Deno.test("server with --proxy-protocol takes the client address from a v1 or v2
   assert.match((await v1.readLine())!, JAM_LINE);
   using v2 = await LineClient.connect(server.addr.port);
   await v2.send(proxyV2([198, 51, 100, 9], 40000));
-  await v2.send("TIME\r\n");
-  assert.match((await v2.readLine())!, JAM_LINE);
+  assert.match(await v2.time(), JAM_LINE);
   const opened = lines.map((line) => JSON.parse(line)).filter((e) => e.msg === "connection opened");
   assert.deepEqual(opened.map((e) => e.peer).sort(), ["198.51.100.9:40000", "203.0.113.7:51000"]);
   assert.ok(
@@ -417,8 +403,7 @@ Deno.test("server without --proxy-protocol answers a PROXY line as an unknown co
 Deno.test("server delivers ERR server busy to a client that sends before reading", async () => {
   await using server = start({ maxConnections: 1 });
   using first = await LineClient.connect(server.addr.port);
-  await first.send("TIME\r\n");
-  assert.match((await first.readLine())!, JAM_LINE);
+  assert.match(await first.time(), JAM_LINE);
   using refused = await LineClient.connect(server.addr.port);
   await refused.send("TIME\r\n".repeat(1000));
   assert.equal(await refused.readAll(), "ERR server busy\r\n");
@@ -446,8 +431,7 @@ Deno.test("server logs a summary of its counters at info level, only when they c
   using client = await LineClient.connect(server.addr.port);
   for (const requests of [1, 2]) {
     const logged = summaryWith(requests);
-    await client.send("TIME\r\n");
-    assert.match((await client.readLine())!, JAM_LINE);
+    assert.match(await client.time(), JAM_LINE);
     await logged;
   }
   assert.equal(summaries.at(-1)!.connectionsOpen, 1);

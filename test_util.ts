@@ -9,6 +9,7 @@ const decoder = new TextDecoder();
 export class LineClient implements Disposable {
   readonly conn: Deno.TcpConn;
   #buffered = "";
+  #buffer: Uint8Array | undefined;
   #eof = false;
   #closed = false;
 
@@ -26,6 +27,12 @@ export class LineClient implements Disposable {
     const bytes = typeof data === "string" ? encoder.encode(data) : data;
     let written = 0;
     while (written < bytes.length) written += await this.conn.write(bytes.subarray(written));
+  }
+
+  /** Sends `TIME` and returns the line that answers it ("" if the server closed instead). */
+  async time(): Promise<string> {
+    await this.send("TIME\r\n");
+    return (await this.readLine()) ?? "";
   }
 
   /** Reads one line with its CR LF, or `null` at the end of the stream. */
@@ -59,7 +66,7 @@ export class LineClient implements Disposable {
   }
 
   async #fill(): Promise<boolean> {
-    const buffer = new Uint8Array(65536);
+    const buffer = this.#buffer ??= new Uint8Array(65536);
     // A reset is an error here: the server must close gracefully.
     const n = await this.conn.read(buffer);
     if (n === null) {
