@@ -48,9 +48,18 @@ export function formatMetrics(stats: ServerStats, info: MetricsInfo): string {
   metric("timeserver_connections_open", "gauge", "Connections being served now.", [
     ["", stats.connectionsOpen],
   ]);
-  metric("timeserver_connections_total", "counter", "Connections accepted and served.", [
-    ["", stats.connectionsTotal],
-  ]);
+  metric(
+    "timeserver_connections_total",
+    "counter",
+    "Connections accepted, including those then closed for the per-client limit or a bad PROXY header.",
+    [["", stats.connectionsTotal]],
+  );
+  metric(
+    "timeserver_addresses_tracked",
+    "gauge",
+    "Client addresses the per-client connection limit is counting now.",
+    [["", stats.addressesTracked]],
+  );
   metric("timeserver_requests_total", "counter", "Request lines answered, by command.", [
     ['{command="time"}', stats.time],
     ['{command="quit"}', stats.quit],
@@ -59,14 +68,17 @@ export function formatMetrics(stats: ServerStats, info: MetricsInfo): string {
   metric(
     "timeserver_errors_total",
     "counter",
-    "Connections refused or closed by the server or the network, by reason.",
+    "Connections refused, closed early or failed at accept, by kind.",
     [
       ['{kind="line_too_long"}', stats.lineTooLong],
       ['{kind="busy"}', stats.busy],
+      ['{kind="evicted"}', stats.evicted],
       ['{kind="per_ip"}', stats.perIp],
       ['{kind="idle_timeout"}', stats.idleTimeout],
       ['{kind="reset"}', stats.reset],
       ['{kind="proxy_header"}', stats.proxyHeader],
+      ['{kind="accept_aborted"}', stats.acceptAborted],
+      ['{kind="accept_exhausted"}', stats.acceptExhausted],
     ],
   );
   metric("timeserver_bytes_received_total", "counter", "Bytes read from clients.", [

@@ -238,6 +238,11 @@ export const ERR_UNKNOWN_COMMAND: Uint8Array = encoder.encode("ERR unknown comma
 export const ERR_LINE_TOO_LONG: Uint8Array = encoder.encode("ERR line too long\r\n");
 /** The answer, before closing, to a connection past the server's limit. */
 export const ERR_SERVER_BUSY: Uint8Array = encoder.encode("ERR server busy\r\n");
+/**
+ * What a connection hears before it is closed to make room for a new one: it had been
+ * silent the longest while the server was full.
+ */
+export const ERR_IDLE_EVICTED: Uint8Array = encoder.encode("ERR idle, closed to make room\r\n");
 /** The answer, before closing, to a connection past the per-client limit. */
 export const ERR_TOO_MANY_CONNECTIONS: Uint8Array = encoder.encode(
   "ERR too many connections\r\n",

@@ -1,8 +1,10 @@
 // The TCP server: accepting, one async loop per connection, limits, shutdown.
 
+import { ActivityList, type ActivityNode } from "./activity_list.ts";
 import { createLogger, type LogFields, type Logger } from "./log.ts";
 import {
   DEFAULT_MAX_LINE,
+  ERR_IDLE_EVICTED,
   ERR_SERVER_BUSY,
   ERR_TOO_MANY_CONNECTIONS,
   newRequestCounts,
@@ -41,7 +43,10 @@ export interface ServerOptions {
    */
   idleTimeout?: number;
   /**
-   * Connections served at once; past it a new one gets `ERR server busy` and is closed.
+   * Connections served at once. Past 90% of it, connections silent the longest are
+   * closed first; at the limit, a new connection takes the place of the one silent
+   * the longest (silent for a second at least), which hears `ERR idle, closed to make
+   * room`. Only when none is that silent does the new one get `ERR server busy`.
    * @default {10000}
    */
   maxConnections?: number;
@@ -80,8 +85,10 @@ export interface ServerOptions {
    */
   reusePort?: boolean;
   /**
-   * A counter shared by several servers (an `Int32Array` over a `SharedArrayBuffer`,
-   * element 0) that `maxConnections` applies to instead of this server's own count.
+   * State shared by several servers (workers): an `Int32Array` of
+   * {@linkcode SHARED_CONNECTION_SLOTS} over a `SharedArrayBuffer`, all zero at first.
+   * `maxConnections` then applies to the connections of all of them, and a full server
+   * may ask the others to close their longest-silent connection.
    * @default {undefined}
    */
   sharedConnections?: Int32Array;
@@ -110,14 +117,21 @@ export const DEFAULTS = {
   proxyHeaderTimeout: 5,
 } as const;
 
-/** What a server has done so far; the numbers only grow, except `connectionsOpen`. */
+/** What a server has done so far; the numbers only grow, except the gauges marked as such. */
 export interface ServerStats extends RequestCounts {
-  /** Connections being served now. */
+  /** Gauge: connections open now, lingering ones included. */
   connectionsOpen: number;
-  /** Connections accepted and served since the start (refused ones not included). */
+  /** Gauge: client addresses the per-client limit is tracking now. */
+  addressesTracked: number;
+  /**
+   * Connections accepted since the start, including those closed at once for the
+   * per-client limit or a bad PROXY header; those refused with `ERR server busy` are not.
+   */
   connectionsTotal: number;
   /** Connections refused with `ERR server busy`. */
   busy: number;
+  /** Silent connections closed to make room for new ones (`ERR idle, closed to make room`). */
+  evicted: number;
   /** Connections closed by the idle timeout. */
   idleTimeout: number;
   /** Connections that ended in a reset or broken pipe. */
@@ -126,6 +140,10 @@ export interface ServerStats extends RequestCounts {
   perIp: number;
   /** Connections closed for a missing or malformed PROXY header. */
   proxyHeader: number;
+  /** Accepts that failed for that one connection alone (it was reset or aborted before accept). */
+  acceptAborted: number;
+  /** Accepts that failed for want of file descriptors or memory (the server backs off). */
+  acceptExhausted: number;
   /** Bytes read from clients. */
   bytesReceived: number;
   /** Bytes written to clients. */
@@ -137,12 +155,16 @@ export function newServerStats(): ServerStats {
   return {
     ...newRequestCounts(),
     connectionsOpen: 0,
+    addressesTracked: 0,
     connectionsTotal: 0,
     busy: 0,
+    evicted: 0,
     idleTimeout: 0,
     reset: 0,
     perIp: 0,
     proxyHeader: 0,
+    acceptAborted: 0,
+    acceptExhausted: 0,
     bytesReceived: 0,
     bytesSent: 0,
   };
@@ -187,26 +209,62 @@ const MAX_READ_SIZE = 16384;
 const LINGER_MS = 5000;
 /** The most bytes discarded while lingering before the connection is closed anyway. */
 const LINGER_MAX_BYTES = 16 * 1024 * 1024;
+/**
+ * Lingering connections do not count against `maxConnections`, so they get a budget
+ * of their own, a tenth of it: past that the oldest is closed at once. Without it a
+ * client that sends QUIT and never closes could pile up descriptors five seconds at a time.
+ */
+const LINGER_SHARE = 0.1;
 
-/** One live connection, as the server tracks it. */
-interface Client {
+/** The share of `maxConnections` past which silent connections are closed early. */
+const HIGH_WATER = 0.9;
+/** The least silence that lets a connection be closed to make room: about a second. */
+const EVICT_MIN_SILENCE_MS = 1000;
+/**
+ * With workers, how long a new connection that found the server full and nothing
+ * silent in its own worker waits for another worker to make room.
+ */
+const PEER_EVICTION_WAIT_MS = 50;
+/** How many such connections may wait at once per worker; the others get `ERR server busy`. */
+const PEER_EVICTION_WAITERS = 64;
+/** The sweep's longest period; it also ticks the coarse clock that activity is stamped with. */
+const SWEEP_MAX_MS = 250;
+
+/**
+ * Where a connection is in its life, as Go's `ConnState`. It decides what the sweep
+ * and eviction may do: only `header` and `reading` connections owe the client nothing
+ * and may be closed to make room.
+ */
+type ConnState = "header" | "reading" | "writing" | "lingering" | "closed";
+
+/** Why a connection ended, for the debug log. */
+type CloseReason =
+  | "closed by client"
+  | "quit"
+  | "shutdown"
+  | "shutdown timeout"
+  | "idle timeout"
+  | "evicted"
+  | "per-client limit"
+  | "no valid PROXY header"
+  | "no PROXY header in time"
+  | "linger done"
+  | "linger limit"
+  | "reset"
+  | "error";
+
+/** One live connection, as the server tracks it: in the activity list of its state. */
+interface Client extends ActivityNode {
   readonly conn: Deno.TcpConn;
-  /** True while the loop waits for the client's next request, so owes it nothing. */
-  reading: boolean;
-  /** True once every answer is sent and the server waits for the client to close. */
-  lingering: boolean;
-  /** True until the PROXY header has arrived (with `proxyProtocol`). */
-  awaitingHeader: boolean;
+  state: ConnState;
   /** True while the connection counts against `maxConnections`. */
   counted: boolean;
   /** The client address per-IP limits count it under, once counted. */
   ipKey: string | null;
   /** The real client, from the PROXY header; the socket's peer when absent. */
   proxied: ProxiedAddress | null;
-  /** True once the server has closed the connection on purpose. */
-  closed: boolean;
-  /** When the client last had a request answered (or lingering began), on the sweep clock. */
-  lastActive: number;
+  /** Why the server closed it, once it has. */
+  reason: CloseReason | null;
 }
 
 /**
@@ -234,6 +292,34 @@ function isDisconnect(error: unknown): boolean {
     error instanceof Deno.errors.Interrupted;
 }
 
+/**
+ * Accept errors that concern only the connection being accepted, by errno. Linux's
+ * accept(2) passes a new socket's pending network errors on and says to retry them
+ * at once (ENETDOWN, EPROTO, ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP,
+ * ENETUNREACH), as for ECONNABORTED and EPERM (a firewall rule). Deno reads the peer's
+ * address after accept, which fails with ENOTCONN when the client has already reset.
+ * Anything else (EMFILE, ENFILE, ENOBUFS, ENOMEM, or unknown) concerns the process.
+ */
+const CONNECTION_ACCEPT_ERRORS = new Set([
+  "ENOTCONN",
+  "ECONNABORTED",
+  "ECONNRESET",
+  "EPERM",
+  "ETIMEDOUT",
+  "ENETDOWN",
+  "EPROTO",
+  "ENOPROTOOPT",
+  "EHOSTDOWN",
+  "ENONET",
+  "EHOSTUNREACH",
+  "EOPNOTSUPP",
+  "ENETUNREACH",
+]);
+
+function errorCode(error: unknown): string | undefined {
+  return (error as { code?: unknown })?.code as string | undefined;
+}
+
 function isSetupError(error: unknown): boolean {
   return error instanceof Deno.errors.AddrInUse ||
     error instanceof Deno.errors.PermissionDenied ||
@@ -243,6 +329,14 @@ function isSetupError(error: unknown): boolean {
 /** Writes what a first write left over; most writes take everything at once. */
 async function writeRest(conn: Deno.Conn, bytes: Uint8Array, written: number): Promise<void> {
   while (written < bytes.length) written += await conn.write(bytes.subarray(written));
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed.
+  }
 }
 
 function listen(
@@ -280,6 +374,16 @@ export function serve(options: ServerOptions = {}): TimeServer {
   return new Server(options);
 }
 
+/**
+ * The slots of a `sharedConnections` array: the connections counted by all workers,
+ * and how many evictions a full worker with nothing silent of its own asks the others for.
+ */
+const SHARED_OPEN = 0;
+const SHARED_EVICTIONS_WANTED = 1;
+
+/** How many `Int32` slots a `sharedConnections` array needs. */
+export const SHARED_CONNECTION_SLOTS = 2;
+
 class Server implements TimeServer {
   readonly #listener: Deno.TcpListener;
   readonly #logger: Logger;
@@ -288,11 +392,21 @@ class Server implements TimeServer {
   readonly #maxLine: number;
   readonly #idleTimeoutMs: number;
   readonly #maxConnections: number;
+  readonly #highWater: number;
+  readonly #maxLingering: number;
   readonly #shutdownTimeoutMs: number;
   readonly #clients = new Set<Client>();
+  /** The clients in each state but `closed`, each list oldest activity first. */
+  readonly #lists: Record<Exclude<ConnState, "closed">, ActivityList<Client>> = {
+    header: new ActivityList(),
+    reading: new ActivityList(),
+    writing: new ActivityList(),
+    lingering: new ActivityList(),
+  };
   /** How many of `#clients` count against `maxConnections` (lingering ones do not). */
   #active = 0;
   readonly #shared: Int32Array | undefined;
+  #peerWaiters = 0;
   readonly #maxPerIp: number;
   readonly #perIp = new Map<string, number>();
   readonly #proxyProtocol: boolean;
@@ -302,10 +416,13 @@ class Server implements TimeServer {
   readonly #accepting: Promise<void>;
   readonly #drained = Promise.withResolvers<void>();
   readonly #timers: ReturnType<typeof setInterval>[] = [];
+  /** Wakes an accept loop backing off for want of descriptors: a connection closed. */
+  #descriptorFreed: (() => void) | null = null;
   #shutdown: Promise<void> | null = null;
   /**
-   * `performance.now()` as of the last sweep: a coarse clock for idle times, so the
-   * request path reads a field instead of the clock.
+   * `performance.now()` as of the last sweep (or eviction check): a coarse clock for
+   * activity stamps, so the request path reads a field instead of the clock. It lags
+   * the truth by up to one sweep period, which every deadline allows for.
    */
   #clock = performance.now();
   readonly #sweepEveryMs: number;
@@ -320,6 +437,8 @@ class Server implements TimeServer {
     this.#maxLine = options.maxLine ?? DEFAULTS.maxLine;
     this.#idleTimeoutMs = (options.idleTimeout ?? DEFAULTS.idleTimeout) * 1000;
     this.#maxConnections = options.maxConnections ?? DEFAULTS.maxConnections;
+    this.#highWater = Math.floor(this.#maxConnections * HIGH_WATER);
+    this.#maxLingering = Math.max(16, Math.ceil(this.#maxConnections * LINGER_SHARE));
     this.#shutdownTimeoutMs = (options.shutdownTimeout ?? DEFAULTS.shutdownTimeout) * 1000;
     this.#shared = options.sharedConnections;
     this.#maxPerIp = options.maxConnectionsPerIp ?? DEFAULTS.maxConnectionsPerIp;
@@ -336,13 +455,14 @@ class Server implements TimeServer {
     this.#accepting = this.#acceptLoop();
     this.finished = Promise.all([this.#accepting, this.#drained.promise]).then(() => {});
 
-    // One sweep over all connections beats a timer per connection reset on every request.
+    // One sweep over the lists beats a timer per connection reset on every request.
     const shortest = Math.min(
       this.#idleTimeoutMs > 0 ? this.#idleTimeoutMs : Infinity,
       this.#proxyProtocol ? this.#proxyHeaderTimeoutMs : Infinity,
     );
-    this.#sweepEveryMs = Math.min(1000, Math.max(5, shortest / 4));
+    this.#sweepEveryMs = Math.min(SWEEP_MAX_MS, Math.max(5, shortest / 4));
     this.#timers.push(setInterval(() => this.#sweep(), this.#sweepEveryMs));
+    if (this.#shared) this.#answerPeers(this.#shared);
     const statsInterval = options.statsInterval ?? DEFAULTS.statsInterval;
     if (statsInterval > 0 && this.#logger.enabled("info")) {
       let last = "";
@@ -367,8 +487,10 @@ class Server implements TimeServer {
       // Already closed.
     }
     for (const timer of this.#timers) clearInterval(timer);
-    // A client waiting in read is owed nothing; the others close after their last write.
-    for (const client of this.#clients) if (client.reading) this.#close(client);
+    // A client waiting for a request is owed nothing; the others close after their last write.
+    for (const client of this.#clients) {
+      if (client.state === "reading" || client.state === "header") this.#close(client, "shutdown");
+    }
     if (this.#clients.size === 0) this.#drained.resolve();
     const force = setTimeout(() => {
       if (this.#clients.size > 0) {
@@ -376,7 +498,7 @@ class Server implements TimeServer {
           connections: this.#clients.size,
         });
       }
-      for (const client of this.#clients) this.#close(client);
+      for (const client of this.#clients) this.#close(client, "shutdown timeout");
     }, this.#shutdownTimeoutMs);
     this.#shutdown = this.finished.finally(() => clearTimeout(force));
     return this.#shutdown;
@@ -396,27 +518,58 @@ class Server implements TimeServer {
         backoff = 0;
       } catch (error) {
         if (signal.aborted || error instanceof Deno.errors.BadResource) break;
-        // Transient (out of file descriptors, a reset before accept): back off and retry.
-        // Log once per streak of failures, not once per retry.
+        const code = errorCode(error);
+        if (code !== undefined && CONNECTION_ACCEPT_ERRORS.has(code)) {
+          // That connection died in the queue; the next one may be fine. Backing off
+          // here would let a storm of resets hold up everyone queued behind it.
+          this.#stats.acceptAborted++;
+          continue;
+        }
+        // Out of descriptors or memory: back off, but retry as soon as a connection
+        // closes. Log once per streak of failures, not once per retry.
+        this.#stats.acceptExhausted++;
         if (backoff === 0) this.#logAcceptError(error);
         backoff = Math.min(1000, backoff === 0 ? 5 : backoff * 2);
-        await delay(backoff, signal);
+        await this.#waitForDescriptor(backoff, signal);
         continue;
       }
-      if (!this.#admit()) {
-        this.#refuse(conn);
-        continue;
-      }
-      this.#serveConnection(conn);
+      if (this.#admit()) this.#serveConnection(conn);
+      else if (this.#shared && this.#peerWaiters < PEER_EVICTION_WAITERS) {
+        this.#admitWithPeers(conn, this.#shared);
+      } else this.#refuse(conn);
     }
   }
 
-  /** Counts a new connection against `maxConnections`, if there is room. */
+  /** Resolves after `ms`, when a connection closes, or when accepting stops. */
+  #waitForDescriptor(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        this.#descriptorFreed = null;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener("abort", done, { once: true });
+      this.#descriptorFreed = done;
+    });
+  }
+
+  /**
+   * Counts a new connection against `maxConnections`. At the limit, the connection
+   * silent the longest makes room if it has been silent long enough.
+   */
   #admit(): boolean {
+    if (this.#count()) return true;
+    this.#clock = performance.now();
+    return this.#evictOldest() && this.#count();
+  }
+
+  #count(): boolean {
     const shared = this.#shared;
     if (shared) {
-      if (Atomics.add(shared, 0, 1) >= this.#maxConnections) {
-        Atomics.sub(shared, 0, 1);
+      if (Atomics.add(shared, SHARED_OPEN, 1) >= this.#maxConnections) {
+        Atomics.sub(shared, SHARED_OPEN, 1);
         return false;
       }
     } else if (this.#active >= this.#maxConnections) {
@@ -426,17 +579,115 @@ class Server implements TimeServer {
     return true;
   }
 
+  /** Connections counted against `maxConnections` now, by every worker. */
+  #open(): number {
+    return this.#shared ? Atomics.load(this.#shared, SHARED_OPEN) : this.#active;
+  }
+
+  /** The connection owing nothing that has been silent the longest, or null. */
+  #oldestSilent(): Client | null {
+    const reading = this.#lists.reading.oldest;
+    const header = this.#lists.header.oldest;
+    if (reading === null || header === null) return reading ?? header;
+    return header.lastActive < reading.lastActive ? header : reading;
+  }
+
+  /** Closes the connection silent the longest, if it has been silent a second or more. */
+  #evictOldest(): boolean {
+    const oldest = this.#oldestSilent();
+    // The stamp lags the truth by up to one sweep: a client is never evicted early.
+    if (
+      oldest === null || this.#clock - oldest.lastActive < EVICT_MIN_SILENCE_MS + this.#sweepEveryMs
+    ) {
+      return false;
+    }
+    this.#evict(oldest);
+    return true;
+  }
+
+  #evict(client: Client): void {
+    this.#stats.evicted++;
+    if (this.#debug) this.#logger.debug("evicted to make room", { peer: this.#peer(client) });
+    const conn = client.conn;
+    this.#close(client, "evicted", false);
+    // The client owes nothing and is owed nothing, so its receive queue is empty and
+    // the close is a FIN after this line. A client that never reads could stall the
+    // write: the lingering sweep closes it then.
+    this.#lists.lingering.append(client, this.#clock);
+    conn.write(ERR_IDLE_EVICTED).catch(() => {}).finally(() => closeQuietly(conn));
+  }
+
+  /**
+   * With workers: the server is full and nothing here is silent long enough, so ask
+   * the other workers to close their longest-silent connection, and wait briefly for
+   * the room. Meanwhile accepting goes on.
+   */
+  async #admitWithPeers(conn: Deno.TcpConn, shared: Int32Array): Promise<void> {
+    this.#peerWaiters++;
+    try {
+      Atomics.add(shared, SHARED_EVICTIONS_WANTED, 1);
+      Atomics.notify(shared, SHARED_EVICTIONS_WANTED);
+      const deadline = performance.now() + PEER_EVICTION_WAIT_MS;
+      for (;;) {
+        if (this.#stopAccepting.signal.aborted) break;
+        if (this.#count()) {
+          this.#serveConnection(conn);
+          return;
+        }
+        const left = deadline - performance.now();
+        if (left <= 0) break;
+        const open = Atomics.load(shared, SHARED_OPEN);
+        const wait = Atomics.waitAsync(shared, SHARED_OPEN, open, left);
+        if (wait.async) await wait.value;
+      }
+      // Nobody made room: take the request back, unless another worker already took it.
+      const wanted = Atomics.load(shared, SHARED_EVICTIONS_WANTED);
+      if (wanted > 0) Atomics.compareExchange(shared, SHARED_EVICTIONS_WANTED, wanted, wanted - 1);
+      this.#refuse(conn);
+    } finally {
+      this.#peerWaiters--;
+    }
+  }
+
+  /** Closes this worker's longest-silent connections while other workers ask for room. */
+  async #answerPeers(shared: Int32Array): Promise<void> {
+    const signal = this.#stopAccepting.signal;
+    while (!signal.aborted) {
+      const wanted = Atomics.load(shared, SHARED_EVICTIONS_WANTED);
+      if (wanted > 0) {
+        this.#clock = performance.now();
+        const oldest = this.#oldestSilent();
+        if (
+          oldest !== null &&
+          this.#clock - oldest.lastActive >= EVICT_MIN_SILENCE_MS + this.#sweepEveryMs &&
+          Atomics.compareExchange(shared, SHARED_EVICTIONS_WANTED, wanted, wanted - 1) === wanted
+        ) {
+          this.#evict(oldest);
+          continue;
+        }
+      }
+      // Wakes when a worker asks; the timeout lets a stopping server leave the loop.
+      const wait = Atomics.waitAsync(shared, SHARED_EVICTIONS_WANTED, wanted, 200);
+      if (wait.async) await wait.value;
+      else await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+
   /** Stops counting a connection against the limits: it is closing or lingering. */
   #release(client: Client): void {
     if (client.counted) {
       client.counted = false;
       this.#active--;
-      if (this.#shared) Atomics.sub(this.#shared, 0, 1);
+      if (this.#shared) {
+        Atomics.sub(this.#shared, SHARED_OPEN, 1);
+        Atomics.notify(this.#shared, SHARED_OPEN);
+      }
     }
     if (client.ipKey !== null) {
       const count = this.#perIp.get(client.ipKey)! - 1;
       if (count === 0) this.#perIp.delete(client.ipKey);
       else this.#perIp.set(client.ipKey, count);
+      this.#stats.addressesTracked = this.#perIp.size;
       client.ipKey = null;
     }
   }
@@ -447,6 +698,7 @@ class Server implements TimeServer {
     const count = this.#perIp.get(key) ?? 0;
     if (count >= this.#maxPerIp) return false;
     this.#perIp.set(key, count + 1);
+    this.#stats.addressesTracked = this.#perIp.size;
     client.ipKey = key;
     return true;
   }
@@ -460,14 +712,14 @@ class Server implements TimeServer {
 
   #logAcceptError(error: unknown): void {
     const message = error instanceof Error ? error.message : String(error);
-    if (/too many open files|os error 24/i.test(message)) {
+    if (errorCode(error) === "EMFILE" || errorCode(error) === "ENFILE") {
       this.#logger.warn(
         "out of file descriptors: the open-file limit is below what --max-connections needs; " +
           "raise it (ulimit -n, systemd LimitNOFILE=) or lower --max-connections",
         { connections: this.#clients.size, maxConnections: this.#maxConnections },
       );
     } else {
-      this.#logger.warn("accept failed; retrying", { error: message });
+      this.#logger.warn("accept failed; backing off", { error: message });
     }
   }
 
@@ -480,45 +732,51 @@ class Server implements TimeServer {
     }
     // The answer fits in any socket buffer, so the write does not wait for the client.
     conn.write(ERR_SERVER_BUSY).catch(() => {}).finally(() => {
-      try {
-        conn.close();
-      } catch {
-        // Already closed.
-      }
+      closeQuietly(conn);
+      this.#descriptorFreed?.();
     });
+  }
+
+  /** Moves a client into `state` and the end of that state's list, unless it is closed. */
+  #enter(client: Client, state: Exclude<ConnState, "closed">): void {
+    if (client.state === "closed") return;
+    client.state = state;
+    this.#lists[state].append(client, this.#clock);
   }
 
   async #serveConnection(conn: Deno.TcpConn): Promise<void> {
     const stats = this.#stats;
     const client: Client = {
       conn,
-      reading: false,
-      lingering: false,
-      awaitingHeader: this.#proxyProtocol,
+      state: "reading",
       counted: true,
       ipKey: null,
       proxied: null,
-      closed: false,
-      lastActive: this.#clock,
+      reason: null,
+      lastActive: 0,
+      list: null,
+      prev: null,
+      next: null,
     };
     this.#clients.add(client);
     stats.connectionsOpen = this.#clients.size;
     stats.connectionsTotal++;
     const session = new Session({ time: this.#time, maxLine: this.#maxLine, counts: stats });
     let buffer = new Uint8Array(INITIAL_READ_SIZE);
-    let reason = "shutdown";
-    /** Bytes already read past a PROXY header, waiting at `buffer[carriedFrom, carriedTo)`. */
-    let carriedFrom = 0, carriedTo = 0;
+    let reason: CloseReason = "shutdown";
+    /** Bytes that came after the PROXY header, answered before the first read. */
+    let carried: Uint8Array | null = null;
     try {
       conn.setNoDelay(true);
       if (this.#proxyProtocol) {
+        this.#enter(client, "header");
         const header = await this.#readProxyHeader(client, buffer);
         if (header === null) {
           reason = "no valid PROXY header";
           stats.proxyHeader++;
           return;
         }
-        ({ buffer, carriedFrom, carriedTo } = header);
+        ({ buffer, carried } = header);
       }
       if (this.#debug) {
         this.#logger.debug("connection opened", {
@@ -534,16 +792,15 @@ class Server implements TimeServer {
         await this.#linger(client, buffer);
         return;
       }
+      this.#enter(client, "reading");
       while (!this.#stopAccepting.signal.aborted) {
         let n: number | null;
-        if (carriedTo > carriedFrom) {
-          n = carriedTo - carriedFrom;
-          session.push(buffer.subarray(carriedFrom, carriedTo));
-          carriedFrom = carriedTo = 0;
+        if (carried !== null) {
+          n = carried.length;
+          session.push(carried);
+          carried = null;
         } else {
-          client.reading = true;
           n = await conn.read(buffer);
-          client.reading = false;
           if (n === null) {
             session.end();
           } else {
@@ -551,11 +808,16 @@ class Server implements TimeServer {
             session.push(buffer, n);
           }
         }
-        for (let out = session.pull(); out.length > 0; out = session.pull()) {
-          client.lastActive = this.#clock;
-          const written = await conn.write(out);
-          if (written < out.length) await writeRest(conn, out, written);
-          stats.bytesSent += out.length;
+        let out = session.pull();
+        if (out.length > 0) {
+          do {
+            this.#enter(client, "writing");
+            const written = await conn.write(out);
+            if (written < out.length) await writeRest(conn, out, written);
+            stats.bytesSent += out.length;
+            out = session.pull();
+          } while (out.length > 0);
+          this.#enter(client, "reading");
         }
         if (n === null) {
           reason = "closed by client";
@@ -572,17 +834,15 @@ class Server implements TimeServer {
       }
       if (reason !== "closed by client") await this.#linger(client, buffer);
     } catch (error) {
-      if (client.closed) {
-        if (!client.lingering) {
-          reason = client.awaitingHeader ? "no PROXY header in time" : "closed by server";
-        }
+      if (client.state === "closed") {
+        reason = client.reason ?? "error";
       } else if (isDisconnect(error)) {
         if (
           error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe
         ) {
           stats.reset++;
         }
-        reason = error instanceof Error ? error.name : String(error);
+        reason = error instanceof Deno.errors.UnexpectedEof ? "closed by client" : "reset";
       } else {
         reason = "error";
         this.#logger.error("connection failed", {
@@ -591,10 +851,11 @@ class Server implements TimeServer {
         });
       }
     } finally {
-      this.#close(client);
-      this.#release(client);
+      if (client.reason !== null) reason = client.reason;
+      this.#close(client, reason);
       this.#clients.delete(client);
       stats.connectionsOpen = this.#clients.size;
+      this.#descriptorFreed?.();
       if (this.#debug) {
         this.#logger.debug("connection closed", { peer: this.#peer(client), reason });
       }
@@ -604,13 +865,13 @@ class Server implements TimeServer {
 
   /**
    * Reads the PROXY header at the start of a connection. Resolves with the buffer
-   * (grown if the header needed it) and where the bytes after the header lie, or
-   * with null when the client sent no valid header. Waiting is bounded by the sweep.
+   * (grown if the header needed it) and the bytes after the header, or with null
+   * when the client sent no valid header. Waiting is bounded by the sweep.
    */
   async #readProxyHeader(
     client: Client,
     buffer: Uint8Array<ArrayBuffer>,
-  ): Promise<{ buffer: Uint8Array<ArrayBuffer>; carriedFrom: number; carriedTo: number } | null> {
+  ): Promise<{ buffer: Uint8Array<ArrayBuffer>; carried: Uint8Array | null } | null> {
     let length = 0;
     for (;;) {
       if (length === buffer.length) {
@@ -618,9 +879,7 @@ class Server implements TimeServer {
         grown.set(buffer);
         buffer = grown;
       }
-      client.reading = true;
       const n = await client.conn.read(buffer.subarray(length));
-      client.reading = false;
       if (n === null) return null;
       this.#stats.bytesReceived += n;
       length += n;
@@ -635,17 +894,18 @@ class Server implements TimeServer {
         }
         return null;
       }
-      client.awaitingHeader = false;
       client.proxied = header.source ?? null;
-      return { buffer, carriedFrom: header.length, carriedTo: length };
+      const carried = length > header.length ? buffer.subarray(header.length, length) : null;
+      return { buffer, carried };
     }
   }
 
   /** Sends FIN after the last answer, then discards input until the client closes too. */
   async #linger(client: Client, buffer: Uint8Array): Promise<void> {
-    client.lingering = true;
     this.#release(client);
-    client.lastActive = this.#clock;
+    this.#enter(client, "lingering");
+    const lingering = this.#lists.lingering;
+    if (lingering.size > this.#maxLingering) this.#close(lingering.oldest!, "linger limit");
     await client.conn.closeWrite();
     let discarded = 0;
     while (discarded < LINGER_MAX_BYTES) {
@@ -655,53 +915,84 @@ class Server implements TimeServer {
     }
   }
 
-  #close(client: Client): void {
-    if (client.closed) return;
-    client.closed = true;
-    try {
-      client.conn.close();
-    } catch {
-      // Already closed by the runtime.
+  /**
+   * Closes a client's connection (at once unless `now` is false), takes it out of its
+   * list and the limits, and records why. Closing an already closed client does nothing.
+   */
+  #close(client: Client, reason: CloseReason, now = true): void {
+    client.list?.remove(client);
+    if (client.state === "closed") {
+      if (now) closeQuietly(client.conn);
+      return;
+    }
+    client.state = "closed";
+    client.reason = reason;
+    this.#release(client);
+    if (now) closeQuietly(client.conn);
+  }
+
+  /**
+   * Closes connections past their deadline, oldest first in each list, so the sweep
+   * costs what it closes: idle readers and stuck writers after the idle timeout (or
+   * sooner under pressure), slow PROXY headers, and lingering connections.
+   */
+  #sweep(): void {
+    const now = this.#clock = performance.now();
+    // Stamps lag the truth by up to one sweep: allow for that, so nothing closes early.
+    const slack = this.#sweepEveryMs;
+    const lists = this.#lists;
+    if (this.#idleTimeoutMs > 0) {
+      const deadline = now - this.#idleTimeoutMs - slack;
+      this.#expire(lists.reading, deadline, "idle timeout");
+      this.#expire(lists.writing, deadline, "idle timeout");
+    }
+    if (this.#proxyProtocol) {
+      this.#expire(
+        lists.header,
+        now - this.#proxyHeaderTimeoutMs - slack,
+        "no PROXY header in time",
+      );
+    }
+    for (let c = lists.lingering.oldest; c !== null && c.lastActive < now - LINGER_MS - slack;) {
+      // An evicted client is already closed but waits here for its last line's write.
+      if (c.state === "closed") {
+        lists.lingering.remove(c);
+        closeQuietly(c.conn);
+      } else this.#close(c, "linger done");
+      c = lists.lingering.oldest;
+    }
+    this.#relievePressure(now);
+  }
+
+  #expire(list: ActivityList<Client>, deadline: number, reason: CloseReason): void {
+    for (let client = list.oldest; client !== null && client.lastActive < deadline;) {
+      if (reason === "idle timeout") {
+        this.#stats.idleTimeout++;
+        if (this.#debug) this.#logger.debug("idle timeout", { peer: this.#peer(client) });
+      }
+      this.#close(client, reason);
+      client = list.oldest;
     }
   }
 
   /**
-   * Closes connections idle for longer than the idle timeout, those done lingering,
-   * and those that did not send their PROXY header in time.
+   * Past the high-water mark, as Envoy's overload manager does, the idle timeout
+   * shrinks with how full the server is: from its full length at the mark to a
+   * second at the limit. Connections silent longer than that are closed, the
+   * longest-silent first, until the server is back under the mark.
    */
-  #sweep(): void {
-    const now = this.#clock = performance.now();
-    // lastActive is read from this clock, so it lags the truth by up to one sweep: allow
-    // for that, so that no connection is ever closed early.
-    const slack = this.#sweepEveryMs;
-    const idleDeadline = this.#idleTimeoutMs > 0 ? now - this.#idleTimeoutMs - slack : -Infinity;
-    const lingerDeadline = now - LINGER_MS - slack;
-    const headerDeadline = now - this.#proxyHeaderTimeoutMs - slack;
-    for (const client of this.#clients) {
-      if (client.closed) continue;
-      if (client.lingering) {
-        if (client.lastActive < lingerDeadline) this.#close(client);
-      } else if (client.awaitingHeader) {
-        if (client.lastActive < headerDeadline) this.#close(client);
-      } else if (client.lastActive < idleDeadline) {
-        this.#stats.idleTimeout++;
-        if (this.#debug) {
-          this.#logger.debug("idle timeout", { peer: formatAddress(client.conn.remoteAddr) });
-        }
-        this.#close(client);
-      }
+  #relievePressure(now: number): void {
+    const over = this.#open() - this.#highWater;
+    if (over <= 0) return;
+    const full = this.#idleTimeoutMs > 0 ? this.#idleTimeoutMs : DEFAULTS.idleTimeout * 1000;
+    const room = Math.max(1, this.#maxConnections - this.#highWater);
+    const fill = Math.min(1, over / room);
+    const timeout = full - (full - EVICT_MIN_SILENCE_MS) * fill;
+    const deadline = now - Math.max(EVICT_MIN_SILENCE_MS, timeout) - this.#sweepEveryMs;
+    for (let left = over; left > 0; left--) {
+      const oldest = this.#oldestSilent();
+      if (oldest === null || oldest.lastActive >= deadline) return;
+      this.#evict(oldest);
     }
   }
-}
-
-function delay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-  });
 }

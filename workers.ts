@@ -2,7 +2,7 @@
 
 import type { LogFormat, LogLevel } from "./log.ts";
 import { sumStats } from "./metrics.ts";
-import type { ServerOptions, ServerStats } from "./server.ts";
+import { type ServerOptions, type ServerStats, SHARED_CONNECTION_SLOTS } from "./server.ts";
 
 /** Server options that can cross to a Worker (everything but the logger and the clock). */
 export type WorkerServerOptions = Omit<
@@ -114,7 +114,8 @@ class PoolWorker {
 /**
  * Starts `count` Workers, each serving on the same port with `SO_REUSEPORT` so that
  * the kernel spreads connections over them. `maxConnections` is shared by all
- * through one atomic counter; `maxConnectionsPerIp` is counted by each worker for
+ * through one atomic counter, and a full worker with no silent connection of its own
+ * asks the others to make room; `maxConnectionsPerIp` is counted by each worker for
  * the connections it holds. The first worker picks the port when it is 0.
  */
 export async function startWorkers(
@@ -122,7 +123,7 @@ export async function startWorkers(
   options: WorkerServerOptions,
   log: { level: LogLevel; format: LogFormat },
 ): Promise<WorkerPool> {
-  const shared = new SharedArrayBuffer(4);
+  const shared = new SharedArrayBuffer(SHARED_CONNECTION_SLOTS * Int32Array.BYTES_PER_ELEMENT);
   const workers: PoolWorker[] = [];
   let port = options.port;
   try {
