@@ -42,7 +42,9 @@ Options:
   --tz ZONE                   IANA time zone of the answers, e.g. UTC, Asia/Jakarta (default: local)
   --max-line BYTES            longest request line without CR LF (default ${DEFAULTS.maxLine})
   --idle-timeout SECONDS      close a connection with no request for this long, 0 = never (default ${DEFAULTS.idleTimeout})
-  --max-connections N         connections served at once; more get "ERR server busy" (default ${DEFAULTS.maxConnections})
+  --max-connections N         connections served at once (default ${DEFAULTS.maxConnections}); when full, the
+                              connection silent the longest makes room, else "ERR server busy"
+  --evict-after SECONDS       silence after which a connection may make room when full (default ${DEFAULTS.evictAfter})
   --shutdown-timeout SECONDS  on SIGINT/SIGTERM, wait this long for owed answers (default ${DEFAULTS.shutdownTimeout})
   --log-level LEVEL           ${LOG_LEVELS.join(", ")} (default info)
   --log-format FORMAT         ${LOG_FORMATS.join(", ")} (default text)
@@ -77,6 +79,7 @@ const FLAGS = {
   "max-line": { type: "string" },
   "idle-timeout": { type: "string" },
   "max-connections": { type: "string" },
+  "evict-after": { type: "string" },
   "shutdown-timeout": { type: "string" },
   "log-level": { type: "string" },
   "log-format": { type: "string" },
@@ -147,6 +150,9 @@ export function parseCommandLine(
       1,
       10000000,
     );
+  }
+  if (values["evict-after"] !== undefined) {
+    options.evictAfter = UsageError.seconds("--evict-after", values["evict-after"]);
   }
   if (values["shutdown-timeout"] !== undefined) {
     options.shutdownTimeout = UsageError.seconds("--shutdown-timeout", values["shutdown-timeout"]);
@@ -294,6 +300,7 @@ export async function main(args: string[]): Promise<number> {
     maxLine: options.maxLine ?? DEFAULTS.maxLine,
     idleTimeout: options.idleTimeout ?? DEFAULTS.idleTimeout,
     maxConnections: options.maxConnections ?? DEFAULTS.maxConnections,
+    evictAfter: options.evictAfter ?? DEFAULTS.evictAfter,
     maxConnectionsPerIp: options.maxConnectionsPerIp ?? DEFAULTS.maxConnectionsPerIp,
     proxyProtocol: options.proxyProtocol ?? false,
     shutdownTimeout: options.shutdownTimeout ?? DEFAULTS.shutdownTimeout,

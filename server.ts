@@ -75,6 +75,12 @@ export interface ServerOptions {
    */
   proxyProtocol?: boolean;
   /**
+   * Seconds a connection must have been silent (no request answered, nothing owed)
+   * before it may be closed to make room for a new one when the server is full.
+   * @default {1}
+   */
+  evictAfter?: number;
+  /**
    * Seconds a connection may take to send its PROXY header.
    * @default {5}
    */
@@ -115,6 +121,7 @@ export const DEFAULTS = {
   statsInterval: 60,
   maxConnectionsPerIp: 0,
   proxyHeaderTimeout: 5,
+  evictAfter: 1,
 } as const;
 
 /** What a server has done so far; the numbers only grow, except the gauges marked as such. */
@@ -218,8 +225,6 @@ const LINGER_SHARE = 0.1;
 
 /** The share of `maxConnections` past which silent connections are closed early. */
 const HIGH_WATER = 0.9;
-/** The least silence that lets a connection be closed to make room: about a second. */
-const EVICT_MIN_SILENCE_MS = 1000;
 /**
  * With workers, how long a new connection that found the server full and nothing
  * silent in its own worker waits for another worker to make room.
@@ -229,6 +234,8 @@ const PEER_EVICTION_WAIT_MS = 50;
 const PEER_EVICTION_WAITERS = 64;
 /** The sweep's longest period; it also ticks the coarse clock that activity is stamped with. */
 const SWEEP_MAX_MS = 250;
+/** Accepting ticks the coarse clock too, at most this often, so eviction sees fresh time. */
+const ACCEPT_TICK_MS = 10;
 
 /**
  * Where a connection is in its life, as Go's `ConnState`. It decides what the sweep
@@ -407,6 +414,12 @@ class Server implements TimeServer {
   #active = 0;
   readonly #shared: Int32Array | undefined;
   #peerWaiters = 0;
+  readonly #evictAfterMs: number;
+  /**
+   * When the coarse clock ticked lately, oldest first, reaching back just past
+   * `evictAfter`: a stamp older than the first tick proves that much silence.
+   */
+  readonly #ticks: number[] = [];
   readonly #maxPerIp: number;
   readonly #perIp = new Map<string, number>();
   readonly #proxyProtocol: boolean;
@@ -442,6 +455,7 @@ class Server implements TimeServer {
     this.#shutdownTimeoutMs = (options.shutdownTimeout ?? DEFAULTS.shutdownTimeout) * 1000;
     this.#shared = options.sharedConnections;
     this.#maxPerIp = options.maxConnectionsPerIp ?? DEFAULTS.maxConnectionsPerIp;
+    this.#evictAfterMs = (options.evictAfter ?? DEFAULTS.evictAfter) * 1000;
     this.#proxyProtocol = options.proxyProtocol ?? false;
     this.#proxyHeaderTimeoutMs = (options.proxyHeaderTimeout ?? DEFAULTS.proxyHeaderTimeout) * 1000;
     this.#listener = listen(
@@ -459,6 +473,7 @@ class Server implements TimeServer {
     const shortest = Math.min(
       this.#idleTimeoutMs > 0 ? this.#idleTimeoutMs : Infinity,
       this.#proxyProtocol ? this.#proxyHeaderTimeoutMs : Infinity,
+      this.#evictAfterMs > 0 ? this.#evictAfterMs : Infinity,
     );
     this.#sweepEveryMs = Math.min(SWEEP_MAX_MS, Math.max(5, shortest / 4));
     this.#timers.push(setInterval(() => this.#sweep(), this.#sweepEveryMs));
@@ -533,6 +548,7 @@ class Server implements TimeServer {
         await this.#waitForDescriptor(backoff, signal);
         continue;
       }
+      if (performance.now() - this.#clock >= ACCEPT_TICK_MS) this.#tick();
       if (this.#admit()) this.#serveConnection(conn);
       else if (this.#shared && this.#peerWaiters < PEER_EVICTION_WAITERS) {
         this.#admitWithPeers(conn, this.#shared);
@@ -561,7 +577,7 @@ class Server implements TimeServer {
    */
   #admit(): boolean {
     if (this.#count()) return true;
-    this.#clock = performance.now();
+    this.#tick();
     return this.#evictOldest() && this.#count();
   }
 
@@ -592,15 +608,29 @@ class Server implements TimeServer {
     return header.lastActive < reading.lastActive ? header : reading;
   }
 
-  /** Closes the connection silent the longest, if it has been silent a second or more. */
+  /** Advances the coarse clock, and remembers when it did for {@linkcode #silentBefore}. */
+  #tick(): void {
+    const now = this.#clock = performance.now();
+    const ticks = this.#ticks;
+    ticks.push(now);
+    const horizon = now - this.#evictAfterMs;
+    while (ticks.length > 1 && ticks[1] <= horizon) ticks.shift();
+  }
+
+  /**
+   * A stamp below this proves `evictAfter` of silence. Stamps come from the coarse
+   * clock, so one below a tick was made before that tick happened; a tick at least
+   * `evictAfter` ago thus bounds the silence from below, however late timers run.
+   */
+  #silentBefore(): number {
+    const first = this.#ticks[0];
+    return first !== undefined && first <= this.#clock - this.#evictAfterMs ? first : -Infinity;
+  }
+
+  /** Closes the connection silent the longest, if it has been silent long enough. */
   #evictOldest(): boolean {
     const oldest = this.#oldestSilent();
-    // The stamp lags the truth by up to one sweep: a client is never evicted early.
-    if (
-      oldest === null || this.#clock - oldest.lastActive < EVICT_MIN_SILENCE_MS + this.#sweepEveryMs
-    ) {
-      return false;
-    }
+    if (oldest === null || oldest.lastActive >= this.#silentBefore()) return false;
     this.#evict(oldest);
     return true;
   }
@@ -655,11 +685,10 @@ class Server implements TimeServer {
     while (!signal.aborted) {
       const wanted = Atomics.load(shared, SHARED_EVICTIONS_WANTED);
       if (wanted > 0) {
-        this.#clock = performance.now();
+        this.#tick();
         const oldest = this.#oldestSilent();
         if (
-          oldest !== null &&
-          this.#clock - oldest.lastActive >= EVICT_MIN_SILENCE_MS + this.#sweepEveryMs &&
+          oldest !== null && oldest.lastActive < this.#silentBefore() &&
           Atomics.compareExchange(shared, SHARED_EVICTIONS_WANTED, wanted, wanted - 1) === wanted
         ) {
           this.#evict(oldest);
@@ -937,7 +966,8 @@ class Server implements TimeServer {
    * sooner under pressure), slow PROXY headers, and lingering connections.
    */
   #sweep(): void {
-    const now = this.#clock = performance.now();
+    this.#tick();
+    const now = this.#clock;
     // Stamps lag the truth by up to one sweep: allow for that, so nothing closes early.
     const slack = this.#sweepEveryMs;
     const lists = this.#lists;
@@ -978,7 +1008,7 @@ class Server implements TimeServer {
   /**
    * Past the high-water mark, as Envoy's overload manager does, the idle timeout
    * shrinks with how full the server is: from its full length at the mark to a
-   * second at the limit. Connections silent longer than that are closed, the
+   * `evictAfter` at the limit. Connections silent longer than that are closed, the
    * longest-silent first, until the server is back under the mark.
    */
   #relievePressure(now: number): void {
@@ -987,8 +1017,8 @@ class Server implements TimeServer {
     const full = this.#idleTimeoutMs > 0 ? this.#idleTimeoutMs : DEFAULTS.idleTimeout * 1000;
     const room = Math.max(1, this.#maxConnections - this.#highWater);
     const fill = Math.min(1, over / room);
-    const timeout = full - (full - EVICT_MIN_SILENCE_MS) * fill;
-    const deadline = now - Math.max(EVICT_MIN_SILENCE_MS, timeout) - this.#sweepEveryMs;
+    const timeout = Math.max(this.#evictAfterMs, full - (full - this.#evictAfterMs) * fill);
+    const deadline = Math.min(now - timeout - this.#sweepEveryMs, this.#silentBefore());
     for (let left = over; left > 0; left--) {
       const oldest = this.#oldestSilent();
       if (oldest === null || oldest.lastActive >= deadline) return;
