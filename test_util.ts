@@ -318,3 +318,53 @@ export function freePort(hostname = "127.0.0.1"): number {
     }
   }
 }
+
+/**
+ * Opens a connection from a chosen local address that sends nothing. `received`
+ * resolves with everything the server sent once the server closes it (or `close()`
+ * is called).
+ */
+export async function silentFrom(
+  localAddress: string,
+  port: number,
+): Promise<{ received: Promise<string>; close(): Promise<void> }> {
+  const socket = net.connect({ host: "127.0.0.1", port, localAddress });
+  await new Promise<void>((resolve, reject) => {
+    socket.once("connect", () => resolve());
+    socket.once("error", reject);
+  });
+  let text = "";
+  socket.setEncoding("utf8");
+  socket.on("data", (chunk: string) => text += chunk);
+  socket.on("error", () => {});
+  const received = new Promise<string>((resolve) => {
+    socket.once("end", () => resolve(text));
+    socket.once("close", () => resolve(text));
+  });
+  return {
+    received,
+    close: () =>
+      new Promise<void>((resolve) => {
+        if (socket.destroyed) return resolve();
+        socket.once("close", () => resolve());
+        socket.destroy();
+      }),
+  };
+}
+
+/**
+ * Opens `count` connections at once, each of which sends TIME and then resets (RST)
+ * instead of closing; resolves when all are gone. Against a server that is not
+ * accepting, every one dies in the listen queue.
+ */
+export function resetStorm(port: number, count: number, hostname = "127.0.0.1"): Promise<void> {
+  return Promise.all(Array.from({ length: count }, () =>
+    new Promise<void>((resolve) => {
+      const socket = net.connect({ host: hostname, port }, () => {
+        socket.write("TIME\r\n");
+        socket.resetAndDestroy();
+      });
+      socket.on("error", () => {});
+      socket.once("close", () => resolve());
+    }))).then(() => {});
+}

@@ -1,0 +1,325 @@
+// Tests of the server against hostile clients, each with a bystander that must keep being served.
+
+import assert from "node:assert/strict";
+import { createLogger } from "./log.ts";
+import { serve, type ServerOptions, type TimeServer } from "./server.ts";
+import {
+  exchangeFrom,
+  freePort,
+  JAM_LINE,
+  LineClient,
+  resetStorm,
+  silentFrom,
+  startServerProcess,
+  within,
+} from "./test_util.ts";
+
+const linux = Deno.build.os === "linux";
+
+/** Starts a server on a free loopback port with a quiet logger. */
+function start(options: ServerOptions = {}): TimeServer {
+  return serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    logger: createLogger({ level: "error" }),
+    ...options,
+  });
+}
+
+/** One bystander visit from `localAddress`: TIME, then QUIT; true if it got a JAM answer. */
+async function bystanderServed(port: number, localAddress = "127.0.0.2"): Promise<boolean> {
+  const answer = await exchangeFrom(localAddress, port, "TIME\r\nQUIT\r\n").catch(() => "");
+  return JAM_LINE.test(answer);
+}
+
+/** Waits until `condition` holds, checking every 10 ms; rejects after `ms`. */
+async function until(condition: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/**
+ * Silence is the behaviour under test: waiting out `seconds` of it is the only way
+ * to produce it. Nothing else waits with a timer.
+ */
+function silence(seconds: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+}
+
+/** A client that asks TIME every `everyMs` until stopped, and counts what it got. */
+function chatty(port: number, everyMs: number) {
+  let stop = false;
+  const answers: string[] = [];
+  const done = (async () => {
+    using client = await LineClient.connect(port);
+    while (!stop) {
+      answers.push(await client.time());
+      await new Promise((resolve) => setTimeout(resolve, everyMs));
+    }
+  })();
+  return {
+    answers,
+    async stop() {
+      stop = true;
+      await done;
+    },
+  };
+}
+
+async function scrapeCounter(port: number, sample: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const line = text.split("\n").find((line) => line.startsWith(sample + " "));
+  assert.ok(line, `${sample} in the metrics`);
+  return Number(line.split(" ")[1]);
+}
+
+Deno.test({
+  name: "a storm of clients that reset before accept does not hold up the next client",
+  ignore: !linux, // SIGSTOP, and 127.0.0.2 on loopback
+}, async () => {
+  const metricsPort = freePort();
+  await using server = await startServerProcess([
+    "--host",
+    "127.0.0.1",
+    "--metrics",
+    `127.0.0.1:${metricsPort}`,
+  ]);
+  // Stopped, the server accepts nothing: every storm connection completes in the
+  // listen queue and is reset there, so each one fails at accept.
+  Deno.kill(server.child.pid, "SIGSTOP");
+  try {
+    await resetStorm(server.port, 400);
+  } finally {
+    Deno.kill(server.child.pid, "SIGCONT");
+  }
+  assert.ok(
+    await within(1000, bystanderServed(server.port), "a bystander after the storm"),
+    "the bystander was answered",
+  );
+  const aborted = await scrapeCounter(
+    metricsPort,
+    'timeserver_errors_total{kind="accept_aborted"}',
+  );
+  assert.ok(aborted >= 300, `${aborted} accepts failed for the reset connection alone`);
+  assert.equal(
+    await scrapeCounter(metricsPort, 'timeserver_errors_total{kind="accept_exhausted"}'),
+    0,
+  );
+
+  // And while a storm is under way, every bystander visit is answered promptly.
+  let storming = true;
+  const storm = (async () => {
+    for (let round = 0; round < 10; round++) await resetStorm(server.port, 200);
+    storming = false;
+  })();
+  let visits = 0;
+  while (storming) {
+    assert.ok(
+      await within(1000, bystanderServed(server.port), "a bystander during the storm"),
+      "the bystander was answered",
+    );
+    visits++;
+  }
+  await storm;
+  assert.ok(visits >= 1);
+});
+
+Deno.test({
+  name: "silent connections make room: a newcomer is served while the server is full of them",
+  ignore: !linux, // 127.0.0.x on loopback
+}, async () => {
+  await using server = start({ maxConnections: 40, evictAfter: 0.3 });
+  const port = server.addr.port;
+  const talker = chatty(port, 100);
+  // 110% of the slots, from ten addresses; the last few find the server full.
+  const hogs = await Promise.all(
+    Array.from({ length: 44 }, (_, i) => silentFrom(`127.0.0.${10 + (i % 10)}`, port)),
+  );
+  try {
+    await until(() => server.stats.connectionsOpen >= 40, 5000, "the hogs holding every slot");
+    await silence(0.5);
+    let served = 0;
+    for (let visit = 0; visit < 20; visit++) {
+      if (await bystanderServed(port)) served++;
+    }
+    assert.ok(served >= 19, `the bystander was served ${served} times out of 20`);
+    // Each visit that found the server full closed one hog; a visit frees its slot on QUIT.
+    const evicted = server.stats.evicted;
+    assert.ok(evicted >= 1, `${evicted} evicted`);
+    const told = hogs.map(async (hog) => {
+      const text = await Promise.race([hog.received, Promise.resolve(null)]);
+      return text === "ERR idle, closed to make room\r\n";
+    });
+    await until(() => server.stats.connectionsOpen <= 40, 5000, "the evicted hogs gone");
+    await Promise.all(hogs.map((hog) => hog.close()));
+    const heard = (await Promise.all(told)).filter(Boolean).length;
+    assert.ok(heard >= 1, "an evicted hog is told why");
+  } finally {
+    await Promise.all(hogs.map((hog) => hog.close()));
+    await talker.stop();
+  }
+  // The client that asked every 100 ms was never closed to make room.
+  assert.ok(talker.answers.length > 5, `${talker.answers.length} answers`);
+  for (const answer of talker.answers) assert.match(answer, JAM_LINE);
+});
+
+Deno.test({
+  name: "silent connections that never sent their PROXY header make room too",
+  ignore: !linux,
+}, async () => {
+  await using server = start({ maxConnections: 10, evictAfter: 0.2, proxyProtocol: true });
+  const port = server.addr.port;
+  const hogs = await Promise.all(
+    Array.from({ length: 10 }, (_, i) => silentFrom(`127.0.0.${10 + i}`, port)),
+  );
+  try {
+    await until(() => server.stats.connectionsOpen >= 10, 5000, "the hogs holding every slot");
+    await silence(0.3);
+    using client = await LineClient.connect(port);
+    await client.send("PROXY TCP4 203.0.113.7 127.0.0.1 51000 45000\r\nTIME\r\n");
+    assert.match((await client.readLine())!, JAM_LINE);
+    // One made room for it, at accept or in the sweep (full is past the high-water mark).
+    assert.ok(server.stats.evicted >= 1, `${server.stats.evicted} evicted`);
+  } finally {
+    await Promise.all(hogs.map((hog) => hog.close()));
+  }
+});
+
+Deno.test("a server full of clients that keep asking refuses a newcomer with ERR server busy", async () => {
+  await using server = start({ maxConnections: 8, evictAfter: 0.3 });
+  const port = server.addr.port;
+  const talkers = Array.from({ length: 8 }, () => chatty(port, 50));
+  try {
+    await until(() => server.stats.connectionsOpen >= 8, 5000, "the talkers holding every slot");
+    await silence(0.4);
+    using newcomer = await LineClient.connect(port);
+    assert.equal(await newcomer.readAll(), "ERR server busy\r\n");
+    assert.equal(server.stats.evicted, 0);
+  } finally {
+    await Promise.all(talkers.map((talker) => talker.stop()));
+  }
+  for (const talker of talkers) {
+    for (const answer of talker.answers) assert.match(answer, JAM_LINE);
+  }
+});
+
+Deno.test("a client that asks within the eviction silence is never closed to make room", async () => {
+  await using server = start({ maxConnections: 2, evictAfter: 60 });
+  const port = server.addr.port;
+  using first = await LineClient.connect(port);
+  using second = await LineClient.connect(port);
+  assert.match(await first.time(), JAM_LINE);
+  assert.match(await second.time(), JAM_LINE);
+  using third = await LineClient.connect(port);
+  assert.equal(await third.readAll(), "ERR server busy\r\n");
+  assert.match(await first.time(), JAM_LINE);
+  assert.match(await second.time(), JAM_LINE);
+});
+
+Deno.test({
+  name: "past the high-water mark, the longest-silent connections are closed first",
+  ignore: !linux,
+}, async () => {
+  await using server = start({ maxConnections: 20, evictAfter: 0.2 });
+  const port = server.addr.port;
+  const older = await Promise.all(
+    Array.from({ length: 10 }, (_, i) => silentFrom(`127.0.0.${10 + i}`, port)),
+  );
+  await until(() => server.stats.connectionsOpen >= 10, 5000, "the first ten");
+  await silence(0.3);
+  const newer = await Promise.all(
+    Array.from({ length: 10 }, (_, i) => silentFrom(`127.0.0.${10 + i}`, port)),
+  );
+  try {
+    // Full (20 of 20) is two past the mark (18), where the idle timeout has shrunk to
+    // evictAfter: two connections go, the two silent the longest.
+    await until(() => server.stats.evicted >= 2, 5000, "two evictions");
+    const closedOlder = older.map((hog) => hog.received.then(() => 1));
+    const closedNewer = newer.map((hog) => hog.received.then(() => 1));
+    const settled = (all: Promise<number>[]) =>
+      Promise.all(all.map((p) => Promise.race([p, Promise.resolve(0)])));
+    await until(() => server.stats.connectionsOpen <= 18, 5000, "the evicted gone");
+    const older_closed = (await settled(closedOlder)).reduce((a, b) => a + b, 0);
+    const newer_closed = (await settled(closedNewer)).reduce((a, b) => a + b, 0);
+    assert.equal(older_closed, 2, "the two closed are among the older ones");
+    assert.equal(newer_closed, 0);
+    assert.equal(server.stats.evicted, 2, "no more than needed to get back under the mark");
+  } finally {
+    await Promise.all([...older, ...newer].map((hog) => hog.close()));
+  }
+});
+
+Deno.test("connections that quit and never close linger within a bounded budget", async () => {
+  // The lingering budget is a tenth of --max-connections, at least 16.
+  await using server = start({ maxConnections: 10 });
+  const port = server.addr.port;
+  const clients: LineClient[] = [];
+  try {
+    for (let i = 0; i < 40; i++) {
+      const client = await LineClient.connect(port);
+      clients.push(client);
+      await client.send("QUIT\r\n");
+      assert.equal(await client.readAll(), "", "the server sent FIN");
+    }
+    assert.ok(
+      server.stats.connectionsOpen <= 16,
+      `${server.stats.connectionsOpen} lingering connections`,
+    );
+    using bystander = await LineClient.connect(port);
+    assert.match(await bystander.time(), JAM_LINE);
+  } finally {
+    for (const client of clients) client.close();
+  }
+});
+
+/**
+ * Open file descriptors of this process, from /proc (Deno grants /proc/self only with
+ * --allow-all, so another process lists it).
+ */
+function openDescriptors(): number {
+  const { stdout } = new Deno.Command("ls", { args: [`/proc/${Deno.pid}/fd`] }).outputSync();
+  return new TextDecoder().decode(stdout).split("\n").filter((name) => name !== "").length;
+}
+
+Deno.test({
+  name: "after an attack, connections, tables and descriptors return to their idle size",
+  ignore: !linux,
+}, async () => {
+  await using server = start({
+    maxConnections: 50,
+    maxConnectionsPerIp: 8,
+    maxLine: 64,
+    evictAfter: 0.2,
+  });
+  const port = server.addr.port;
+  assert.match(await exchangeFrom("127.0.0.2", port, "TIME\r\nQUIT\r\n"), JAM_LINE);
+  await until(() => server.stats.connectionsOpen === 0, 5000, "the warm-up client gone");
+  const baseline = openDescriptors();
+
+  const hogs = await Promise.all(
+    Array.from({ length: 60 }, (_, i) => silentFrom(`127.0.0.${10 + (i % 10)}`, port)),
+  );
+  const garbage = Array.from(
+    { length: 20 },
+    (_, i) =>
+      exchangeFrom(`127.0.0.${30 + i}`, port, "\x00\xff garbage ".repeat(20)).catch(() => ""),
+  );
+  const quitters = Array.from(
+    { length: 20 },
+    (_, i) => exchangeFrom(`127.0.0.${50 + i}`, port, "TIME\r\nQUIT\r\n").catch(() => ""),
+  );
+  await resetStorm(port, 100);
+  await silence(0.3);
+  assert.ok(await bystanderServed(port), "the bystander was served during the attack");
+  await Promise.all([...garbage, ...quitters]);
+  assert.ok(server.stats.addressesTracked <= 50, `${server.stats.addressesTracked} addresses`);
+  await Promise.all(hogs.map((hog) => hog.close()));
+
+  await until(() => server.stats.connectionsOpen === 0, 10000, "every connection closed");
+  assert.equal(server.stats.addressesTracked, 0, "the per-client table is empty");
+  await until(() => openDescriptors() <= baseline, 5000, "descriptors back to the baseline");
+  assert.ok(await bystanderServed(port), "the bystander is served after the attack");
+});
