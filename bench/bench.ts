@@ -29,7 +29,7 @@ Options:
 const root = new URL("..", import.meta.url).pathname;
 
 /** The command of `deno task start`, from deno.json, so the benchmark runs what users run. */
-function startCommand(): string[] {
+export function startCommand(): string[] {
   const config = JSON.parse(Deno.readTextFileSync(`${root}deno.json`));
   const [deno, ...rest] = (config.tasks.start as string).split(/\s+/);
   return [deno === "deno" ? Deno.execPath() : deno, ...rest];
@@ -75,7 +75,8 @@ function hasTaskset(): boolean {
   }
 }
 
-async function waitForPort(port: number, child: Deno.ChildProcess): Promise<void> {
+/** Resolves once something accepts connections on `port`; rejects if `child` exits first. */
+export async function waitForPort(port: number, child: Deno.ChildProcess): Promise<void> {
   let exited = false;
   child.status.then(() => exited = true);
   const deadline = performance.now() + 15000;
