@@ -57,7 +57,7 @@ export function formatMetrics(stats: ServerStats, info: MetricsInfo): string {
   metric(
     "timeserver_addresses_tracked",
     "gauge",
-    "Client addresses the per-client connection limit is counting now.",
+    "Client addresses with connections counted now.",
     [["", stats.addressesTracked]],
   );
   metric("timeserver_requests_total", "counter", "Request lines answered, by command.", [

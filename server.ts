@@ -1,6 +1,7 @@
 // The TCP server: accepting, one async loop per connection, limits, shutdown.
 
 import { ActivityList, type ActivityNode } from "./activity_list.ts";
+import { highWaterMark, mayReplace, pressureTimeout } from "./overload.ts";
 import { createLogger, type LogFields, type Logger } from "./log.ts";
 import {
   DEFAULT_MAX_LINE,
@@ -128,7 +129,7 @@ export const DEFAULTS = {
 export interface ServerStats extends RequestCounts {
   /** Gauge: connections open now, lingering ones included. */
   connectionsOpen: number;
-  /** Gauge: client addresses the per-client limit is tracking now. */
+  /** Gauge: client addresses the server counts connections under now. */
   addressesTracked: number;
   /**
    * Connections accepted since the start, including those closed at once for the
@@ -223,8 +224,6 @@ const LINGER_MAX_BYTES = 16 * 1024 * 1024;
  */
 const LINGER_SHARE = 0.1;
 
-/** The share of `maxConnections` past which silent connections are closed early. */
-const HIGH_WATER = 0.9;
 /**
  * With workers, how long a new connection that found the server full and nothing
  * silent in its own worker waits for another worker to make room.
@@ -450,7 +449,7 @@ class Server implements TimeServer {
     this.#maxLine = options.maxLine ?? DEFAULTS.maxLine;
     this.#idleTimeoutMs = (options.idleTimeout ?? DEFAULTS.idleTimeout) * 1000;
     this.#maxConnections = options.maxConnections ?? DEFAULTS.maxConnections;
-    this.#highWater = Math.floor(this.#maxConnections * HIGH_WATER);
+    this.#highWater = highWaterMark(this.#maxConnections);
     this.#maxLingering = Math.max(16, Math.ceil(this.#maxConnections * LINGER_SHARE));
     this.#shutdownTimeoutMs = (options.shutdownTimeout ?? DEFAULTS.shutdownTimeout) * 1000;
     this.#shared = options.sharedConnections;
@@ -549,10 +548,11 @@ class Server implements TimeServer {
         continue;
       }
       if (performance.now() - this.#clock >= ACCEPT_TICK_MS) this.#tick();
-      if (this.#admit()) this.#serveConnection(conn);
-      else if (this.#shared && this.#peerWaiters < PEER_EVICTION_WAITERS) {
-        this.#admitWithPeers(conn, this.#shared);
-      } else this.#refuse(conn);
+      // Behind a balancer the client's address comes later, in the PROXY header.
+      const address = this.#proxyProtocol ? null : clientHost(conn.remoteAddr.hostname);
+      if (this.#admit(address)) this.#serveConnection(conn);
+      else if (this.#askPeers(address)) this.#admitWithPeers(conn, this.#shared!);
+      else this.#refuse(conn);
     }
   }
 
@@ -572,13 +572,33 @@ class Server implements TimeServer {
   }
 
   /**
-   * Counts a new connection against `maxConnections`. At the limit, the connection
-   * silent the longest makes room if it has been silent long enough.
+   * Counts a new connection from `address` (null: not known yet) against
+   * `maxConnections`. At the limit, the connection silent the longest makes room if it
+   * has been silent long enough and the newcomer may take its place.
    */
-  #admit(): boolean {
+  #admit(address: string | null): boolean {
     if (this.#count()) return true;
     this.#tick();
-    return this.#evictOldest() && this.#count();
+    return this.#evictOldest(address) && this.#count();
+  }
+
+  /** Tells whether a newcomer from `address` may take `victim`'s place ({@linkcode mayReplace}). */
+  #mayReplace(address: string | null, victim: Client): boolean {
+    const holds = (key: string | null) => key === null ? 0 : this.#perIp.get(key) ?? 0;
+    return mayReplace(
+      { address, holds: holds(address) },
+      { address: victim.ipKey, holds: holds(victim.ipKey) },
+    );
+  }
+
+  /**
+   * With workers, whether a newcomer that found this worker full should ask the others
+   * to make room: only one from an address that holds nothing here, by the same
+   * fairness as {@linkcode #mayReplace}, since the others cannot see this worker's counts.
+   */
+  #askPeers(address: string | null): boolean {
+    if (!this.#shared || this.#peerWaiters >= PEER_EVICTION_WAITERS) return false;
+    return address === null || !this.#perIp.has(address);
   }
 
   #count(): boolean {
@@ -627,10 +647,14 @@ class Server implements TimeServer {
     return first !== undefined && first <= this.#clock - this.#evictAfterMs ? first : -Infinity;
   }
 
-  /** Closes the connection silent the longest, if it has been silent long enough. */
-  #evictOldest(): boolean {
+  /**
+   * Closes the connection silent the longest, if it has been silent long enough and a
+   * newcomer from `address` may replace it.
+   */
+  #evictOldest(address: string | null): boolean {
     const oldest = this.#oldestSilent();
     if (oldest === null || oldest.lastActive >= this.#silentBefore()) return false;
+    if (!this.#mayReplace(address, oldest)) return false;
     this.#evict(oldest);
     return true;
   }
@@ -721,11 +745,14 @@ class Server implements TimeServer {
     }
   }
 
-  /** Counts a client under its address for `maxConnectionsPerIp`, if there is room. */
+  /**
+   * Counts a client under its address (for `maxConnectionsPerIp` and for who may
+   * replace whom); false if the address already holds `maxConnectionsPerIp`.
+   */
   #admitAddress(client: Client): boolean {
     const key = clientHost(client.proxied?.hostname ?? client.conn.remoteAddr.hostname);
     const count = this.#perIp.get(key) ?? 0;
-    if (count >= this.#maxPerIp) return false;
+    if (this.#maxPerIp > 0 && count >= this.#maxPerIp) return false;
     this.#perIp.set(key, count + 1);
     this.#stats.addressesTracked = this.#perIp.size;
     client.ipKey = key;
@@ -813,7 +840,7 @@ class Server implements TimeServer {
           via: client.proxied ? formatAddress(conn.remoteAddr) : undefined,
         });
       }
-      if (this.#maxPerIp > 0 && !this.#admitAddress(client)) {
+      if (!this.#admitAddress(client)) {
         stats.perIp++;
         reason = "per-client limit";
         await conn.write(ERR_TOO_MANY_CONNECTIONS);
@@ -1012,12 +1039,11 @@ class Server implements TimeServer {
    * longest-silent first, until the server is back under the mark.
    */
   #relievePressure(now: number): void {
-    const over = this.#open() - this.#highWater;
+    const open = this.#open();
+    const over = open - this.#highWater;
     if (over <= 0) return;
     const full = this.#idleTimeoutMs > 0 ? this.#idleTimeoutMs : DEFAULTS.idleTimeout * 1000;
-    const room = Math.max(1, this.#maxConnections - this.#highWater);
-    const fill = Math.min(1, over / room);
-    const timeout = Math.max(this.#evictAfterMs, full - (full - this.#evictAfterMs) * fill);
+    const timeout = pressureTimeout(open, this.#maxConnections, full, this.#evictAfterMs);
     const deadline = Math.min(now - timeout - this.#sweepEveryMs, this.#silentBefore());
     for (let left = over; left > 0; left--) {
       const oldest = this.#oldestSilent();

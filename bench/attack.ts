@@ -9,8 +9,10 @@ const HELP = `Usage: deno task attack [options]
 
 Starts the server as a subprocess and runs each scenario against it, while a bystander
 connects from 127.0.0.2 every 20 ms to ask TIME. Prints, per scenario, how often the
-bystander was answered, its p99 latency, and the server's RSS and open descriptors
-before, during and after the attack; writes the table as JSON too.
+bystander was answered with the time, how often it heard ERR server busy, when in the
+attack it last went unanswered, the p99 latency of its answered visits, and the server's
+RSS and open descriptors before, during and after the attack (after: 6 s after the
+attackers left); writes the table as JSON too.
 
 Options:
   --scenario LIST         reset-storm, silent-hog, busy-hog, slow-reader, garbage,
@@ -19,6 +21,8 @@ Options:
                           or all (default all)
   --seconds N             attack length per scenario (default 5)
   --max-connections N     the server's --max-connections (default 1000)
+  --reconnect-ms N        how long a hog the server closed waits before it connects
+                          again (default 1000; 0 = at once)
   --reference LIST        reference servers for the plain variant: node, c, none
                           (default node,c where ../shared/bench has them and they build)
   --out FILE              where the JSON goes (default bench/results/<date>-attack.json)
@@ -61,7 +65,10 @@ interface Row {
   visits: number;
   served: number;
   busy: number;
+  /** p99 latency of the visits that were answered with the time. */
   p99Ms: number;
+  /** Seconds into the attack of the last visit that was not answered with the time, or null. */
+  lastFailureS: number | null;
   before: Sample;
   during: Sample;
   after: Sample;
@@ -172,11 +179,15 @@ function loops(concurrency: number, worker: (loop: Loop) => Promise<void>): Atta
   };
 }
 
-/** Holds `size` connections open, reopening any the server closes, each running `hold`. */
+/**
+ * Holds `size` connections open, each running `hold`. One the server closes (or
+ * refuses) is opened again after `reconnectMs`, as a client's retry would.
+ */
 function holders(
   size: number,
   port: number,
   proxy: boolean,
+  reconnectMs: number,
   hold: (socket: net.Socket, stopped: () => boolean) => Promise<void>,
 ): Attack {
   return loops(size, async ({ address, stopped, stopping, connected }) => {
@@ -188,6 +199,9 @@ function holders(
       await Promise.race([closed, stopping, hold(socket, stopped).then(() => stopping)]);
     } finally {
       socket.destroy();
+    }
+    if (!stopped()) {
+      await Promise.race([stopping, new Promise((resolve) => setTimeout(resolve, reconnectMs))]);
     }
   });
 }
@@ -203,6 +217,7 @@ function startAttack(
   port: number,
   proxy: boolean,
   maxConnections: number,
+  reconnectMs: number,
 ): Attack | Promise<Attack> {
   switch (scenario) {
     case "reset-storm":
@@ -216,9 +231,12 @@ function startAttack(
         });
       });
     case "silent-hog":
-      return holders(Math.ceil(maxConnections * 1.1), port, proxy, () => new Promise(() => {}));
+      return holders(Math.ceil(maxConnections * 1.1), port, proxy, reconnectMs, (socket) => {
+        socket.resume(); // reads, to notice the close, but never asks
+        return new Promise(() => {});
+      });
     case "busy-hog":
-      return holders(maxConnections, port, proxy, async (socket, stopped) => {
+      return holders(maxConnections, port, proxy, reconnectMs, async (socket, stopped) => {
         socket.on("data", () => {});
         while (!stopped()) {
           socket.write("TIME\r\n");
@@ -226,7 +244,7 @@ function startAttack(
         }
       });
     case "slow-reader":
-      return holders(20, port, proxy, async (socket, stopped) => {
+      return holders(20, port, proxy, reconnectMs, async (socket, stopped) => {
         socket.pause(); // never reads
         const chunk = "TIME\r\n".repeat(10000);
         while (!stopped() && !socket.destroyed) {
@@ -234,7 +252,7 @@ function startAttack(
         }
       });
     case "garbage":
-      return holders(100, port, proxy, async (socket, stopped) => {
+      return holders(100, port, proxy, reconnectMs, async (socket, stopped) => {
         socket.on("data", () => {});
         while (!stopped() && !socket.destroyed) {
           socket.write(randomBytes(1 + Math.floor(Math.random() * 200)));
@@ -322,6 +340,7 @@ async function runOne(
   scenario: Scenario,
   seconds: number,
   maxConnections: number,
+  reconnectMs: number,
 ): Promise<Row> {
   const port = freePort();
   const command = target.command.map((part) => part.replaceAll("{port}", String(port)));
@@ -336,9 +355,19 @@ async function runOne(
     await waitForPort(port, child);
     await visit(port, target.proxy); // warm-up
     const before = sample(child.pid);
-    const attack = await startAttack(scenario, port, target.proxy, maxConnections);
+    const attack = await startAttack(scenario, port, target.proxy, maxConnections, reconnectMs);
+    // The hogs take their places before the bystander starts, so it finds the server full.
+    const holding = scenario === "silent-hog"
+      ? Math.ceil(maxConnections * 1.1)
+      : scenario === "busy-hog"
+      ? maxConnections
+      : 0;
+    const established = performance.now() + 10000;
+    await waitUntil(() => attack.count() >= holding || performance.now() > established);
     const latencies: number[] = [];
     let visits = 0, served = 0, busy = 0;
+    let lastFailureS: number | null = null;
+    const attackStart = performance.now();
     const during: Sample = { rssKiB: 0, fds: 0 };
     const deadline = performance.now() + seconds * 1000;
     while (performance.now() < deadline) {
@@ -349,7 +378,7 @@ async function runOne(
         latencies.push(ms);
       } else {
         if (line.startsWith("ERR server busy")) busy++;
-        latencies.push(Math.max(ms, 2000));
+        lastFailureS = (performance.now() - attackStart) / 1000;
       }
       const now = sample(child.pid);
       during.rssKiB = Math.max(during.rssKiB, now.rssKiB);
@@ -370,6 +399,7 @@ async function runOne(
       served,
       busy,
       p99Ms: percentile(latencies, 0.99),
+      lastFailureS,
       before,
       during,
       after,
@@ -438,6 +468,7 @@ function table(rows: Row[]): string {
     "attack connections",
     "bystander served",
     "busy",
+    "last miss at",
     "p99 ms",
     "RSS MiB before/during/after",
     "fds before/during/after",
@@ -448,6 +479,7 @@ function table(rows: Row[]): string {
     String(row.attacks),
     `${row.served}/${row.visits} (${(100 * row.served / Math.max(1, row.visits)).toFixed(0)}%)`,
     String(row.busy),
+    row.lastFailureS === null ? "-" : `${row.lastFailureS.toFixed(1)} s`,
     row.p99Ms.toFixed(1),
     `${mib(row.before.rssKiB)} / ${mib(row.during.rssKiB)} / ${mib(row.after.rssKiB)}`,
     `${row.before.fds} / ${row.during.fds} / ${row.after.fds}`,
@@ -470,6 +502,7 @@ async function main(args: string[]): Promise<number> {
       variant: { type: "string", default: "all" },
       seconds: { type: "string", default: "5" },
       "max-connections": { type: "string", default: "1000" },
+      "reconnect-ms": { type: "string", default: "1000" },
       reference: { type: "string", default: "node,c" },
       out: { type: "string" },
       "half-open-helper": { type: "string" },
@@ -494,6 +527,7 @@ async function main(args: string[]): Promise<number> {
   }
   const seconds = Number(values.seconds);
   const maxConnections = Number(values["max-connections"]);
+  const reconnectMs = Number(values["reconnect-ms"]);
   const ours = [
     ...startCommand(),
     "--host",
@@ -527,13 +561,14 @@ async function main(args: string[]): Promise<number> {
   }
   console.log(
     `machine: ${navigator.hardwareConcurrency} CPUs, ${Deno.build.os}; ` +
-      `${seconds} s per attack, --max-connections ${maxConnections}; ` +
+      `${seconds} s per attack, --max-connections ${maxConnections}, ` +
+      `hogs reconnect after ${reconnectMs} ms; ` +
       `bystander from ${BYSTANDER}, attackers from ${ATTACKERS[0]}–${ATTACKERS.at(-1)}`,
   );
   const rows: Row[] = [];
   for (const scenario of scenarios) {
     for (const target of targets) {
-      const row = await runOne(target, scenario, seconds, maxConnections);
+      const row = await runOne(target, scenario, seconds, maxConnections, reconnectMs);
       rows.push(row);
       console.log(
         `${scenario} / ${target.label}: served ${row.served}/${row.visits}, p99 ${
@@ -547,7 +582,10 @@ async function main(args: string[]): Promise<number> {
   const out = values.out ??
     `${root}bench/results/${new Date().toISOString().slice(0, 10)}-attack.json`;
   Deno.mkdirSync(new URL(".", `file://${out}`).pathname, { recursive: true });
-  Deno.writeTextFileSync(out, JSON.stringify({ seconds, maxConnections, rows }, null, 2) + "\n");
+  Deno.writeTextFileSync(
+    out,
+    JSON.stringify({ seconds, maxConnections, reconnectMs, rows }, null, 2) + "\n",
+  );
   console.log(`\nwritten to ${out}`);
   return 0;
 }
