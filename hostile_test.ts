@@ -8,6 +8,7 @@ import {
   freePort,
   JAM_LINE,
   LineClient,
+  mainModule,
   resetStorm,
   silentFrom,
   startServerProcess,
@@ -322,4 +323,47 @@ Deno.test({
   assert.equal(server.stats.addressesTracked, 0, "the per-client table is empty");
   await until(() => openDescriptors() <= baseline, 5000, "descriptors back to the baseline");
   assert.ok(await bystanderServed(port), "the bystander is served after the attack");
+});
+
+Deno.test({
+  name: "out of file descriptors, the server warns once, keeps serving, and recovers by itself",
+  ignore: !linux,
+}, async () => {
+  const metricsPort = freePort();
+  // A descriptor limit of 64 leaves room for about 35 connections next to Deno's own.
+  await using server = await startServerProcess(
+    ["--host", "127.0.0.1", "--metrics", `127.0.0.1:${metricsPort}`, "--log-format", "json"],
+    [
+      "prlimit",
+      "--nofile=64:64",
+      Deno.execPath(),
+      "run",
+      "--allow-net",
+      "--allow-env=PORT",
+      mainModule,
+    ],
+  );
+  using held = await LineClient.connect(server.port);
+  assert.match(await held.time(), JAM_LINE);
+  const hogs = [];
+  try {
+    for (let i = 0; i < 60; i++) hogs.push(await LineClient.connect(server.port));
+    await server.logged(/out of file descriptors/);
+    // A connection served before the shortage is still served during it.
+    assert.match(await held.time(), JAM_LINE);
+    // Waiting in the listen queue, a newcomer is served once descriptors are freed.
+    using newcomer = await LineClient.connect(server.port);
+    await newcomer.send("TIME\r\n");
+    for (const hog of hogs.splice(0)) hog.close();
+    assert.match((await within(5000, newcomer.readLine(), "the newcomer's answer"))!, JAM_LINE);
+  } finally {
+    for (const hog of hogs) hog.close();
+  }
+  const exhausted = await scrapeCounter(
+    metricsPort,
+    'timeserver_errors_total{kind="accept_exhausted"}',
+  );
+  assert.ok(exhausted >= 1, `${exhausted} accepts failed for want of descriptors`);
+  const warnings = server.text().split("\n").filter((line) => line.includes("out of file"));
+  assert.equal(warnings.length, 1, "one warning, though every freed descriptor ended a streak");
 });

@@ -231,6 +231,8 @@ const LINGER_SHARE = 0.1;
 const PEER_EVICTION_WAIT_MS = 50;
 /** How many such connections may wait at once per worker; the others get `ERR server busy`. */
 const PEER_EVICTION_WAITERS = 64;
+/** The shortest time between two warnings that accepting failed for want of resources. */
+const SHORTAGE_LOG_EVERY_MS = 10000;
 /** The sweep's longest period; it also ticks the coarse clock that activity is stamped with. */
 const SWEEP_MAX_MS = 250;
 /** Accepting ticks the coarse clock too, at most this often, so eviction sees fresh time. */
@@ -430,6 +432,7 @@ class Server implements TimeServer {
   readonly #timers: ReturnType<typeof setInterval>[] = [];
   /** Wakes an accept loop backing off for want of descriptors: a connection closed. */
   #descriptorFreed: (() => void) | null = null;
+  #lastShortageLog = -Infinity;
   #shutdown: Promise<void> | null = null;
   /**
    * `performance.now()` as of the last sweep (or eviction check): a coarse clock for
@@ -540,9 +543,13 @@ class Server implements TimeServer {
           continue;
         }
         // Out of descriptors or memory: back off, but retry as soon as a connection
-        // closes. Log once per streak of failures, not once per retry.
+        // closes. Log once per streak of failures, and at most once in a while, since
+        // each freed descriptor can end a streak and start the next.
         this.#stats.acceptExhausted++;
-        if (backoff === 0) this.#logAcceptError(error);
+        if (backoff === 0 && performance.now() - this.#lastShortageLog >= SHORTAGE_LOG_EVERY_MS) {
+          this.#lastShortageLog = performance.now();
+          this.#logAcceptError(error);
+        }
         backoff = Math.min(1000, backoff === 0 ? 5 : backoff * 2);
         await this.#waitForDescriptor(backoff, signal);
         continue;
