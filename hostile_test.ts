@@ -150,14 +150,11 @@ Deno.test({
     // Each visit that found the server full closed one hog; a visit frees its slot on QUIT.
     const evicted = server.stats.evicted;
     assert.ok(evicted >= 1, `${evicted} evicted`);
-    const told = hogs.map(async (hog) => {
-      const text = await Promise.race([hog.received, Promise.resolve(null)]);
-      return text === "ERR idle, closed to make room\r\n";
-    });
-    await until(() => server.stats.connectionsOpen <= 40, 5000, "the evicted hogs gone");
+    // Closing the rest settles every hog's transcript; the evicted ones heard why.
     await Promise.all(hogs.map((hog) => hog.close()));
-    const heard = (await Promise.all(told)).filter(Boolean).length;
-    assert.ok(heard >= 1, "an evicted hog is told why");
+    const heard = await Promise.all(hogs.map((hog) => hog.received));
+    const told = heard.filter((text) => text === "ERR idle, closed to make room\r\n").length;
+    assert.equal(told, server.stats.evicted, "every evicted hog is told why");
   } finally {
     await Promise.all(hogs.map((hog) => hog.close()));
     await talker.stop();
@@ -238,16 +235,14 @@ Deno.test({
     // Full (20 of 20) is two past the mark (18), where the idle timeout has shrunk to
     // evictAfter: two connections go, the two silent the longest.
     await until(() => server.stats.evicted >= 2, 5000, "two evictions");
-    const closedOlder = older.map((hog) => hog.received.then(() => 1));
-    const closedNewer = newer.map((hog) => hog.received.then(() => 1));
-    const settled = (all: Promise<number>[]) =>
-      Promise.all(all.map((p) => Promise.race([p, Promise.resolve(0)])));
     await until(() => server.stats.connectionsOpen <= 18, 5000, "the evicted gone");
-    const older_closed = (await settled(closedOlder)).reduce((a, b) => a + b, 0);
-    const newer_closed = (await settled(closedNewer)).reduce((a, b) => a + b, 0);
-    assert.equal(older_closed, 2, "the two closed are among the older ones");
-    assert.equal(newer_closed, 0);
     assert.equal(server.stats.evicted, 2, "no more than needed to get back under the mark");
+    // Closing the rest settles every transcript; only the evicted heard anything.
+    await Promise.all([...older, ...newer].map((hog) => hog.close()));
+    const told = async (hogs: typeof older) =>
+      (await Promise.all(hogs.map((hog) => hog.received))).filter((text) => text !== "").length;
+    assert.equal(await told(older), 2, "the two closed are among the older ones");
+    assert.equal(await told(newer), 0);
   } finally {
     await Promise.all([...older, ...newer].map((hog) => hog.close()));
   }

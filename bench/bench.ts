@@ -396,8 +396,10 @@ async function main(args: string[]): Promise<number> {
         "{port}",
         "--log-level",
         level,
+        // Room to spare, so that the idle connections stay under the high-water mark
+        // past which the server closes silent connections (see Reliability in the README).
         "--max-connections",
-        String(Math.max(10000, idleConnections)),
+        String(Math.max(10000, 2 * idleConnections)),
         ...variant.trim().split(/\s+/).filter((word) =>
           word !== ""
         ),
