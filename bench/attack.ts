@@ -4,6 +4,7 @@ import net from "node:net";
 import { parseArgs } from "node:util";
 import { startCommand, waitForPort } from "./bench.ts";
 import { freePort } from "../test_util.ts";
+import { UsageError } from "../usage.ts";
 
 const HELP = `Usage: deno task attack [options]
 
@@ -23,6 +24,8 @@ Options:
   --max-connections N     the server's --max-connections (default 1000)
   --reconnect-ms N        how long a hog the server closed waits before it connects
                           again (default 1000; 0 = at once)
+  --server-args=ARGS      more flags for this project's server, e.g.
+                          --server-args="--max-connections-per-ip 50"
   --reference LIST        reference servers for the plain variant: node, c, none
                           (default node,c where ../shared/bench has them and they build)
   --out FILE              where the JSON goes (default bench/results/<date>-attack.json)
@@ -495,20 +498,27 @@ function table(rows: Row[]): string {
 }
 
 async function main(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      scenario: { type: "string", default: "all" },
-      variant: { type: "string", default: "all" },
-      seconds: { type: "string", default: "5" },
-      "max-connections": { type: "string", default: "1000" },
-      "reconnect-ms": { type: "string", default: "1000" },
-      reference: { type: "string", default: "node,c" },
-      out: { type: "string" },
-      "half-open-helper": { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        scenario: { type: "string", default: "all" },
+        variant: { type: "string", default: "all" },
+        seconds: { type: "string", default: "5" },
+        "max-connections": { type: "string", default: "1000" },
+        "reconnect-ms": { type: "string", default: "1000" },
+        reference: { type: "string", default: "node,c" },
+        "server-args": { type: "string", default: "" },
+        out: { type: "string" },
+        "half-open-helper": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (error) {
+    console.error(`attack: ${UsageError.fromParseArgs(error).message} (see --help)`);
+    return 2;
+  }
   if (values["half-open-helper"]) {
     await halfOpenHelper(values["half-open-helper"]);
     return 0;
@@ -537,7 +547,11 @@ async function main(args: string[]): Promise<number> {
     "--log-level",
     "warn",
   ];
-  const limits = ["--max-connections", String(maxConnections)];
+  const limits = [
+    "--max-connections",
+    String(maxConnections),
+    ...values["server-args"].split(/\s+/).filter((arg) => arg !== ""),
+  ];
   const targets: Target[] = [];
   if (variants.includes("plain")) {
     targets.push({ label: "time-server", command: [...ours, ...limits], proxy: false });
