@@ -13,6 +13,7 @@ import {
   silentFrom,
   startServerProcess,
   within,
+  workersCommand,
 } from "./test_util.ts";
 
 const linux = Deno.build.os === "linux";
@@ -162,6 +163,44 @@ Deno.test({
   // The client that asked every 100 ms was never closed to make room.
   assert.ok(talker.answers.length > 5, `${talker.answers.length} answers`);
   for (const answer of talker.answers) assert.match(answer, JAM_LINE);
+});
+
+Deno.test({
+  name: "with --workers 2 silent connections make room as well, whichever worker holds them",
+  ignore: !linux,
+}, async () => {
+  const metricsPort = freePort();
+  await using server = await startServerProcess([
+    "--host",
+    "127.0.0.1",
+    "--workers",
+    "2",
+    "--max-connections",
+    "20",
+    "--evict-after",
+    "0.3",
+    "--metrics",
+    `127.0.0.1:${metricsPort}`,
+  ], workersCommand);
+  const hogs = await Promise.all(
+    Array.from({ length: 22 }, (_, i) => silentFrom(`127.0.0.${10 + (i % 10)}`, server.port)),
+  );
+  try {
+    const open = () => scrapeCounter(metricsPort, "timeserver_connections_open");
+    for (let held = await open(); held < 20; held = await open()) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await silence(0.5);
+    let served = 0;
+    for (let visit = 0; visit < 20; visit++) {
+      if (await bystanderServed(server.port)) served++;
+    }
+    assert.ok(served >= 19, `the bystander was served ${served} times out of 20`);
+    const evicted = await scrapeCounter(metricsPort, 'timeserver_errors_total{kind="evicted"}');
+    assert.ok(evicted >= 1, `${evicted} evicted`);
+  } finally {
+    await Promise.all(hogs.map((hog) => hog.close()));
+  }
 });
 
 Deno.test({

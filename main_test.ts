@@ -6,23 +6,12 @@ import {
   freePort,
   JAM_LINE,
   LineClient,
-  mainModule,
   runMain,
   sendUntilStalled,
   startServerProcess,
   within,
+  workersCommand,
 } from "./test_util.ts";
-
-const projectDir = new URL(".", import.meta.url).pathname;
-/** `deno run main.ts` as `deno task start` runs it: Workers need to read the modules. */
-const withWorkers = [
-  Deno.execPath(),
-  "run",
-  "--allow-net",
-  "--allow-env=PORT",
-  `--allow-read=${projectDir}`,
-  mainModule,
-];
 
 Deno.test("command line defaults to serving with info logs in text", () => {
   assert.deepEqual(parseCommandLine([]), {
@@ -238,7 +227,7 @@ Deno.test({
 }, async () => {
   await using server = await startServerProcess(
     ["--host", "127.0.0.1", "--workers", "2", "--log-level", "debug", "--log-format", "json"],
-    withWorkers,
+    workersCommand,
   );
   // The kernel spreads connections over the workers by a hash of their addresses:
   // with 40 of them, both get some unless something is wrong (odds 2 in 2^40).
@@ -267,7 +256,7 @@ Deno.test({
   const metricsPort = freePort();
   await using server = await startServerProcess(
     ["--host", "127.0.0.1", "--workers", "2", "--metrics", `127.0.0.1:${metricsPort}`],
-    withWorkers,
+    workersCommand,
   );
   // A client that is owed answers and does not read them keeps the drain going.
   using client = await LineClient.connect(server.port);

@@ -243,6 +243,16 @@ export async function startServerProcess(
 /** The path of `main.ts`, for running it in a subprocess. */
 export const mainModule: string = new URL("./main.ts", import.meta.url).pathname;
 
+/** `deno run main.ts` as `deno task start` runs it, for `--workers`: Workers read the modules. */
+export const workersCommand: string[] = [
+  Deno.execPath(),
+  "run",
+  "--allow-net",
+  "--allow-env=PORT",
+  `--allow-read=${new URL(".", import.meta.url).pathname}`,
+  mainModule,
+];
+
 /**
  * Connects from a chosen local address (e.g. 127.0.0.2, which Linux routes on
  * loopback) with `node:net`, since `Deno.connect` cannot pick one, sends `text`,
