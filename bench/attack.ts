@@ -2,7 +2,7 @@
 
 import net from "node:net";
 import { parseArgs } from "node:util";
-import { startCommand, waitForPort } from "./bench.ts";
+import { startCommand, startServer } from "./bench.ts";
 import { freePort } from "../test_util.ts";
 import { UsageError } from "../usage.ts";
 
@@ -347,15 +347,8 @@ async function runOne(
 ): Promise<Row> {
   const port = freePort();
   const command = target.command.map((part) => part.replaceAll("{port}", String(port)));
-  const child = new Deno.Command(command[0], {
-    args: command.slice(1),
-    cwd: root,
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
+  const child = await startServer(command, port);
   try {
-    await waitForPort(port, child);
     await visit(port, target.proxy); // warm-up
     const before = sample(child.pid);
     const attack = await startAttack(scenario, port, target.proxy, maxConnections, reconnectMs);

@@ -75,8 +75,30 @@ function hasTaskset(): boolean {
   }
 }
 
+/**
+ * Starts a server (`argv`, run in the project's folder, its output discarded) and
+ * resolves once it accepts connections on `port`; kills it if it does not.
+ */
+export async function startServer(argv: string[], port: number): Promise<Deno.ChildProcess> {
+  const child = new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    cwd: root,
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    await waitForPort(port, child);
+    return child;
+  } catch (error) {
+    child.kill("SIGKILL");
+    await child.status;
+    throw error;
+  }
+}
+
 /** Resolves once something accepts connections on `port`; rejects if `child` exits first. */
-export async function waitForPort(port: number, child: Deno.ChildProcess): Promise<void> {
+async function waitForPort(port: number, child: Deno.ChildProcess): Promise<void> {
   let exited = false;
   child.status.then(() => exited = true);
   const deadline = performance.now() + 15000;
@@ -157,15 +179,8 @@ async function runScenario(
   const workersAt = command.indexOf("--workers");
   const multi = workersAt !== -1 && command[workersAt + 1] !== "1";
   const serverArgv = pin && !multi ? ["taskset", "-c", "0", ...command] : command;
-  const child = new Deno.Command(serverArgv[0], {
-    args: serverArgv.slice(1),
-    cwd: root,
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
+  const child = await startServer(serverArgv, port);
   try {
-    await waitForPort(port, child);
     const loadgenPath = options.loadgen as string | undefined;
     const idleCount = Number(options.idleConnections);
     // One loopback address gives ~28,000 client ports; spread larger loads over more.
