@@ -82,12 +82,16 @@ function textValue(value: string | number | boolean): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { createLogger } from "./log.ts";
  *
  * const lines: string[] = [];
- * const log = createLogger({ format: "json", write: (line) => lines.push(line) });
+ * const log = createLogger({ format: "json", write: (line) => lines.push(line), now: () => 0 });
  * log.info("listening", { address: "[::]:45000" });
  * log.debug("not written at the default level");
+ * assert.deepEqual(lines.map((line) => JSON.parse(line)), [
+ *   { time: "1970-01-01T00:00:00.000Z", level: "info", msg: "listening", address: "[::]:45000" },
+ * ]);
  * ```
  */
 export function createLogger(options: LoggerOptions = {}): Logger {

@@ -97,10 +97,14 @@ const FLAGS = {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseCommandLine } from "./main.ts";
  *
  * const invocation = parseCommandLine(["--port", "4000", "--tz", "UTC"]);
- * // { action: "serve", options: { port: 4000, timeZone: "UTC", … }, … }
+ * assert.equal(invocation.action, "serve");
+ * if (invocation.action === "serve") {
+ *   assert.deepEqual(invocation.options, { port: 4000, timeZone: "UTC" });
+ * }
  * ```
  */
 export function parseCommandLine(

@@ -111,8 +111,9 @@ export function parseHostPort(text: string): { hostname: string; port: number } 
 }
 
 /**
- * Serves `GET /metrics` on its own HTTP listener; every other path is 404. Counting
- * happens in the servers anyway, so a scrape costs the TCP server nothing.
+ * Serves `GET /metrics` on its own HTTP listener; every other path is 404. The servers
+ * count anyway, so with one server a scrape only reads its counters; with workers it
+ * sends each worker one message and waits for its counters.
  */
 export function serveMetrics(
   address: { hostname: string; port: number },

@@ -35,6 +35,7 @@ export type Frame = typeof Frame[keyof typeof Frame];
  *
  * @example Pull the lines out of two fragments
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Frame, LineFramer } from "./protocol.ts";
  *
  * const framer = new LineFramer(1024);
@@ -46,7 +47,7 @@ export type Frame = typeof Frame[keyof typeof Frame];
  *     lines.push(decoder.decode(framer.line()));
  *   }
  * }
- * // lines is ["TIME", "QUIT"]
+ * assert.deepEqual(lines, ["TIME", "QUIT"]);
  * ```
  */
 export class LineFramer {
@@ -208,9 +209,10 @@ function upper(byte: number): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Command, parseRequest } from "./protocol.ts";
  *
- * parseRequest(new TextEncoder().encode(" time threading")) === Command.Time; // true
+ * assert.equal(parseRequest(new TextEncoder().encode(" time threading")), Command.Time);
  * ```
  */
 export function parseRequest(
@@ -274,10 +276,11 @@ export function isValidTimeZone(timeZone: string): boolean {
  *
  * @example An injected clock
  * ```ts
+ * import assert from "node:assert/strict";
  * import { TimeAnswer } from "./protocol.ts";
  *
  * const answer = new TimeAnswer({ timeZone: "UTC", now: () => Date.UTC(2026, 0, 1, 9, 5, 3) });
- * new TextDecoder().decode(answer.current()); // "JAM 09:05:03\r\n"
+ * assert.equal(new TextDecoder().decode(answer.current()), "JAM 09:05:03\r\n");
  * ```
  */
 export class TimeAnswer {
@@ -409,12 +412,14 @@ const LONGEST_ANSWER = Math.max(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Session, TimeAnswer } from "./protocol.ts";
  *
- * const session = new Session({ time: new TimeAnswer({ timeZone: "UTC" }) });
+ * const now = () => Date.UTC(2026, 0, 1, 9, 5, 3);
+ * const session = new Session({ time: new TimeAnswer({ timeZone: "UTC", now }) });
  * session.push(new TextEncoder().encode("TIME\r\nQUIT\r\nTIME\r\n"));
- * const answer = session.pull(); // "JAM hh:mm:ss\r\n"
- * session.closing; // true: send the answer, then close
+ * assert.equal(new TextDecoder().decode(session.pull()), "JAM 09:05:03\r\n");
+ * assert.ok(session.closing, "send the answer, then close; the TIME after QUIT is not answered");
  * ```
  */
 export class Session {

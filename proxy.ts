@@ -59,11 +59,15 @@ function matchesPrefix(bytes: Uint8Array, length: number, prefix: Uint8Array): b
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseProxyHeader } from "./proxy.ts";
  *
  * const bytes = new TextEncoder().encode("PROXY TCP4 203.0.113.7 10.0.0.1 51000 45000\r\nTIME\r\n");
- * parseProxyHeader(bytes);
- * // { status: "ok", length: 45, source: { hostname: "203.0.113.7", port: 51000 } }
+ * assert.deepEqual(parseProxyHeader(bytes), {
+ *   status: "ok",
+ *   length: 45,
+ *   source: { hostname: "203.0.113.7", port: 51000 },
+ * });
  * ```
  */
 export function parseProxyHeader(bytes: Uint8Array, length: number = bytes.length): ProxyHeader {

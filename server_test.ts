@@ -85,7 +85,9 @@ Deno.test("server answers the unterminated last line when the client half-closes
   await client.send("TIME\r\nTIME");
   await client.conn.closeWrite();
   const all = await client.readAll();
-  assert.equal(all.split("\r\n").filter((line) => line !== "").length, 2);
+  const answers = all.split("\r\n").filter((line) => line !== "");
+  assert.equal(answers.length, 2, all);
+  for (const answer of answers) assert.match(answer + "\r\n", JAM_LINE);
 });
 
 Deno.test("server serves 1,000 concurrent clients doing 10 TIMEs each", async () => {

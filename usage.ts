@@ -1,6 +1,9 @@
 // Command-line mistakes: one error type and the checks that raise it.
 
-/** The longest number of seconds a flag takes; timers cannot wait much longer than 24 days. */
+/**
+ * The longest number of seconds a flag takes: a day. No timeout of this server needs
+ * more, and a day is well inside what a timer can wait (2^31 − 1 ms, about 24.8 days).
+ */
 const MAX_SECONDS = 86400;
 
 /**

@@ -4,7 +4,10 @@ import type { LogFormat, LogLevel } from "./log.ts";
 import { sumStats } from "./metrics.ts";
 import { type ServerOptions, type ServerStats, SHARED_CONNECTION_SLOTS } from "./server.ts";
 
-/** Server options that can cross to a Worker (everything but the logger and the clock). */
+/**
+ * Server options that can cross to a Worker: all but the logger and the clock, which
+ * cannot be sent, and the shared counter and `reusePort`, which the pool sets itself.
+ */
 export type WorkerServerOptions = Omit<
   ServerOptions,
   "logger" | "now" | "sharedConnections" | "reusePort"
