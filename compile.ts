@@ -3,7 +3,7 @@
 import { parseArgs } from "node:util";
 
 /** The targets `--all` builds: what `deno compile --target` supports, minus Windows on ARM. */
-export const TARGETS = [
+const TARGETS = [
   "x86_64-unknown-linux-gnu",
   "aarch64-unknown-linux-gnu",
   "x86_64-apple-darwin",
@@ -17,7 +17,7 @@ const root = new URL(".", import.meta.url).pathname;
  * The runtime flags of `deno task start` (permissions, V8 and unstable flags), read
  * from deno.json so that the binary runs exactly as `deno task start` does.
  */
-export function runtimeFlags(): string[] {
+function runtimeFlags(): string[] {
   const config = JSON.parse(Deno.readTextFileSync(`${root}deno.json`));
   const words = (config.tasks.start as string).split(/\s+/);
   // Reading the sources (for --workers) is a `deno run` need: the binary embeds them.

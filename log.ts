@@ -14,8 +14,6 @@ export type LogFields = Record<string, string | number | boolean | undefined>;
 
 /** Writes log events; each method is a no-op when its level is off. */
 export interface Logger {
-  /** The most verbose level written. */
-  readonly level: LogLevel;
   /** Tells whether events of `level` are written, so callers can skip building them. */
   enabled(level: LogLevel): boolean;
   /** A failure that needs attention: a bug, or the server cannot go on. */
@@ -125,7 +123,6 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   }
 
   return {
-    level,
     enabled: (eventLevel) => LOG_LEVELS.indexOf(eventLevel) <= threshold,
     error: (msg, fields) => emit("error", msg, fields),
     warn: (msg, fields) => emit("warn", msg, fields),

@@ -24,8 +24,6 @@ import {
 import { UsageError } from "./usage.ts";
 import { askTime, CLIENT_HELP, ClientError, parseClientCommandLine } from "./client.ts";
 
-export { UsageError };
-
 /** The program's version, from `deno.json`. */
 export const VERSION: string = config.version;
 

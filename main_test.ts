@@ -1,7 +1,8 @@
 // Tests of the command line: flag parsing in-process, and the program as a subprocess.
 
 import assert from "node:assert/strict";
-import { HELP, parseCommandLine, UsageError, VERSION } from "./main.ts";
+import { HELP, parseCommandLine, VERSION } from "./main.ts";
+import { UsageError } from "./usage.ts";
 import {
   freePort,
   JAM_LINE,
@@ -152,10 +153,8 @@ Deno.test("command line rejects bad input with a one-line message naming the fla
   }
 });
 
-const run = runMain;
-
 Deno.test("program prints help and exits 0", async () => {
-  const { code, stdout, stderr } = await run(["--help"]);
+  const { code, stdout, stderr } = await runMain(["--help"]);
   assert.equal(code, 0);
   assert.match(stdout, /^time-server .*\n\nUsage: time-server/);
   assert.equal(stderr, "");
@@ -163,7 +162,7 @@ Deno.test("program prints help and exits 0", async () => {
 
 Deno.test("program rejects a bad flag with one line on stderr and exit code 2", async () => {
   for (const args of [["--bogus"], ["--port", "http"], ["--tz", "Nowhere/Land"]]) {
-    const { code, stdout, stderr } = await run(args);
+    const { code, stdout, stderr } = await runMain(args);
     assert.equal(code, 2, args.join(" "));
     assert.equal(stdout, "");
     assert.match(stderr, /^time-server: [^\n]+\n$/, args.join(" "));
@@ -172,7 +171,12 @@ Deno.test("program rejects a bad flag with one line on stderr and exit code 2", 
 
 Deno.test("program exits 1 with one line when the port is in use", async () => {
   using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { code, stderr } = await run(["--host", "127.0.0.1", "--port", String(taken.addr.port)]);
+  const { code, stderr } = await runMain([
+    "--host",
+    "127.0.0.1",
+    "--port",
+    String(taken.addr.port),
+  ]);
   assert.equal(code, 1);
   assert.equal(
     stderr,

@@ -308,11 +308,6 @@ export class TimeAnswer {
     });
   }
 
-  /** The time zone the answers are in, as the runtime resolved it. */
-  get timeZone(): string {
-    return this.#format.resolvedOptions().timeZone;
-  }
-
   /** The answer for the clock's current second: `JAM hh:mm:ss\r\n`, 14 ASCII bytes. */
   current(): Uint8Array {
     const second = Math.floor(this.#now() / 1000);

@@ -46,8 +46,6 @@ export type WithoutRequest<T> = T extends unknown ? Omit<T, "request"> : never;
 export interface WorkerPool {
   /** The port every worker listens on. */
   readonly port: number;
-  /** Each worker's counters, in worker order. */
-  statsByWorker(): Promise<ServerStats[]>;
   /** All workers' counters added up. */
   stats(): Promise<ServerStats>;
   /** Drains every worker (each shuts its server down) and resolves with their last counters. */
@@ -153,7 +151,6 @@ export async function startWorkers(
   let stopping: Promise<ServerStats[]> | null = null;
   return {
     port: port!,
-    statsByWorker,
     stats: async () => sumStats(await statsByWorker()),
     shutdown() {
       stopping ??= Promise.all(workers.map((worker) => worker.shutdown()));

@@ -180,7 +180,7 @@ async function churnLoop(
  * Reads a process's resident set size in KiB with `ps` (Deno allows reading another
  * process's /proc files only with --allow-all); 0 where unknown.
  */
-export function rssKiB(pid: number): number {
+function rssKiB(pid: number): number {
   if (pid <= 0) return 0;
   try {
     const output = new Deno.Command("ps", { args: ["-o", "rss=", "-p", String(pid)] }).outputSync();
