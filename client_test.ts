@@ -36,7 +36,7 @@ Deno.test("client asks once and returns the server's answer", async () => {
   const answers = await askTime({ hostname: "127.0.0.1", port: server.addr.port });
   assert.equal(answers.length, 1);
   assert.match(answers[0], ANSWER_PATTERN);
-  assert.equal(server.stats.quit, 1, "the client said QUIT");
+  assert.equal(server.stats.requestsQuit, 1, "the client said QUIT");
 });
 
 Deno.test("client asks --count times and reports each answer as it comes", async () => {
@@ -51,7 +51,7 @@ Deno.test("client asks --count times and reports each answer as it comes", async
   });
   assert.equal(answers.length, 3);
   assert.deepEqual(seen, answers);
-  assert.equal(server.stats.time, 3);
+  assert.equal(server.stats.requestsTime, 3);
 });
 
 Deno.test("client fails with one line when nothing listens", async () => {

@@ -149,13 +149,13 @@ Deno.test({
     }
     assert.ok(served >= 19, `the bystander was served ${served} times out of 20`);
     // Each visit that found the server full closed one hog; a visit frees its slot on QUIT.
-    const evicted = server.stats.evicted;
+    const evicted = server.stats.closedEvicted;
     assert.ok(evicted >= 1, `${evicted} evicted`);
     // Closing the rest settles every hog's transcript; the evicted ones heard why.
     await Promise.all(hogs.map((hog) => hog.close()));
     const heard = await Promise.all(hogs.map((hog) => hog.received));
     const told = heard.filter((text) => text === "ERR idle, closed to make room\r\n").length;
-    assert.equal(told, server.stats.evicted, "every evicted hog is told why");
+    assert.equal(told, server.stats.closedEvicted, "every evicted hog is told why");
   } finally {
     await Promise.all(hogs.map((hog) => hog.close()));
     await talker.stop();
@@ -219,7 +219,7 @@ Deno.test({
     await client.send("PROXY TCP4 203.0.113.7 127.0.0.1 51000 45000\r\nTIME\r\n");
     assert.match((await client.readLine())!, JAM_LINE);
     // One made room for it, at accept or in the sweep (full is past the high-water mark).
-    assert.ok(server.stats.evicted >= 1, `${server.stats.evicted} evicted`);
+    assert.ok(server.stats.closedEvicted >= 1, `${server.stats.closedEvicted} evicted`);
   } finally {
     await Promise.all(hogs.map((hog) => hog.close()));
   }
@@ -234,7 +234,7 @@ Deno.test("a server full of clients that keep asking refuses a newcomer with ERR
     await silence(0.4);
     using newcomer = await LineClient.connect(port);
     assert.equal(await newcomer.readAll(), "ERR server busy\r\n");
-    assert.equal(server.stats.evicted, 0);
+    assert.equal(server.stats.closedEvicted, 0);
   } finally {
     await Promise.all(talkers.map((talker) => talker.stop()));
   }
@@ -273,9 +273,9 @@ Deno.test({
   try {
     // Full (20 of 20) is two past the mark (18), where the idle timeout has shrunk to
     // evictAfter: two connections go, the two silent the longest.
-    await until(() => server.stats.evicted >= 2, 5000, "two evictions");
+    await until(() => server.stats.closedEvicted >= 2, 5000, "two evictions");
     await until(() => server.stats.connectionsOpen <= 18, 5000, "the evicted gone");
-    assert.equal(server.stats.evicted, 2, "no more than needed to get back under the mark");
+    assert.equal(server.stats.closedEvicted, 2, "no more than needed to get back under the mark");
     // Closing the rest settles every transcript; only the evicted heard anything.
     await Promise.all([...older, ...newer].map((hog) => hog.close()));
     const told = async (hogs: typeof older) =>

@@ -10,17 +10,11 @@ import {
   type Logger,
   type LogLevel,
 } from "./log.ts";
-import { parseHostPort, serveMetrics, sumStats } from "./metrics.ts";
+import { parseHostPort, serveMetrics } from "./metrics.ts";
+import { type ServerStats, sumStats } from "./stats.ts";
 import { startWorkers, WorkerStartError } from "./workers.ts";
 import { isValidTimeZone } from "./protocol.ts";
-import {
-  DEFAULTS,
-  formatAddress,
-  serve,
-  type ServerOptions,
-  type ServerStats,
-  statsFields,
-} from "./server.ts";
+import { DEFAULTS, formatAddress, serve, type ServerOptions } from "./server.ts";
 import { UsageError } from "./usage.ts";
 import { askTime, CLIENT_HELP, ClientError, parseClientCommandLine } from "./client.ts";
 
@@ -331,11 +325,11 @@ export async function main(args: string[]): Promise<number> {
       logger.info("worker stopped", {
         worker,
         connectionsTotal: stats.connectionsTotal,
-        requestsTime: stats.time,
+        requestsTime: stats.requestsTime,
       })
     );
   }
-  logger.info("stopped", statsFields(sumStats(last)));
+  logger.info("stopped", { ...sumStats(last) });
   return 0;
 }
 

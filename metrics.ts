@@ -1,7 +1,7 @@
 // Prometheus metrics: the text exposition format, and a small HTTP endpoint serving it.
 
 import type { Logger } from "./log.ts";
-import type { ServerStats } from "./server.ts";
+import type { ServerStats } from "./stats.ts";
 
 /** What the metrics describe besides the counters. */
 export interface MetricsInfo {
@@ -9,18 +9,6 @@ export interface MetricsInfo {
   version: string;
   /** When the process started, in seconds since the epoch. */
   startTimeSeconds: number;
-}
-
-/** Adds up the counters of several servers (workers) into one. */
-export function sumStats(all: readonly ServerStats[]): ServerStats {
-  const total = { ...all[0] };
-  for (const stats of all.slice(1)) {
-    for (const key in total) {
-      const k = key as keyof ServerStats;
-      total[k] += stats[k];
-    }
-  }
-  return total;
 }
 
 /**
@@ -61,22 +49,22 @@ export function formatMetrics(stats: ServerStats, info: MetricsInfo): string {
     [["", stats.addressesTracked]],
   );
   metric("timeserver_requests_total", "counter", "Request lines answered, by command.", [
-    ['{command="time"}', stats.time],
-    ['{command="quit"}', stats.quit],
-    ['{command="unknown"}', stats.unknown],
+    ['{command="time"}', stats.requestsTime],
+    ['{command="quit"}', stats.requestsQuit],
+    ['{command="unknown"}', stats.requestsUnknown],
   ]);
   metric(
     "timeserver_errors_total",
     "counter",
     "Connections refused, closed early or failed at accept, by kind.",
     [
-      ['{kind="line_too_long"}', stats.lineTooLong],
-      ['{kind="busy"}', stats.busy],
-      ['{kind="evicted"}', stats.evicted],
-      ['{kind="per_ip"}', stats.perIp],
-      ['{kind="idle_timeout"}', stats.idleTimeout],
-      ['{kind="reset"}', stats.reset],
-      ['{kind="proxy_header"}', stats.proxyHeader],
+      ['{kind="line_too_long"}', stats.closedLineTooLong],
+      ['{kind="busy"}', stats.refusedBusy],
+      ['{kind="evicted"}', stats.closedEvicted],
+      ['{kind="per_ip"}', stats.refusedPerIp],
+      ['{kind="idle_timeout"}', stats.closedIdle],
+      ['{kind="reset"}', stats.closedReset],
+      ['{kind="proxy_header"}', stats.closedProxyHeader],
       ['{kind="accept_aborted"}', stats.acceptAborted],
       ['{kind="accept_exhausted"}', stats.acceptExhausted],
     ],

@@ -2,8 +2,9 @@
 
 import assert from "node:assert/strict";
 import { createLogger } from "./log.ts";
-import { formatMetrics, parseHostPort, serveMetrics, sumStats } from "./metrics.ts";
-import { newServerStats, serve, type ServerStats } from "./server.ts";
+import { formatMetrics, parseHostPort, serveMetrics } from "./metrics.ts";
+import { serve } from "./server.ts";
+import { newServerStats, type ServerStats, sumStats } from "./stats.ts";
 import { JAM_LINE, LineClient } from "./test_util.ts";
 
 const zero: ServerStats = newServerStats();
@@ -20,7 +21,7 @@ function samples(text: string): Map<string, number> {
 }
 
 Deno.test("metrics are written in the Prometheus text format with the documented names", () => {
-  const text = formatMetrics({ ...zero, time: 5, busy: 2, connectionsOpen: 1 }, {
+  const text = formatMetrics({ ...zero, requestsTime: 5, refusedBusy: 2, connectionsOpen: 1 }, {
     version: "1.2.3",
     startTimeSeconds: 1764000000,
   });
@@ -55,12 +56,12 @@ Deno.test("metrics are written in the Prometheus text format with the documented
 });
 
 Deno.test("metrics add up the counters of several workers", () => {
-  const total = sumStats([{ ...zero, time: 2, connectionsOpen: 1 }, {
+  const total = sumStats([{ ...zero, requestsTime: 2, connectionsOpen: 1 }, {
     ...zero,
-    time: 3,
+    requestsTime: 3,
     connectionsOpen: 4,
   }]);
-  assert.equal(total.time, 5);
+  assert.equal(total.requestsTime, 5);
   assert.equal(total.connectionsOpen, 5);
 });
 
@@ -137,7 +138,7 @@ const promtool = hasPromtool();
 if (!promtool) console.log("metrics_test.ts: skipping promtool check: promtool is not installed");
 
 Deno.test({ name: "metrics pass promtool check metrics", ignore: !promtool }, async () => {
-  const text = formatMetrics({ ...zero, time: 7 }, {
+  const text = formatMetrics({ ...zero, requestsTime: 7 }, {
     version: "1.0.0",
     startTimeSeconds: 1764000000,
   });

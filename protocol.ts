@@ -354,18 +354,18 @@ export class TimeAnswer {
 /** How many requests of each kind a server has answered; {@linkcode Session} adds to it. */
 export interface RequestCounts {
   /** `TIME` requests answered. */
-  time: number;
+  requestsTime: number;
   /** `QUIT` requests. */
-  quit: number;
+  requestsQuit: number;
   /** Lines that were not a known command. */
-  unknown: number;
+  requestsUnknown: number;
   /** Connections closed for a line over the limit. */
-  lineTooLong: number;
+  closedLineTooLong: number;
 }
 
 /** Returns a {@linkcode RequestCounts} with every count at zero. */
 export function newRequestCounts(): RequestCounts {
-  return { time: 0, quit: 0, unknown: 0, lineTooLong: 0 };
+  return { requestsTime: 0, requestsQuit: 0, requestsUnknown: 0, closedLineTooLong: 0 };
 }
 
 /** Options of {@linkcode Session}. */
@@ -472,7 +472,7 @@ export class Session {
       if (frame === Frame.None && this.#ended) frame = framer.finish();
       if (frame === Frame.None) break;
       if (frame === Frame.TooLong) {
-        counts.lineTooLong++;
+        counts.closedLineTooLong++;
         this.#closing = true;
         length = this.#append(length, run, ERR_LINE_TOO_LONG);
         run = 0;
@@ -480,14 +480,14 @@ export class Session {
       }
       const command = parseRequest(framer.lineBuffer, framer.lineStart, framer.lineEnd);
       if (command === Command.Time) {
-        counts.time++;
+        counts.requestsTime++;
         run++;
       } else if (command === Command.Quit) {
-        counts.quit++;
+        counts.requestsQuit++;
         this.#closing = true;
         break;
       } else if (command === Command.Unknown) {
-        counts.unknown++;
+        counts.requestsUnknown++;
         length = this.#append(length, run, ERR_UNKNOWN_COMMAND);
         run = 0;
       }

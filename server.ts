@@ -2,14 +2,13 @@
 
 import { ActivityList, type ActivityNode } from "./activity_list.ts";
 import { highWaterMark, mayReplace, pressureTimeout } from "./overload.ts";
-import { createLogger, type LogFields, type Logger } from "./log.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { newServerStats, type ServerStats } from "./stats.ts";
 import {
   DEFAULT_MAX_LINE,
   ERR_IDLE_EVICTED,
   ERR_SERVER_BUSY,
   ERR_TOO_MANY_CONNECTIONS,
-  newRequestCounts,
-  type RequestCounts,
   Session,
   TimeAnswer,
 } from "./protocol.ts";
@@ -124,68 +123,6 @@ export const DEFAULTS = {
   proxyHeaderTimeout: 5,
   evictAfter: 1,
 } as const;
-
-/** What a server has done so far; the numbers only grow, except the gauges marked as such. */
-export interface ServerStats extends RequestCounts {
-  /** Gauge: connections open now, lingering ones included. */
-  connectionsOpen: number;
-  /** Gauge: client addresses the server counts connections under now. */
-  addressesTracked: number;
-  /**
-   * Connections accepted since the start, including those closed at once for the
-   * per-client limit or a bad PROXY header; those refused with `ERR server busy` are not.
-   */
-  connectionsTotal: number;
-  /** Connections refused with `ERR server busy`. */
-  busy: number;
-  /** Silent connections closed to make room for new ones (`ERR idle, closed to make room`). */
-  evicted: number;
-  /** Connections closed by the idle timeout. */
-  idleTimeout: number;
-  /** Connections that ended in a reset or broken pipe. */
-  reset: number;
-  /** Connections refused with `ERR too many connections` (per-client limit). */
-  perIp: number;
-  /** Connections closed for a missing or malformed PROXY header. */
-  proxyHeader: number;
-  /** Accepts that failed for that one connection alone (it was reset or aborted before accept). */
-  acceptAborted: number;
-  /** Accepts that failed for want of file descriptors or memory (the server backs off). */
-  acceptExhausted: number;
-  /** Bytes read from clients. */
-  bytesReceived: number;
-  /** Bytes written to clients. */
-  bytesSent: number;
-}
-
-/** Returns a {@linkcode ServerStats} with every count at zero. */
-export function newServerStats(): ServerStats {
-  return {
-    ...newRequestCounts(),
-    connectionsOpen: 0,
-    addressesTracked: 0,
-    connectionsTotal: 0,
-    busy: 0,
-    evicted: 0,
-    idleTimeout: 0,
-    reset: 0,
-    perIp: 0,
-    proxyHeader: 0,
-    acceptAborted: 0,
-    acceptExhausted: 0,
-    bytesReceived: 0,
-    bytesSent: 0,
-  };
-}
-
-/**
- * The counters as log fields. The request counts are renamed (`requestsTime`, …),
- * since `time` is the timestamp of every log line.
- */
-export function statsFields(stats: ServerStats): LogFields {
-  const { time, quit, unknown, ...rest } = stats;
-  return { requestsTime: time, requestsQuit: quit, requestsUnknown: unknown, ...rest };
-}
 
 /** A running server, as returned by {@linkcode serve}. */
 export interface TimeServer extends AsyncDisposable {
@@ -485,7 +422,7 @@ class Server implements TimeServer {
       let last = "";
       this.#timers.push(setInterval(() => {
         const summary = JSON.stringify(this.#stats);
-        if (summary !== last) this.#logger.info("summary", statsFields(this.#stats));
+        if (summary !== last) this.#logger.info("summary", { ...this.#stats });
         last = summary;
       }, statsInterval * 1000));
     }
@@ -667,7 +604,7 @@ class Server implements TimeServer {
   }
 
   #evict(client: Client): void {
-    this.#stats.evicted++;
+    this.#stats.closedEvicted++;
     if (this.#debug) this.#logger.debug("evicted to make room", { peer: this.#peer(client) });
     const conn = client.conn;
     this.#close(client, "evicted", false);
@@ -787,7 +724,7 @@ class Server implements TimeServer {
   }
 
   #refuse(conn: Deno.TcpConn): void {
-    this.#stats.busy++;
+    this.#stats.refusedBusy++;
     if (this.#debug) {
       this.#logger.debug("connection refused: server busy", {
         peer: formatAddress(conn.remoteAddr),
@@ -836,7 +773,7 @@ class Server implements TimeServer {
         const header = await this.#readProxyHeader(client, buffer);
         if (header === null) {
           reason = "no valid PROXY header";
-          stats.proxyHeader++;
+          stats.closedProxyHeader++;
           return;
         }
         ({ buffer, carried } = header);
@@ -848,7 +785,7 @@ class Server implements TimeServer {
         });
       }
       if (!this.#admitAddress(client)) {
-        stats.perIp++;
+        stats.refusedPerIp++;
         reason = "per-client limit";
         await conn.write(ERR_TOO_MANY_CONNECTIONS);
         stats.bytesSent += ERR_TOO_MANY_CONNECTIONS.length;
@@ -903,7 +840,7 @@ class Server implements TimeServer {
         if (
           error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe
         ) {
-          stats.reset++;
+          stats.closedReset++;
         }
         reason = error instanceof Deno.errors.UnexpectedEof ? "closed by client" : "reset";
       } else {
@@ -1031,7 +968,7 @@ class Server implements TimeServer {
   #expire(list: ActivityList<Client>, deadline: number, reason: CloseReason): void {
     for (let client = list.oldest; client !== null && client.lastActive < deadline;) {
       if (reason === "idle timeout") {
-        this.#stats.idleTimeout++;
+        this.#stats.closedIdle++;
         if (this.#debug) this.#logger.debug("idle timeout", { peer: this.#peer(client) });
       }
       this.#close(client, reason);

@@ -68,7 +68,7 @@ Deno.test("server closes a client whose line is too long while serving another",
   await abuser.send("x".repeat(65));
   assert.equal(await abuser.readAll(), "ERR line too long\r\n");
   assert.match(await other.time(), JAM_LINE);
-  assert.equal(server.stats.lineTooLong, 1);
+  assert.equal(server.stats.closedLineTooLong, 1);
 });
 
 Deno.test("server accepts a line of exactly --max-line bytes", async () => {
@@ -102,7 +102,7 @@ Deno.test("server serves 1,000 concurrent clients doing 10 TIMEs each", async ()
       }
     }));
     assert.equal(server.stats.connectionsOpen, 1000);
-    assert.equal(server.stats.time, 10000);
+    assert.equal(server.stats.requestsTime, 10000);
   } finally {
     for (const client of clients) client.close();
   }
@@ -114,7 +114,7 @@ Deno.test("server closes connections idle for longer than the idle timeout", asy
   using slowloris = await LineClient.connect(server.addr.port);
   await slowloris.send("TI"); // never completes a request
   await within(5000, Promise.all([silent.closed(), slowloris.closed()]), "idle close");
-  assert.equal(server.stats.idleTimeout, 2);
+  assert.equal(server.stats.closedIdle, 2);
 });
 
 Deno.test("server keeps a connection open while it sends requests", async () => {
@@ -125,7 +125,7 @@ Deno.test("server keeps a connection open while it sends requests", async () => 
   while (performance.now() - started < 900) {
     assert.match(await client.time(), JAM_LINE);
   }
-  assert.equal(server.stats.idleTimeout, 0);
+  assert.equal(server.stats.closedIdle, 0);
 });
 
 Deno.test("server refuses connections past --max-connections and keeps serving the others", async () => {
@@ -142,7 +142,7 @@ Deno.test("server refuses connections past --max-connections and keeps serving t
   await first.closed();
   using fourth = await LineClient.connect(server.addr.port);
   assert.match(await fourth.time(), JAM_LINE);
-  assert.equal(server.stats.busy, 1);
+  assert.equal(server.stats.refusedBusy, 1);
 });
 
 Deno.test("server stops reading from a client that never reads its answers", async () => {
@@ -181,7 +181,7 @@ Deno.test("shutdown sends what is owed, closes idle clients at once, and stops a
   await pending;
   await within(5000, stopping, "shutdown");
   assert.ok(answers.length > 100000, `${answers.length} answers`);
-  assert.equal(answers.length, server.stats.time - 1);
+  assert.equal(answers.length, server.stats.requestsTime - 1);
   for (const answer of answers) assert.match(answer + "\r\n", JAM_LINE);
 });
 
@@ -316,7 +316,7 @@ Deno.test({
   await within(5000, closedPeer(`127.0.0.1:${first.localPort}`).promise, "the server letting go");
   assert.match(await exchangeFrom("127.0.0.1", port, "TIME\r\nQUIT\r\n"), JAM_LINE);
   await second.close();
-  assert.equal(server.stats.perIp, 1);
+  assert.equal(server.stats.refusedPerIp, 1);
 });
 
 Deno.test("server counts IPv4-mapped IPv6 clients under their IPv4 address", async () => {
@@ -369,8 +369,8 @@ Deno.test("server with --proxy-protocol closes connections without a valid heade
     await client.send(input);
     assert.equal(await client.readAll(), "", JSON.stringify(input.slice(0, 20)));
   }
-  assert.equal(server.stats.proxyHeader, 3);
-  assert.equal(server.stats.time, 0);
+  assert.equal(server.stats.closedProxyHeader, 3);
+  assert.equal(server.stats.requestsTime, 0);
 });
 
 Deno.test("server with --proxy-protocol closes a connection that sends no header in time", async () => {

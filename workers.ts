@@ -1,8 +1,8 @@
 // Several event loops on one port: a pool of Workers, each running a server with SO_REUSEPORT.
 
 import type { LogFormat, LogLevel } from "./log.ts";
-import { sumStats } from "./metrics.ts";
-import { type ServerOptions, type ServerStats, SHARED_CONNECTION_SLOTS } from "./server.ts";
+import { type ServerOptions, SHARED_CONNECTION_SLOTS } from "./server.ts";
+import { type ServerStats, sumStats } from "./stats.ts";
 
 /**
  * Server options that can cross to a Worker: all but the logger and the clock, which

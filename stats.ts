@@ -1,0 +1,84 @@
+// What a server counts: connections, requests, refusals and closes, traffic; and adding them up.
+
+import { newRequestCounts, type RequestCounts } from "./protocol.ts";
+
+/**
+ * What a server has done so far; the numbers only grow, except the gauges marked as
+ * such. The names are the log keys of the `summary` line as they are, so they say
+ * what they count: `requests…`, `refused…`, `closed…`.
+ */
+export interface ServerStats extends RequestCounts {
+  /** Gauge: connections open now, lingering ones included. */
+  connectionsOpen: number;
+  /** Gauge: client addresses the server counts connections under now. */
+  addressesTracked: number;
+  /**
+   * Connections accepted since the start, including those closed at once for the
+   * per-client limit or a bad PROXY header; those refused with `ERR server busy` are not.
+   */
+  connectionsTotal: number;
+  /** Connections refused with `ERR server busy`. */
+  refusedBusy: number;
+  /** Connections refused with `ERR too many connections` (per-client limit). */
+  refusedPerIp: number;
+  /** Silent connections closed to make room for new ones (`ERR idle, closed to make room`). */
+  closedEvicted: number;
+  /** Connections closed by the idle timeout. */
+  closedIdle: number;
+  /** Connections that ended in a reset or broken pipe. */
+  closedReset: number;
+  /** Connections closed for a missing or malformed PROXY header. */
+  closedProxyHeader: number;
+  /** Accepts that failed for that one connection alone (it was reset or aborted before accept). */
+  acceptAborted: number;
+  /** Accepts that failed for want of file descriptors or memory (the server backs off). */
+  acceptExhausted: number;
+  /** Bytes read from clients. */
+  bytesReceived: number;
+  /** Bytes written to clients. */
+  bytesSent: number;
+}
+
+/** Returns a {@linkcode ServerStats} with every count at zero. */
+export function newServerStats(): ServerStats {
+  return {
+    ...newRequestCounts(),
+    connectionsOpen: 0,
+    addressesTracked: 0,
+    connectionsTotal: 0,
+    refusedBusy: 0,
+    refusedPerIp: 0,
+    closedEvicted: 0,
+    closedIdle: 0,
+    closedReset: 0,
+    closedProxyHeader: 0,
+    acceptAborted: 0,
+    acceptExhausted: 0,
+    bytesReceived: 0,
+    bytesSent: 0,
+  };
+}
+
+/**
+ * Adds up the counters of several servers (workers) into one.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { newServerStats, sumStats } from "./stats.ts";
+ *
+ * const a = { ...newServerStats(), requestsTime: 2, connectionsOpen: 1 };
+ * const b = { ...newServerStats(), requestsTime: 3, connectionsOpen: 4 };
+ * assert.equal(sumStats([a, b]).requestsTime, 5);
+ * ```
+ */
+export function sumStats(all: readonly ServerStats[]): ServerStats {
+  const total = newServerStats();
+  for (const stats of all) {
+    for (const key in total) {
+      const k = key as keyof ServerStats;
+      total[k] += stats[k];
+    }
+  }
+  return total;
+}
