@@ -1,6 +1,8 @@
 // Client mode: ask a time server for the time, for health checks, scripts and operators.
 
 import { parseArgs } from "node:util";
+import { delay, LineReader } from "./net.ts";
+import { DEFAULT_PORT, TIME_ANSWER } from "./protocol.ts";
 import { UsageError } from "./usage.ts";
 
 /** Options of {@linkcode askTime}. */
@@ -12,7 +14,7 @@ export interface ClientOptions {
   hostname?: string;
   /**
    * The server's port.
-   * @default {45000}
+   * @default {DEFAULT_PORT}
    */
   port?: number;
   /**
@@ -37,9 +39,6 @@ export interface ClientOptions {
 const TIME_REQUEST = new TextEncoder().encode("TIME\r\n");
 const QUIT_REQUEST = new TextEncoder().encode("QUIT\r\n");
 
-/** The shape of a valid answer to TIME, without its CR LF. */
-export const ANSWER_PATTERN = /^JAM ([01]\d|2[0-3]):[0-5]\d:[0-5]\d$/;
-
 /** Thrown by {@linkcode askTime} when the server cannot be reached or answers wrongly. */
 export class ClientError extends Error {
   override name = "ClientError";
@@ -62,7 +61,7 @@ export class ClientError extends Error {
  */
 export async function askTime(options: ClientOptions = {}): Promise<string[]> {
   const hostname = options.hostname ?? "localhost";
-  const port = options.port ?? 45000;
+  const port = options.port ?? DEFAULT_PORT;
   const count = options.count ?? 1;
   const interval = options.interval ?? 1;
   const timeout = options.timeout ?? 5;
@@ -78,16 +77,17 @@ export async function askTime(options: ClientOptions = {}): Promise<string[]> {
       if (signal.aborted) throw new ClientError(`no connection to ${where} within ${timeout} s`);
       throw new ClientError(`cannot connect to ${where}: ${describe(error)}`);
     }
-    const lines = lineReader(conn);
+    const lines = new LineReader(conn, 1024);
     const answers: string[] = [];
     for (let i = 0; i < count; i++) {
-      if (i > 0) await sleep(interval * 1000, signal);
+      if (i > 0) await delay(interval * 1000, signal);
       await conn.write(TIME_REQUEST);
-      const answer = await lines.next();
-      if (answer === null) {
+      const line = await lines.next();
+      if (line === null) {
         throw new ClientError(`${where} closed the connection without answering`);
       }
-      if (!ANSWER_PATTERN.test(answer)) {
+      const answer = line.replace(/\r?\n$/, "");
+      if (!TIME_ANSWER.test(answer + "\r\n")) {
         throw new ClientError(
           `${where} answered ${JSON.stringify(answer)} instead of JAM hh:mm:ss`,
         );
@@ -97,11 +97,14 @@ export async function askTime(options: ClientOptions = {}): Promise<string[]> {
     }
     await conn.write(QUIT_REQUEST);
     const extra = await lines.next();
-    if (extra !== null) throw new ClientError(`${where} answered ${JSON.stringify(extra)} to QUIT`);
+    if (extra !== null) {
+      throw new ClientError(`${where} answered ${JSON.stringify(extra.trimEnd())} to QUIT`);
+    }
     return answers;
   } catch (error) {
     if (signal.aborted) throw new ClientError(`${where} did not finish within ${timeout} s`);
     if (error instanceof ClientError) throw error;
+    if (error instanceof RangeError) throw new ClientError(`${where} sent an answer line too long`);
     throw new ClientError(`connection to ${where} failed: ${describe(error)}`);
   } finally {
     signal.removeEventListener("abort", abort);
@@ -118,52 +121,15 @@ function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", stop);
-      resolve();
-    }, ms);
-    const stop = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    signal.addEventListener("abort", stop, { once: true });
-  });
-}
-
-/** Reads CR LF or LF terminated lines from a connection; `null` at its end. */
-function lineReader(conn: Deno.Conn): { next(): Promise<string | null> } {
-  const decoder = new TextDecoder();
-  const buffer = new Uint8Array(1024);
-  let pending = "";
-  return {
-    async next() {
-      for (;;) {
-        const lf = pending.indexOf("\n");
-        if (lf !== -1) {
-          const line = pending.slice(0, lf).replace(/\r$/, "");
-          pending = pending.slice(lf + 1);
-          return line;
-        }
-        if (pending.length > 1024) throw new ClientError("answer line too long");
-        const n = await conn.read(buffer);
-        if (n === null) return pending === "" ? null : pending;
-        pending += decoder.decode(buffer.subarray(0, n), { stream: true });
-      }
-    },
-  };
-}
-
 /** The text `time-server client --help` prints. */
-export const CLIENT_HELP = `Usage: time-server client [options]
+export const CLIENT_HELP: string = `Usage: time-server client [options]
 
 Asks a time server for the time: sends TIME, prints each answer, sends QUIT.
 Exits 0 when every answer is a valid "JAM hh:mm:ss", 1 otherwise, 2 for a bad command line.
 
 Options:
   --host HOST          server to ask (default localhost)
-  -p, --port PORT      its port (default 45000, or $PORT)
+  -p, --port PORT      its port (default ${DEFAULT_PORT}, or $PORT)
   -n, --count N        how many times to ask (default 1)
   --interval SECONDS   pause between two requests (default 1)
   --timeout SECONDS    limit for the whole exchange (default 5)

@@ -8,6 +8,9 @@ const SPACE = 0x20;
 const TAB = 0x09;
 const NO_BYTES = new Uint8Array(0);
 
+/** The TCP port of the time protocol, where servers listen and clients connect by default. */
+export const DEFAULT_PORT = 45000;
+
 /** The longest request line, in bytes without the CR LF, that servers accept by default. */
 export const DEFAULT_MAX_LINE = 1024;
 
@@ -252,6 +255,31 @@ export const ERR_TOO_MANY_CONNECTIONS: Uint8Array = encoder.encode(
 
 /** The length in bytes of every answer to `TIME`: `JAM hh:mm:ss\r\n`. */
 export const TIME_ANSWER_LENGTH = 14;
+
+/** The shape of every answer to TIME, with its CR LF; {@linkcode isTimeAnswer} checks bytes. */
+export const TIME_ANSWER: RegExp = /^JAM ([01]\d|2[0-3]):[0-5]\d:[0-5]\d\r\n$/;
+
+/**
+ * Tells whether the 14 bytes at `at` are an answer to TIME, `JAM hh:mm:ss\r\n` with a
+ * valid time, without decoding them: {@linkcode TIME_ANSWER} for load generators.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { isTimeAnswer } from "./protocol.ts";
+ *
+ * assert.ok(isTimeAnswer(new TextEncoder().encode("JAM 23:59:59\r\n"), 0));
+ * assert.ok(!isTimeAnswer(new TextEncoder().encode("JAM 24:00:00\r\n"), 0));
+ * ```
+ */
+export function isTimeAnswer(b: Uint8Array, at: number): boolean {
+  const digit = (i: number) => b[at + i] >= 0x30 && b[at + i] <= 0x39;
+  const value = (i: number) => (b[at + i] - 0x30) * 10 + b[at + i + 1] - 0x30;
+  return b[at] === 0x4a && b[at + 1] === 0x41 && b[at + 2] === 0x4d && b[at + 3] === 0x20 &&
+    digit(4) && digit(5) && b[at + 6] === 0x3a && digit(7) && digit(8) &&
+    b[at + 9] === 0x3a && digit(10) && digit(11) && b[at + 12] === 0x0d && b[at + 13] === 0x0a &&
+    value(4) < 24 && value(7) < 60 && value(10) < 60;
+}
 
 /**
  * Tells whether a time zone name is one this runtime knows (an IANA name such as

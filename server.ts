@@ -6,12 +6,14 @@ import { createLogger, type Logger } from "./log.ts";
 import { newServerStats, type ServerStats } from "./stats.ts";
 import {
   DEFAULT_MAX_LINE,
+  DEFAULT_PORT,
   ERR_IDLE_EVICTED,
   ERR_SERVER_BUSY,
   ERR_TOO_MANY_CONNECTIONS,
   Session,
   TimeAnswer,
 } from "./protocol.ts";
+import { delay, writeAll } from "./net.ts";
 import { parseProxyHeader, type ProxiedAddress, PROXY_HEADER_MAX } from "./proxy.ts";
 
 /** Options of {@linkcode serve}; every field is optional. */
@@ -113,7 +115,7 @@ export interface ServerOptions {
 /** The defaults of {@linkcode ServerOptions}, in one place. */
 export const DEFAULTS = {
   hostname: "::",
-  port: 45000,
+  port: DEFAULT_PORT,
   maxLine: DEFAULT_MAX_LINE,
   idleTimeout: 300,
   maxConnections: 10000,
@@ -269,11 +271,6 @@ function isSetupError(error: unknown): boolean {
   return error instanceof Deno.errors.AddrInUse ||
     error instanceof Deno.errors.PermissionDenied ||
     error instanceof Deno.errors.NotCapable;
-}
-
-/** Writes what a first write left over; most writes take everything at once. */
-async function writeRest(conn: Deno.Conn, bytes: Uint8Array, written: number): Promise<void> {
-  while (written < bytes.length) written += await conn.write(bytes.subarray(written));
 }
 
 function closeQuietly(conn: Deno.Conn): void {
@@ -501,18 +498,11 @@ class Server implements TimeServer {
   }
 
   /** Resolves after `ms`, when a connection closes, or when accepting stops. */
-  #waitForDescriptor(ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        this.#descriptorFreed = null;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal.addEventListener("abort", done, { once: true });
-      this.#descriptorFreed = done;
-    });
+  async #waitForDescriptor(ms: number, signal: AbortSignal): Promise<void> {
+    const freed = new AbortController();
+    this.#descriptorFreed = () => freed.abort();
+    await delay(ms, AbortSignal.any([signal, freed.signal]));
+    this.#descriptorFreed = null;
   }
 
   /**
@@ -813,7 +803,7 @@ class Server implements TimeServer {
           do {
             this.#enter(client, "writing");
             const written = await conn.write(out);
-            if (written < out.length) await writeRest(conn, out, written);
+            if (written < out.length) await writeAll(conn, out, written);
             stats.bytesSent += out.length;
             out = session.pull();
           } while (out.length > 0);

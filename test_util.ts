@@ -1,20 +1,22 @@
 // Helpers shared by the tests: a line-oriented TCP client and small waits.
 
 import net from "node:net";
+import { LineReader, writeAll } from "./net.ts";
+import { TIME_ANSWER } from "./protocol.ts";
+
+export { freePort } from "./net.ts";
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 
 /** A test client that sends text and reads the server's answers line by line. */
 export class LineClient implements Disposable {
   readonly conn: Deno.TcpConn;
-  #buffered = "";
-  #buffer: Uint8Array | undefined;
-  #eof = false;
+  readonly #lines: LineReader;
   #closed = false;
 
   private constructor(conn: Deno.TcpConn) {
     this.conn = conn;
+    this.#lines = new LineReader(conn);
   }
 
   /** Connects to a server on loopback (or `hostname`). */
@@ -23,10 +25,8 @@ export class LineClient implements Disposable {
   }
 
   /** Sends text or bytes, all of it. */
-  async send(data: string | Uint8Array): Promise<void> {
-    const bytes = typeof data === "string" ? encoder.encode(data) : data;
-    let written = 0;
-    while (written < bytes.length) written += await this.conn.write(bytes.subarray(written));
+  send(data: string | Uint8Array): Promise<void> {
+    return writeAll(this.conn, typeof data === "string" ? encoder.encode(data) : data);
   }
 
   /** Sends `TIME` and returns the line that answers it ("" if the server closed instead). */
@@ -35,46 +35,22 @@ export class LineClient implements Disposable {
     return (await this.readLine()) ?? "";
   }
 
-  /** Reads one line with its CR LF, or `null` at the end of the stream. */
-  async readLine(): Promise<string | null> {
-    for (;;) {
-      const lf = this.#buffered.indexOf("\n");
-      if (lf !== -1) {
-        const line = this.#buffered.slice(0, lf + 1);
-        this.#buffered = this.#buffered.slice(lf + 1);
-        return line;
-      }
-      if (this.#eof || !(await this.#fill())) {
-        const rest = this.#buffered;
-        this.#buffered = "";
-        return rest === "" ? null : rest;
-      }
-    }
+  /**
+   * Reads one line with its CR LF, or `null` at the end of the stream. A reset is an
+   * error here: the server must close gracefully.
+   */
+  readLine(): Promise<string | null> {
+    return this.#lines.next();
   }
 
   /** Reads everything until the server closes the connection. */
-  async readAll(): Promise<string> {
-    while (!this.#eof && (await this.#fill()));
-    const rest = this.#buffered;
-    this.#buffered = "";
-    return rest;
+  readAll(): Promise<string> {
+    return this.#lines.rest();
   }
 
   /** Resolves once the server has closed the connection (any bytes before that are dropped). */
   async closed(): Promise<void> {
     await this.readAll();
-  }
-
-  async #fill(): Promise<boolean> {
-    const buffer = this.#buffer ??= new Uint8Array(65536);
-    // A reset is an error here: the server must close gracefully.
-    const n = await this.conn.read(buffer);
-    if (n === null) {
-      this.#eof = true;
-      return false;
-    }
-    this.#buffered += decoder.decode(buffer.subarray(0, n), { stream: true });
-    return true;
   }
 
   /** Closes the connection; safe to call twice. */
@@ -93,8 +69,8 @@ export class LineClient implements Disposable {
   }
 }
 
-/** The shape of every answer to TIME. */
-export const JAM_LINE = /^JAM ([01]\d|2[0-3]):[0-5]\d:[0-5]\d\r\n$/;
+/** The shape of every answer to TIME, with its CR LF. */
+export const JAM_LINE: RegExp = TIME_ANSWER;
 
 /**
  * Rejects if `promise` takes longer than `ms`: a bound on a test that would
@@ -314,19 +290,6 @@ export async function runMain(
     stdout: decoder.decode(output.stdout),
     stderr: decoder.decode(output.stderr),
   };
-}
-
-/** A port that is free now, below 32768 so that it cannot collide with the kernel's client ports. */
-export function freePort(hostname = "127.0.0.1"): number {
-  for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 12768);
-    try {
-      Deno.listen({ hostname, port }).close();
-      return port;
-    } catch {
-      // Taken; try another.
-    }
-  }
 }
 
 /**

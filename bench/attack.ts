@@ -3,7 +3,7 @@
 import net from "node:net";
 import { parseArgs } from "node:util";
 import { startCommand, startServer } from "./bench.ts";
-import { freePort } from "../test_util.ts";
+import { freePort } from "../net.ts";
 import { UsageError } from "../usage.ts";
 
 const HELP = `Usage: deno task attack [options]

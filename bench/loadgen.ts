@@ -1,6 +1,8 @@
 // A load generator for the time protocol, in TypeScript: drives one server and prints one JSON result.
 
 import { parseArgs } from "node:util";
+import { writeAll } from "../net.ts";
+import { isTimeAnswer, TIME_ANSWER_LENGTH } from "../protocol.ts";
 
 /** What one load run measured; printed as JSON on stdout. */
 export interface LoadResult {
@@ -27,16 +29,7 @@ export interface LoadResult {
 const encoder = new TextEncoder();
 const TIME = encoder.encode("TIME\r\n");
 const QUIT = encoder.encode("QUIT\r\n");
-const ANSWER_LENGTH = 14;
-
-/** Checks one 14-byte answer, `JAM hh:mm:ss\r\n`, without decoding it. */
-function isAnswer(b: Uint8Array, i: number): boolean {
-  const digit = (c: number) => c >= 0x30 && c <= 0x39;
-  return b[i] === 0x4a && b[i + 1] === 0x41 && b[i + 2] === 0x4d && b[i + 3] === 0x20 &&
-    digit(b[i + 4]) && digit(b[i + 5]) && b[i + 6] === 0x3a && digit(b[i + 7]) &&
-    digit(b[i + 8]) && b[i + 9] === 0x3a && digit(b[i + 10]) && digit(b[i + 11]) &&
-    b[i + 12] === 0x0d && b[i + 13] === 0x0a;
-}
+const ANSWER_LENGTH = TIME_ANSWER_LENGTH;
 
 /** Latency samples in microseconds, kept in a growable typed array. */
 class Samples {
@@ -60,11 +53,6 @@ class Samples {
 interface Window {
   start: number;
   end: number;
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let written = 0;
-  while (written < bytes.length) written += await conn.write(bytes.subarray(written));
 }
 
 /**
@@ -104,7 +92,7 @@ async function requestLoop(
       let answered = 0;
       let i = 0;
       for (; i + ANSWER_LENGTH <= end; i += ANSWER_LENGTH) {
-        if (!isAnswer(buffer, i)) {
+        if (!isTimeAnswer(buffer, i)) {
           counts.errors++;
           return;
         }
@@ -154,7 +142,7 @@ async function churnLoop(
         if (n === null) break;
         got += n;
       }
-      if (got !== ANSWER_LENGTH || !isAnswer(buffer, 0)) {
+      if (got !== ANSWER_LENGTH || !isTimeAnswer(buffer, 0)) {
         counts.errors++;
         continue;
       }
@@ -198,7 +186,7 @@ async function readAnswer(conn: Deno.Conn, buffer: Uint8Array): Promise<boolean>
     if (n === null) return false;
     got += n;
   }
-  return isAnswer(buffer, 0);
+  return isTimeAnswer(buffer, 0);
 }
 
 /**

@@ -1,0 +1,107 @@
+// Socket helpers shared by the server, the client, the tools and the tests.
+
+/**
+ * Writes all of `bytes` (from `written` on: what a first write already took), however
+ * many writes it takes; most take everything at once.
+ */
+export async function writeAll(conn: Deno.Conn, bytes: Uint8Array, written = 0): Promise<void> {
+  while (written < bytes.length) written += await conn.write(bytes.subarray(written));
+}
+
+/** Resolves after `ms` milliseconds, or at once when `signal` aborts (it never rejects). */
+export function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
+/**
+ * Reads a connection line by line: each line with its LF (and CR), decoded as UTF-8,
+ * through one reused buffer. Throws `RangeError` for a line longer than `maxLine`.
+ *
+ * @example
+ * ```ts ignore
+ * import { LineReader } from "./net.ts";
+ *
+ * const conn = await Deno.connect({ hostname: "127.0.0.1", port: 45000 });
+ * await conn.write(new TextEncoder().encode("TIME\r\n"));
+ * console.log(await new LineReader(conn).next()); // "JAM 09:05:03\r\n"
+ * ```
+ */
+export class LineReader {
+  readonly #conn: Deno.Conn;
+  readonly #maxLine: number;
+  readonly #decoder = new TextDecoder();
+  #buffer: Uint8Array | undefined;
+  #pending = "";
+  #ended = false;
+
+  constructor(conn: Deno.Conn, maxLine = 65536) {
+    this.#conn = conn;
+    this.#maxLine = maxLine;
+  }
+
+  /** The next line with its line end; the unterminated rest, or null, at the end of the stream. */
+  async next(): Promise<string | null> {
+    for (;;) {
+      const lf = this.#pending.indexOf("\n");
+      if (lf !== -1) {
+        const line = this.#pending.slice(0, lf + 1);
+        this.#pending = this.#pending.slice(lf + 1);
+        return line;
+      }
+      if (this.#pending.length > this.#maxLine) {
+        throw new RangeError(`line longer than ${this.#maxLine} characters`);
+      }
+      if (!(await this.#fill())) return this.#take() || null;
+    }
+  }
+
+  /** Everything until the end of the stream. */
+  async rest(): Promise<string> {
+    while (await this.#fill());
+    return this.#take();
+  }
+
+  #take(): string {
+    const rest = this.#pending;
+    this.#pending = "";
+    return rest;
+  }
+
+  async #fill(): Promise<boolean> {
+    if (this.#ended) return false;
+    const buffer = this.#buffer ??= new Uint8Array(65536);
+    const n = await this.#conn.read(buffer);
+    if (n === null) {
+      this.#ended = true;
+      this.#pending += this.#decoder.decode();
+      return false;
+    }
+    this.#pending += this.#decoder.decode(buffer.subarray(0, n), { stream: true });
+    return true;
+  }
+}
+
+/**
+ * A TCP port that is free now on `hostname`, below 32768 so that it cannot collide with
+ * the ports Linux hands out to client sockets (32768–60999).
+ */
+export function freePort(hostname = "127.0.0.1"): number {
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12768);
+    try {
+      Deno.listen({ hostname, port }).close();
+      return port;
+    } catch {
+      // Taken; try another.
+    }
+  }
+}
