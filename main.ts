@@ -14,12 +14,16 @@ import { parseHostPort, serveMetrics } from "./metrics.ts";
 import { type ServerStats, sumStats } from "./stats.ts";
 import { startWorkers, WorkerStartError } from "./workers.ts";
 import { isValidTimeZone } from "./protocol.ts";
-import { DEFAULTS, formatAddress, serve, type ServerOptions } from "./server.ts";
+import { formatAddress } from "./net.ts";
+import { DEFAULTS, resolveServerOptions, serve, type ServerOptions } from "./server.ts";
 import { UsageError } from "./usage.ts";
 import { askTime, CLIENT_HELP, ClientError, parseClientCommandLine } from "./client.ts";
 
 /** The program's version, from `deno.json`. */
 export const VERSION: string = config.version;
+
+/** The defaults of the command line's own flags; the server's are {@linkcode DEFAULTS}. */
+const COMMAND_LINE_DEFAULTS = { logLevel: "info", logFormat: "text", workers: 1 } as const;
 
 /** The text `--help` prints. */
 export const HELP =
@@ -38,11 +42,11 @@ Options:
                               connection silent the longest makes room, else "ERR server busy"
   --evict-after SECONDS       silence after which a connection may make room when full (default ${DEFAULTS.evictAfter})
   --shutdown-timeout SECONDS  on SIGINT/SIGTERM, wait this long for owed answers (default ${DEFAULTS.shutdownTimeout})
-  --log-level LEVEL           ${LOG_LEVELS.join(", ")} (default info)
-  --log-format FORMAT         ${LOG_FORMATS.join(", ")} (default text)
-  --max-connections-per-ip N  connections one client address may hold, 0 = no limit (default 0)
+  --log-level LEVEL           ${LOG_LEVELS.join(", ")} (default ${COMMAND_LINE_DEFAULTS.logLevel})
+  --log-format FORMAT         ${LOG_FORMATS.join(", ")} (default ${COMMAND_LINE_DEFAULTS.logFormat})
+  --max-connections-per-ip N  connections one client address may hold, 0 = no limit (default ${DEFAULTS.maxConnectionsPerIp})
   --proxy-protocol            expect a HAProxy PROXY header (v1 or v2) on every connection
-  --workers N|auto            event loops sharing the port, Linux only (default 1; auto = CPUs)
+  --workers N|auto            event loops sharing the port, Linux only (default ${COMMAND_LINE_DEFAULTS.workers}; auto = CPUs)
   --metrics HOST:PORT         serve Prometheus metrics at http://HOST:PORT/metrics (default off)
   -h, --help                  print this help and exit
   -V, --version               print the version and exit
@@ -162,7 +166,7 @@ export function parseCommandLine(
     );
   }
   if (values["proxy-protocol"]) options.proxyProtocol = true;
-  let workers = 1;
+  let workers: number = COMMAND_LINE_DEFAULTS.workers;
   if (values.workers !== undefined) {
     workers = values.workers === "auto"
       ? platform.cpus
@@ -183,8 +187,16 @@ export function parseCommandLine(
       );
     }
   }
-  const logLevel = UsageError.oneOf("--log-level", values["log-level"] ?? "info", LOG_LEVELS);
-  const logFormat = UsageError.oneOf("--log-format", values["log-format"] ?? "text", LOG_FORMATS);
+  const logLevel = UsageError.oneOf(
+    "--log-level",
+    values["log-level"] ?? COMMAND_LINE_DEFAULTS.logLevel,
+    LOG_LEVELS,
+  );
+  const logFormat = UsageError.oneOf(
+    "--log-format",
+    values["log-format"] ?? COMMAND_LINE_DEFAULTS.logFormat,
+    LOG_FORMATS,
+  );
   return { action: "serve", options, logLevel, logFormat, workers, metrics };
 }
 
@@ -255,10 +267,11 @@ export async function main(args: string[]): Promise<number> {
 
   const logger = createLogger({ level: invocation.logLevel, format: invocation.logFormat });
   const { options, workers } = invocation;
+  const settings = resolveServerOptions(options);
   const where = formatAddress({
     transport: "tcp",
-    hostname: options.hostname ?? DEFAULTS.hostname,
-    port: options.port ?? DEFAULTS.port,
+    hostname: settings.hostname,
+    port: settings.port,
   });
   let running: Running;
   try {
@@ -293,13 +306,13 @@ export async function main(args: string[]): Promise<number> {
     pid: Deno.pid,
     workers,
     tz: options.timeZone ?? Intl.DateTimeFormat().resolvedOptions().timeZone,
-    maxLine: options.maxLine ?? DEFAULTS.maxLine,
-    idleTimeout: options.idleTimeout ?? DEFAULTS.idleTimeout,
-    maxConnections: options.maxConnections ?? DEFAULTS.maxConnections,
-    evictAfter: options.evictAfter ?? DEFAULTS.evictAfter,
-    maxConnectionsPerIp: options.maxConnectionsPerIp ?? DEFAULTS.maxConnectionsPerIp,
-    proxyProtocol: options.proxyProtocol ?? false,
-    shutdownTimeout: options.shutdownTimeout ?? DEFAULTS.shutdownTimeout,
+    maxLine: settings.maxLine,
+    idleTimeout: settings.idleTimeout,
+    maxConnections: settings.maxConnections,
+    evictAfter: settings.evictAfter,
+    maxConnectionsPerIp: settings.maxConnectionsPerIp,
+    proxyProtocol: settings.proxyProtocol,
+    shutdownTimeout: settings.shutdownTimeout,
     metrics: metrics ? `http://${formatAddress(metrics.addr)}/metrics` : undefined,
   });
 
@@ -362,7 +375,7 @@ async function startPool(
   format: LogFormat,
 ): Promise<Running> {
   const pool = await startWorkers(count, options, { level, format });
-  const host = options.hostname ?? DEFAULTS.hostname;
+  const host = resolveServerOptions(options).hostname;
   return {
     address: formatAddress({ transport: "tcp", hostname: host, port: pool.port }),
     port: pool.port,

@@ -105,3 +105,36 @@ export function freePort(hostname = "127.0.0.1"): number {
     }
   }
 }
+
+/**
+ * Formats a socket address for logs: `127.0.0.1:5000`, `[::1]:5000`; an
+ * IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is shown as its IPv4 address.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { formatAddress } from "./net.ts";
+ *
+ * assert.equal(formatAddress({ transport: "tcp", hostname: "::ffff:10.0.0.1", port: 7 }), "10.0.0.1:7");
+ * assert.equal(formatAddress({ transport: "tcp", hostname: "::1", port: 7 }), "[::1]:7");
+ * ```
+ */
+export function formatAddress(addr: Deno.Addr): string {
+  if (addr.transport !== "tcp" && addr.transport !== "udp") return addr.transport;
+  const host = clientHost(addr.hostname);
+  return host.includes(":") ? `[${host}]:${addr.port}` : `${host}:${addr.port}`;
+}
+
+/** The host part of a peer address, with IPv4-mapped IPv6 addresses turned back into IPv4. */
+export function clientHost(hostname: string): string {
+  return hostname.startsWith("::ffff:") && hostname.includes(".") ? hostname.slice(7) : hostname;
+}
+
+/** Closes a connection or listener, or does nothing if it is closed already. */
+export function closeQuietly(closable: { close(): void }): void {
+  try {
+    closable.close();
+  } catch {
+    // Already closed.
+  }
+}

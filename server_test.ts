@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import { createLogger } from "./log.ts";
 import { PROXY_V2_SIGNATURE } from "./proxy.ts";
-import { clientHost, formatAddress, serve, type ServerOptions } from "./server.ts";
+import { clientHost, formatAddress } from "./net.ts";
+import { serve, type ServerOptions } from "./server.ts";
 import {
   exchangeFrom,
   holdFrom,

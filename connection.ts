@@ -1,0 +1,258 @@
+// One connection's life: the PROXY header, the read/answer/write loop, lingering close, and why it ended.
+
+import type { ActivityList, ActivityNode } from "./activity_list.ts";
+import type { ConnectionTable } from "./connections.ts";
+import type { Counted, Limits } from "./limits.ts";
+import type { Logger } from "./log.ts";
+import { clientHost, formatAddress, writeAll } from "./net.ts";
+import { ERR_TOO_MANY_CONNECTIONS, Session, type TimeAnswer } from "./protocol.ts";
+import { parseProxyHeader, type ProxiedAddress, PROXY_HEADER_MAX } from "./proxy.ts";
+import type { ServerStats } from "./stats.ts";
+
+/**
+ * Where a connection is in its life, as Go's `ConnState`. It decides what the sweep
+ * and eviction may do: only `header` and `reading` connections owe the client nothing
+ * and may be closed to make room.
+ */
+export type ConnState = "header" | "reading" | "writing" | "lingering" | "closed";
+
+/** Why a connection ended, for the debug log. */
+export type CloseReason =
+  | "closed by client"
+  | "quit"
+  | "shutdown"
+  | "shutdown timeout"
+  | "idle timeout"
+  | "evicted"
+  | "per-client limit"
+  | "no valid PROXY header"
+  | "no PROXY header in time"
+  | "linger done"
+  | "linger limit"
+  | "reset"
+  | "error";
+
+/** What a connection needs from the server that holds it. */
+export interface ConnectionHost {
+  readonly table: ConnectionTable;
+  readonly limits: Limits;
+  readonly stats: ServerStats;
+  readonly logger: Logger;
+  /** Whether debug events are logged, read once. */
+  readonly debug: boolean;
+  readonly time: TimeAnswer;
+  readonly maxLine: number;
+  readonly proxyProtocol: boolean;
+  /** Aborts when the server stops accepting: connections waiting for a request end. */
+  readonly stopping: AbortSignal;
+  /** Called once, when the connection is closed and done with. */
+  ended(connection: Connection, reason: CloseReason): void;
+}
+
+/** Bytes of the read buffer a connection starts with; grown for clients that pipeline. */
+const INITIAL_READ_SIZE = 256;
+/** The largest read buffer a connection grows to. */
+const MAX_READ_SIZE = 16384;
+/** The most bytes discarded while lingering before the connection is closed anyway. */
+const LINGER_MAX_BYTES = 16 * 1024 * 1024;
+
+/** Tells whether an error is a client going away, which is an ordinary event. */
+function isDisconnect(error: unknown): boolean {
+  return error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.BrokenPipe ||
+    error instanceof Deno.errors.ConnectionAborted ||
+    error instanceof Deno.errors.UnexpectedEof ||
+    error instanceof Deno.errors.NotConnected ||
+    error instanceof Deno.errors.Interrupted;
+}
+
+/**
+ * One accepted connection, counted against the limits, served by {@linkcode Connection.serve}
+ * until the client quits or goes, or the server closes it.
+ */
+export class Connection implements ActivityNode, Counted {
+  readonly conn: Deno.TcpConn;
+  state: ConnState = "reading";
+  counted = true;
+  ipKey: string | null = null;
+  /** The real client, from the PROXY header; null: the socket's peer. */
+  proxied: ProxiedAddress | null = null;
+  /** Why the server closed it, once it has. */
+  reason: CloseReason | null = null;
+  lastActive = 0;
+  list: ActivityList<this> | null = null;
+  prev: this | null = null;
+  next: this | null = null;
+  readonly #host: ConnectionHost;
+  #buffer = new Uint8Array(INITIAL_READ_SIZE);
+
+  constructor(conn: Deno.TcpConn, host: ConnectionHost) {
+    this.conn = conn;
+    this.#host = host;
+  }
+
+  /** The client's address for logs: the one from the PROXY header when there is one. */
+  peer(): string {
+    const proxied = this.proxied;
+    if (proxied === null) return formatAddress(this.conn.remoteAddr);
+    return formatAddress({ transport: "tcp", hostname: proxied.hostname, port: proxied.port });
+  }
+
+  /** Serves the connection to its end; never throws. */
+  async serve(): Promise<void> {
+    let reason: CloseReason = "error";
+    try {
+      reason = await this.#converse();
+    } catch (error) {
+      reason = this.#failed(error);
+    } finally {
+      reason = this.reason ?? reason;
+      this.#host.table.close(this, reason);
+      this.#host.ended(this, reason);
+    }
+  }
+
+  async #converse(): Promise<CloseReason> {
+    const host = this.#host;
+    const conn = this.conn;
+    conn.setNoDelay(true);
+    let carried: Uint8Array | null = null;
+    if (host.proxyProtocol) {
+      host.table.enter(this, "header");
+      carried = await this.#readProxyHeader();
+      if (carried === null) {
+        host.stats.closedProxyHeader++;
+        return "no valid PROXY header";
+      }
+    }
+    if (host.debug) {
+      host.logger.debug("connection opened", {
+        peer: this.peer(),
+        via: this.proxied ? formatAddress(conn.remoteAddr) : undefined,
+      });
+    }
+    const address = clientHost(this.proxied?.hostname ?? conn.remoteAddr.hostname);
+    if (!host.limits.takeAddress(this, address)) {
+      host.stats.refusedPerIp++;
+      await conn.write(ERR_TOO_MANY_CONNECTIONS);
+      host.stats.bytesSent += ERR_TOO_MANY_CONNECTIONS.length;
+      await this.#linger();
+      return "per-client limit";
+    }
+    host.table.enter(this, "reading");
+    const reason = await this.#answer(carried?.length ? carried : null);
+    if (reason !== "closed by client") await this.#linger();
+    return reason;
+  }
+
+  /**
+   * The hot path: read into the reused buffer, push into the session, write all its
+   * answers in one write, and wait for that before reading again (back-pressure).
+   */
+  async #answer(carried: Uint8Array | null): Promise<CloseReason> {
+    const { table, stats, stopping } = this.#host;
+    const conn = this.conn;
+    const session = new Session({
+      time: this.#host.time,
+      maxLine: this.#host.maxLine,
+      counts: stats,
+    });
+    let buffer = this.#buffer;
+    while (!stopping.aborted) {
+      let n: number | null;
+      if (carried !== null) {
+        n = carried.length;
+        session.push(carried);
+        carried = null;
+      } else {
+        n = await conn.read(buffer);
+        if (n === null) session.end();
+        else {
+          stats.bytesReceived += n;
+          session.push(buffer, n);
+        }
+      }
+      let out = session.pull();
+      if (out.length > 0) {
+        do {
+          table.enter(this, "writing");
+          const written = await conn.write(out);
+          if (written < out.length) await writeAll(conn, out, written);
+          stats.bytesSent += out.length;
+          out = session.pull();
+        } while (out.length > 0);
+        table.enter(this, "reading");
+      }
+      if (n === null) return "closed by client";
+      if (session.closing) return "quit";
+      if (n === buffer.length && buffer.length < MAX_READ_SIZE) {
+        // A full read means the client sends faster than one read takes: read more at once.
+        this.#buffer = buffer = new Uint8Array(buffer.length * 4);
+      }
+    }
+    return "shutdown";
+  }
+
+  /**
+   * Reads the PROXY header. Resolves with the bytes that came after it (possibly none),
+   * or null when the client sent no valid header. Waiting is bounded by the sweep.
+   */
+  async #readProxyHeader(): Promise<Uint8Array | null> {
+    let buffer = this.#buffer;
+    let length = 0;
+    for (;;) {
+      if (length === buffer.length) {
+        const grown = new Uint8Array(Math.min(PROXY_HEADER_MAX, buffer.length * 4));
+        grown.set(buffer);
+        this.#buffer = buffer = grown;
+      }
+      const n = await this.conn.read(buffer.subarray(length));
+      if (n === null) return null;
+      this.#host.stats.bytesReceived += n;
+      length += n;
+      const header = parseProxyHeader(buffer, length);
+      if (header.status === "incomplete") continue;
+      if (header.status === "invalid") {
+        if (this.#host.debug) {
+          this.#host.logger.debug("bad PROXY header", { peer: this.peer(), error: header.reason });
+        }
+        return null;
+      }
+      this.proxied = header.source ?? null;
+      return buffer.subarray(header.length, length);
+    }
+  }
+
+  /**
+   * Sends FIN after the last answer, then reads and discards what the client still
+   * sends until it closes too: closing a socket with unread input makes the kernel send
+   * a reset, which can destroy answers the client has not read yet. The sweep bounds
+   * the wait.
+   */
+  async #linger(): Promise<void> {
+    this.#host.table.enter(this, "lingering");
+    await this.conn.closeWrite();
+    let discarded = 0;
+    while (discarded < LINGER_MAX_BYTES) {
+      const n = await this.conn.read(this.#buffer);
+      if (n === null) return;
+      discarded += n;
+    }
+  }
+
+  /** Why the connection ended, from the error its loop threw. */
+  #failed(error: unknown): CloseReason {
+    if (this.state === "closed") return this.reason ?? "error";
+    if (isDisconnect(error)) {
+      if (error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe) {
+        this.#host.stats.closedReset++;
+      }
+      return error instanceof Deno.errors.UnexpectedEof ? "closed by client" : "reset";
+    }
+    this.#host.logger.error("connection failed", {
+      peer: this.peer(),
+      error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+    });
+    return "error";
+  }
+}

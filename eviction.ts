@@ -1,0 +1,89 @@
+// Making room: closing the connections silent the longest, at the limit and past the high-water mark.
+
+import type { Connection } from "./connection.ts";
+import type { ConnectionTable } from "./connections.ts";
+import type { Limits } from "./limits.ts";
+import type { Logger } from "./log.ts";
+import { highWaterMark, mayReplace, pressureTimeout } from "./overload.ts";
+import type { ServerStats } from "./stats.ts";
+
+/** The settings eviction works by, in milliseconds where a time. */
+export interface EvictionSettings {
+  maxConnections: number;
+  /** The idle timeout that shrinks under pressure; the default one where the server has none. */
+  idleTimeoutMs: number;
+  /** The least silence that lets a connection be closed to make room. */
+  evictAfterMs: number;
+  /** How late the coarse clock's stamps may be: one sweep period. */
+  slackMs: number;
+}
+
+/**
+ * Applies the overload policy of `overload.ts` to a server's connections: who makes
+ * room for a newcomer at the limit, and who is closed early past the high-water mark.
+ * Each closed connection hears `ERR idle, closed to make room` and is counted.
+ */
+export class Eviction {
+  readonly #table: ConnectionTable;
+  readonly #limits: Limits;
+  readonly #stats: ServerStats;
+  readonly #logger: Logger | null;
+  readonly #settings: EvictionSettings;
+
+  /** @param logger Where each eviction is logged at debug level; null for nowhere. */
+  constructor(
+    table: ConnectionTable,
+    limits: Limits,
+    stats: ServerStats,
+    logger: Logger | null,
+    settings: EvictionSettings,
+  ) {
+    this.#table = table;
+    this.#limits = limits;
+    this.#stats = stats;
+    this.#logger = logger;
+    this.#settings = settings;
+  }
+
+  /**
+   * Closes the connection silent the longest, if it has been silent `evictAfter` and a
+   * newcomer from `address` (null: not known yet) may replace it ({@linkcode mayReplace}).
+   */
+  evictOldest(address: string | null): boolean {
+    const oldest = this.#table.oldestSilent();
+    if (oldest === null || oldest.lastActive >= this.#table.silentBefore()) return false;
+    const limits = this.#limits;
+    const newcomer = { address, holds: limits.holds(address) };
+    if (!mayReplace(newcomer, { address: oldest.ipKey, holds: limits.holds(oldest.ipKey) })) {
+      return false;
+    }
+    this.#evict(oldest);
+    return true;
+  }
+
+  /**
+   * Past the high-water mark, as Envoy's overload manager does, the idle timeout
+   * shrinks with how full the server is ({@linkcode pressureTimeout}). Connections
+   * silent longer than that are closed, the longest-silent first, until the server is
+   * back under the mark. `now` is the coarse clock's time.
+   */
+  relievePressure(now: number): void {
+    const { maxConnections, idleTimeoutMs, evictAfterMs, slackMs } = this.#settings;
+    const open = this.#limits.open;
+    const over = open - highWaterMark(maxConnections);
+    if (over <= 0) return;
+    const timeout = pressureTimeout(open, maxConnections, idleTimeoutMs, evictAfterMs);
+    const deadline = Math.min(now - timeout - slackMs, this.#table.silentBefore());
+    for (let left = over; left > 0; left--) {
+      const oldest = this.#table.oldestSilent();
+      if (oldest === null || oldest.lastActive >= deadline) return;
+      this.#evict(oldest);
+    }
+  }
+
+  #evict(connection: Connection): void {
+    this.#stats.closedEvicted++;
+    this.#logger?.debug("evicted to make room", { peer: connection.peer() });
+    this.#table.evict(connection);
+  }
+}
