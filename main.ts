@@ -6,6 +6,7 @@ import {
   createLogger,
   LOG_FORMATS,
   LOG_LEVELS,
+  type LogFields,
   type LogFormat,
   type Logger,
   type LogLevel,
@@ -264,15 +265,14 @@ export async function main(args: string[]): Promise<number> {
     console.log(`time-server ${VERSION}`);
     return 0;
   }
+  return await runServer(invocation);
+}
 
+/** Runs the server (or pool) and its metrics until a signal stops them; the exit code. */
+async function runServer(invocation: Invocation & { action: "serve" }): Promise<number> {
   const logger = createLogger({ level: invocation.logLevel, format: invocation.logFormat });
   const { options, workers } = invocation;
   const settings = resolveServerOptions(options);
-  const where = formatAddress({
-    transport: "tcp",
-    hostname: settings.hostname,
-    port: settings.port,
-  });
   let running: Running;
   try {
     running = workers > 1
@@ -280,6 +280,7 @@ export async function main(args: string[]): Promise<number> {
       : startSingle(options, logger);
   } catch (error) {
     const name = error instanceof WorkerStartError ? error.errorName : undefined;
+    const where = formatAddress({ transport: "tcp", ...settings });
     console.error(`time-server: cannot listen on ${where}: ${describeListenError(error, name)}`);
     return 1;
   }
@@ -299,13 +300,36 @@ export async function main(args: string[]): Promise<number> {
       return 1;
     }
   }
-  logger.info("listening", {
+  logger.info("listening", listeningFields(running, invocation, metrics));
+  const last = await stopOnSignal(running, logger);
+  await metrics?.shutdown();
+  if (workers > 1) {
+    last.forEach((stats, worker) =>
+      logger.info("worker stopped", {
+        worker,
+        connectionsTotal: stats.connectionsTotal,
+        requestsTime: stats.requestsTime,
+      })
+    );
+  }
+  logger.info("stopped", { ...sumStats(last) });
+  return 0;
+}
+
+/** What the "listening" line says: where, and every setting in force. */
+function listeningFields(
+  running: Running,
+  invocation: Invocation & { action: "serve" },
+  metrics: Deno.HttpServer<Deno.NetAddr> | undefined,
+): LogFields {
+  const settings = resolveServerOptions(invocation.options);
+  return {
     address: running.address,
     port: running.port,
     version: VERSION,
     pid: Deno.pid,
-    workers,
-    tz: options.timeZone ?? Intl.DateTimeFormat().resolvedOptions().timeZone,
+    workers: invocation.workers,
+    tz: invocation.options.timeZone ?? Intl.DateTimeFormat().resolvedOptions().timeZone,
     maxLine: settings.maxLine,
     idleTimeout: settings.idleTimeout,
     maxConnections: settings.maxConnections,
@@ -314,8 +338,14 @@ export async function main(args: string[]): Promise<number> {
     proxyProtocol: settings.proxyProtocol,
     shutdownTimeout: settings.shutdownTimeout,
     metrics: metrics ? `http://${formatAddress(metrics.addr)}/metrics` : undefined,
-  });
+  };
+}
 
+/**
+ * Waits for SIGINT or SIGTERM, then stops `running` and resolves with its last
+ * counters; a second signal exits at once with code 1.
+ */
+async function stopOnSignal(running: Running, logger: Logger): Promise<ServerStats[]> {
   const stopped = Promise.withResolvers<ServerStats[]>();
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
   let received = 0;
@@ -330,20 +360,11 @@ export async function main(args: string[]): Promise<number> {
   };
   const handlers = signals.map((signal) => [signal, onSignal(signal)] as const);
   for (const [signal, handler] of handlers) Deno.addSignalListener(signal, handler);
-  const last = await stopped.promise;
-  for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
-  await metrics?.shutdown();
-  if (workers > 1) {
-    last.forEach((stats, worker) =>
-      logger.info("worker stopped", {
-        worker,
-        connectionsTotal: stats.connectionsTotal,
-        requestsTime: stats.requestsTime,
-      })
-    );
+  try {
+    return await stopped.promise;
+  } finally {
+    for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
   }
-  logger.info("stopped", { ...sumStats(last) });
-  return 0;
 }
 
 /** A server or a pool of workers, as main() runs it. */
