@@ -490,23 +490,70 @@ function table(rows: Row[]): string {
   ].join("\n");
 }
 
+/** The servers to attack: ours in each variant, and for the plain one the references. */
+function targetsToRun(
+  variants: string[],
+  maxConnections: number,
+  serverArgs: string,
+  references: string,
+): Target[] {
+  const ours = [
+    ...startCommand(),
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "{port}",
+    "--log-level",
+    "warn",
+  ];
+  const limits = [
+    "--max-connections",
+    String(maxConnections),
+    ...serverArgs.split(/\s+/).filter((arg) => arg !== ""),
+  ];
+  const targets: Target[] = [];
+  if (variants.includes("plain")) {
+    targets.push({ label: "time-server", command: [...ours, ...limits], proxy: false });
+  }
+  if (variants.includes("workers")) {
+    targets.push({
+      label: "time-server --workers 2",
+      command: [...ours, ...limits, "--workers", "2"],
+      proxy: false,
+    });
+  }
+  if (variants.includes("proxy")) {
+    targets.push({
+      label: "time-server --proxy-protocol",
+      command: [...ours, ...limits, "--proxy-protocol"],
+      proxy: true,
+    });
+  }
+  if (variants.includes("plain")) {
+    targets.push(...referenceTargets(references.split(",")));
+  }
+  return targets;
+}
+
+const FLAGS = {
+  scenario: { type: "string", default: "all" },
+  variant: { type: "string", default: "all" },
+  seconds: { type: "string", default: "5" },
+  "max-connections": { type: "string", default: "1000" },
+  "reconnect-ms": { type: "string", default: "1000" },
+  reference: { type: "string", default: "node,c" },
+  "server-args": { type: "string", default: "" },
+  out: { type: "string" },
+  "half-open-helper": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
 async function main(args: string[]): Promise<number> {
   let values;
   try {
     ({ values } = parseArgs({
       args,
-      options: {
-        scenario: { type: "string", default: "all" },
-        variant: { type: "string", default: "all" },
-        seconds: { type: "string", default: "5" },
-        "max-connections": { type: "string", default: "1000" },
-        "reconnect-ms": { type: "string", default: "1000" },
-        reference: { type: "string", default: "node,c" },
-        "server-args": { type: "string", default: "" },
-        out: { type: "string" },
-        "half-open-helper": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
+      options: FLAGS,
     }));
   } catch (error) {
     console.error(`attack: ${UsageError.fromParseArgs(error).message} (see --help)`);
@@ -531,41 +578,7 @@ async function main(args: string[]): Promise<number> {
   const seconds = Number(values.seconds);
   const maxConnections = Number(values["max-connections"]);
   const reconnectMs = Number(values["reconnect-ms"]);
-  const ours = [
-    ...startCommand(),
-    "--host",
-    "127.0.0.1",
-    "--port",
-    "{port}",
-    "--log-level",
-    "warn",
-  ];
-  const limits = [
-    "--max-connections",
-    String(maxConnections),
-    ...values["server-args"].split(/\s+/).filter((arg) => arg !== ""),
-  ];
-  const targets: Target[] = [];
-  if (variants.includes("plain")) {
-    targets.push({ label: "time-server", command: [...ours, ...limits], proxy: false });
-  }
-  if (variants.includes("workers")) {
-    targets.push({
-      label: "time-server --workers 2",
-      command: [...ours, ...limits, "--workers", "2"],
-      proxy: false,
-    });
-  }
-  if (variants.includes("proxy")) {
-    targets.push({
-      label: "time-server --proxy-protocol",
-      command: [...ours, ...limits, "--proxy-protocol"],
-      proxy: true,
-    });
-  }
-  if (variants.includes("plain")) {
-    targets.push(...referenceTargets(values.reference.split(",")));
-  }
+  const targets = targetsToRun(variants, maxConnections, values["server-args"], values.reference);
   console.log(
     `machine: ${navigator.hardwareConcurrency} CPUs, ${Deno.build.os}; ` +
       `${seconds} s per attack, --max-connections ${maxConnections}, ` +

@@ -358,48 +358,17 @@ function machine(): Record<string, string | number> {
   };
 }
 
-async function main(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      options: {
-        scenario: { type: "string", default: "all" },
-        duration: { type: "string", default: "5" },
-        runs: { type: "string", default: "3" },
-        connections: { type: "string", default: "50" },
-        pipeline: { type: "string", default: "32" },
-        "idle-connections": { type: "string", default: "10000" },
-        "log-level": { type: "string", default: "info" },
-        "server-args": { type: "string" },
-        "server-cmd": { type: "string", multiple: true },
-        "baseline-cmd": { type: "string" },
-        loadgen: { type: "string" },
-        out: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    }));
-  } catch (error) {
-    console.error(`bench: ${error instanceof Error ? error.message.split("\n")[0] : error}`);
-    return 2;
-  }
-  if (values.help) {
-    console.log(HELP);
-    return 0;
-  }
-  const all = ["rr", "pipeline", "churn", "idle"];
-  const scenarios = values.scenario === "all" ? all : values.scenario.split(",");
-  for (const scenario of scenarios) {
-    if (!all.includes(scenario)) {
-      console.error(
-        `bench: --scenario must be a list of ${all.join(", ")}, or all; got "${scenario}"`,
-      );
-      return 2;
-    }
-  }
+/** The servers a run measures: this project's (per log level and variant) or `--server-cmd`s. */
+function serversToRun(
+  values: {
+    "server-cmd"?: string[];
+    "log-level": string;
+    "server-args"?: string;
+    "idle-connections": string;
+  },
+): Server[] {
   const idleConnections = Number(values["idle-connections"]);
-  const servers: Server[] = values["server-cmd"]?.map((cmd) => ({
+  return values["server-cmd"]?.map((cmd) => ({
     label: cmd.replace(/\s*(--port|-p)[= ]\{port\}/, "").slice(0, 48),
     command: cmd.split(/\s+/),
   })) ?? values["log-level"].split(",").flatMap((level) =>
@@ -421,45 +390,26 @@ async function main(args: string[]): Promise<number> {
       ],
     }))
   );
-  let baseline: string | undefined;
-  if (values["baseline-cmd"]) {
-    baseline = `baseline: ${values["baseline-cmd"].split(/\s+/)[0].split("/").pop()}`;
-    servers.unshift({ label: baseline, command: values["baseline-cmd"].split(/\s+/) });
-  }
-  const options = {
-    duration: values.duration,
-    connections: values.connections,
-    pipeline: values.pipeline,
-    idleConnections: values["idle-connections"],
-    loadgen: values.loadgen,
-  };
-  const pin = hasTaskset();
-  const runs = Number(values.runs);
-  const info = machine();
-  console.log(
-    `machine: ${info.cpu}, ${info.cores} cores, ${info.memoryGiB} GiB, ${info.os}, Deno ${info.deno}`,
-  );
-  console.log(
-    pin
-      ? "pinning: server on CPU 0 (with --workers above 1: not pinned), load generator on CPU 1 (taskset)"
-      : "pinning: none (taskset or a second core is not available)",
-  );
-  console.log(
-    `load generator: ${
-      values.loadgen ?? "bench/loadgen.ts"
-    }; ${runs} run(s) per scenario, medians shown\n`,
-  );
+}
 
+/**
+ * Runs every scenario `runs` times against every server, taking turns run by run so
+ * that a slow spell of this shared machine falls on all of them rather than on one.
+ */
+async function runAll(
+  scenarios: string[],
+  servers: Server[],
+  runs: number,
+  measure: (scenario: string, server: Server) => Promise<LoadResult>,
+): Promise<Row[]> {
   const rows: Row[] = [];
   for (const scenario of scenarios) {
-    // Runs take turns between the servers, so that a slow spell of this shared machine
-    // falls on all of them rather than on one.
     const results = servers.map(() => [] as LoadResult[]);
     const failed = servers.map(() => false);
     for (let run = 0; run < runs; run++) {
       for (const [i, server] of servers.entries()) {
         try {
-          const result = await runScenario(scenario, server, options, pin);
+          const result = await measure(scenario, server);
           results[i].push(result);
           if (result.errors > 0) failed[i] = true;
         } catch (error) {
@@ -482,6 +432,97 @@ async function main(args: string[]): Promise<number> {
       });
     }
   }
+  return rows;
+}
+
+/** Prints what the run is measured on and how. */
+function printSetup(
+  info: Record<string, string | number>,
+  pin: boolean,
+  loadgen: string | undefined,
+  runs: number,
+): void {
+  console.log(
+    `machine: ${info.cpu}, ${info.cores} cores, ${info.memoryGiB} GiB, ${info.os}, Deno ${info.deno}`,
+  );
+  console.log(
+    pin
+      ? "pinning: server on CPU 0 (with --workers above 1: not pinned), load generator on CPU 1 (taskset)"
+      : "pinning: none (taskset or a second core is not available)",
+  );
+  console.log(
+    `load generator: ${
+      loadgen ?? "bench/loadgen.ts"
+    }; ${runs} run(s) per scenario, medians shown\n`,
+  );
+}
+
+const FLAGS = {
+  scenario: { type: "string", default: "all" },
+  duration: { type: "string", default: "5" },
+  runs: { type: "string", default: "3" },
+  connections: { type: "string", default: "50" },
+  pipeline: { type: "string", default: "32" },
+  "idle-connections": { type: "string", default: "10000" },
+  "log-level": { type: "string", default: "info" },
+  "server-args": { type: "string" },
+  "server-cmd": { type: "string", multiple: true },
+  "baseline-cmd": { type: "string" },
+  loadgen: { type: "string" },
+  out: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+async function main(args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      options: FLAGS,
+    }));
+  } catch (error) {
+    console.error(`bench: ${error instanceof Error ? error.message.split("\n")[0] : error}`);
+    return 2;
+  }
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const all = ["rr", "pipeline", "churn", "idle"];
+  const scenarios = values.scenario === "all" ? all : values.scenario.split(",");
+  for (const scenario of scenarios) {
+    if (!all.includes(scenario)) {
+      console.error(
+        `bench: --scenario must be a list of ${all.join(", ")}, or all; got "${scenario}"`,
+      );
+      return 2;
+    }
+  }
+  const servers = serversToRun(values);
+  let baseline: string | undefined;
+  if (values["baseline-cmd"]) {
+    baseline = `baseline: ${values["baseline-cmd"].split(/\s+/)[0].split("/").pop()}`;
+    servers.unshift({ label: baseline, command: values["baseline-cmd"].split(/\s+/) });
+  }
+  const options = {
+    duration: values.duration,
+    connections: values.connections,
+    pipeline: values.pipeline,
+    idleConnections: values["idle-connections"],
+    loadgen: values.loadgen,
+  };
+  const pin = hasTaskset();
+  const runs = Number(values.runs);
+  const info = machine();
+  printSetup(info, pin, values.loadgen, runs);
+
+  const rows = await runAll(
+    scenarios,
+    servers,
+    runs,
+    (scenario, server) => runScenario(scenario, server, options, pin),
+  );
   console.log(table(rows, baseline));
 
   const out = values.out ?? `${root}bench/results/${new Date().toISOString().slice(0, 10)}.json`;
