@@ -5,7 +5,7 @@ ARG DENO_VERSION=2.9.6
 FROM denoland/deno:${DENO_VERSION} AS build
 WORKDIR /src
 # Every module at the top level (the tests come along; the binary only takes what main.ts reaches).
-COPY deno.json deno.lock *.ts ./
+COPY deno.json *.ts ./
 RUN deno task compile
 
 # The compiled binary needs glibc and libgcc only.

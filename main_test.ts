@@ -280,3 +280,21 @@ Deno.test({
   const status = await within(10000, server.child.status, "exit after the drain");
   assert.equal(status.code, 0);
 });
+
+Deno.test("deno task start fetches nothing: it serves from an empty DENO_DIR with no npm registry", async () => {
+  // A DENO_DIR that does not exist yet, and a registry nobody answers at: any download fails.
+  const denoDir = `/tmp/time-server-empty-deno-dir-${crypto.randomUUID()}`;
+  await using server = await startServerProcess(
+    ["--host", "127.0.0.1"],
+    [Deno.execPath(), "task", "--cwd", new URL(".", import.meta.url).pathname, "start"],
+    { DENO_DIR: denoDir, NPM_CONFIG_REGISTRY: "http://127.0.0.1:9/" },
+  );
+  using client = await LineClient.connect(server.port);
+  assert.match(await client.time(), JAM_LINE);
+  assert.doesNotMatch(server.text(), /Download/);
+  // deno task passes the signal on, so the server itself stops, not just the task runner.
+  server.child.kill("SIGTERM");
+  await server.logged(/stopped/);
+  await server.child.status;
+  await new Deno.Command("rm", { args: ["-rf", denoDir] }).output();
+});

@@ -200,9 +200,10 @@ export interface ServerProcess extends LoggedProcess {
 export async function startServerProcess(
   args: string[],
   command: string[] = [Deno.execPath(), "run", "--allow-net", "--allow-env=PORT", mainModule],
+  env?: Record<string, string>,
 ): Promise<ServerProcess> {
   const hasPort = args.some((arg) => arg === "-p" || arg.startsWith("--port"));
-  const process = startProcess([...command, ...(hasPort ? [] : ["--port", "0"]), ...args]);
+  const process = startProcess([...command, ...(hasPort ? [] : ["--port", "0"]), ...args], { env });
   try {
     await process.logged(/listening .*port=\d+|"msg":"listening"/);
   } catch (error) {
