@@ -4,8 +4,12 @@ ARG DENO_VERSION=2.9.6
 
 FROM denoland/deno:${DENO_VERSION} AS build
 WORKDIR /src
-# Every module at the top level (the tests come along; the binary only takes what main.ts reaches).
-COPY deno.json *.ts ./
+# The modules and the compile tool (the tests come along; the binary only takes what main.ts reaches).
+COPY deno.json main.ts protocol.ts ./
+COPY server/ server/
+COPY client/ client/
+COPY lib/ lib/
+COPY tools/ tools/
 RUN deno task compile
 
 # The compiled binary needs glibc and libgcc only.

@@ -10,15 +10,15 @@ import {
   type LogFormat,
   type Logger,
   type LogLevel,
-} from "./log.ts";
-import { parseHostPort, serveMetrics } from "./metrics.ts";
-import { type ServerStats, sumStats } from "./stats.ts";
-import { startWorkers, WorkerStartError } from "./workers.ts";
+} from "./lib/log.ts";
+import { parseHostPort, serveMetrics } from "./server/metrics.ts";
+import { type ServerStats, sumStats } from "./server/stats.ts";
+import { startWorkers, WorkerStartError } from "./server/workers.ts";
 import { isValidTimeZone } from "./protocol.ts";
-import { formatAddress } from "./net.ts";
-import { DEFAULTS, resolveServerOptions, serve, type ServerOptions } from "./server.ts";
-import { UsageError } from "./usage.ts";
-import { askTime, CLIENT_HELP, ClientError, parseClientCommandLine } from "./client.ts";
+import { formatAddress } from "./lib/net.ts";
+import { DEFAULTS, resolveServerOptions, serve, type ServerOptions } from "./server/server.ts";
+import { UsageError } from "./lib/usage.ts";
+import { askTime, CLIENT_HELP, ClientError, parseClientCommandLine } from "./client/client.ts";
 
 /** The program's version, from `deno.json`. */
 export const VERSION: string = config.version;

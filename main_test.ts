@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { HELP, parseCommandLine, VERSION } from "./main.ts";
-import { UsageError } from "./usage.ts";
+import { UsageError } from "./lib/usage.ts";
 import {
   freePort,
   JAM_LINE,
@@ -12,7 +12,7 @@ import {
   startServerProcess,
   within,
   workersCommand,
-} from "./test_util.ts";
+} from "./testing/test_util.ts";
 
 Deno.test("command line defaults to serving with info logs in text", () => {
   assert.deepEqual(parseCommandLine([]), {

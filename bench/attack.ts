@@ -3,8 +3,8 @@
 import net from "node:net";
 import { parseArgs } from "node:util";
 import { startCommand, startServer } from "./bench.ts";
-import { freePort } from "../net.ts";
-import { UsageError } from "../usage.ts";
+import { freePort } from "../lib/net.ts";
+import { UsageError } from "../lib/usage.ts";
 
 const HELP = `Usage: deno task attack [options]
 

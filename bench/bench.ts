@@ -2,7 +2,7 @@
 
 import { parseArgs } from "node:util";
 import type { LoadResult } from "./loadgen.ts";
-import { freePort } from "../net.ts";
+import { freePort } from "../lib/net.ts";
 
 const HELP = `Usage: deno task bench [options]
 

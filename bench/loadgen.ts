@@ -1,7 +1,7 @@
 // A load generator for the time protocol, in TypeScript: drives one server and prints one JSON result.
 
 import { parseArgs } from "node:util";
-import { writeAll } from "../net.ts";
+import { writeAll } from "../lib/net.ts";
 import { isTimeAnswer, TIME_ANSWER_LENGTH } from "../protocol.ts";
 
 /** What one load run measured; printed as JSON on stdout. */

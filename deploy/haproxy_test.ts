@@ -2,7 +2,7 @@
 // of two time-server instances speaking the PROXY protocol.
 
 import assert from "node:assert/strict";
-import { askTime } from "../client.ts";
+import { askTime } from "../client/client.ts";
 import {
   freePort,
   JAM_LINE,
@@ -10,7 +10,7 @@ import {
   startProcess,
   startServerProcess,
   within,
-} from "../test_util.ts";
+} from "../testing/test_util.ts";
 
 function hasHaproxy(): boolean {
   try {

@@ -11,7 +11,7 @@ const TARGETS = [
   "x86_64-pc-windows-msvc",
 ] as const;
 
-const root = new URL(".", import.meta.url).pathname;
+const root = new URL("..", import.meta.url).pathname;
 
 /**
  * The runtime flags of `deno task start` (permissions, V8 and unstable flags), read
@@ -35,7 +35,7 @@ export async function compile(output: string, target?: string): Promise<number> 
     "--unstable-net",
     // Loaded with `new Worker(…)` for --workers, so not found by following the imports.
     "--include",
-    `${root}worker.ts`,
+    `${root}server/worker.ts`,
     "--output",
     output,
     `${root}main.ts`,

@@ -1,9 +1,9 @@
 // Client mode: ask a time server for the time, for health checks, scripts and operators.
 
 import { parseArgs } from "node:util";
-import { delay, LineReader } from "./net.ts";
-import { DEFAULT_PORT, TIME_ANSWER } from "./protocol.ts";
-import { UsageError } from "./usage.ts";
+import { delay, LineReader } from "../lib/net.ts";
+import { DEFAULT_PORT, TIME_ANSWER } from "../protocol.ts";
+import { UsageError } from "../lib/usage.ts";
 
 /** Options of {@linkcode askTime}. */
 export interface ClientOptions {

@@ -3,7 +3,7 @@
 /// <reference no-default-lib="true" />
 /// <reference lib="deno.worker" />
 
-import { createLogger } from "./log.ts";
+import { createLogger } from "../lib/log.ts";
 import { serve, type TimeServer } from "./server.ts";
 import type { FromWorker, ToWorker, WithoutRequest } from "./workers.ts";
 

@@ -1,9 +1,9 @@
 // Integration tests of the server over loopback, in-process on port 0.
 
 import assert from "node:assert/strict";
-import { createLogger } from "./log.ts";
+import { createLogger } from "../lib/log.ts";
 import { PROXY_V2_SIGNATURE } from "./proxy.ts";
-import { clientHost, formatAddress } from "./net.ts";
+import { clientHost, formatAddress } from "../lib/net.ts";
 import { serve, type ServerOptions } from "./server.ts";
 import {
   exchangeFrom,
@@ -12,7 +12,7 @@ import {
   LineClient,
   sendUntilStalled,
   within,
-} from "./test_util.ts";
+} from "../testing/test_util.ts";
 
 /** Starts a server on a free loopback port with a quiet logger. */
 function start(options: ServerOptions = {}) {

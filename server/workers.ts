@@ -1,6 +1,6 @@
 // Several event loops on one port: a pool of Workers, each running a server with SO_REUSEPORT.
 
-import type { LogFormat, LogLevel } from "./log.ts";
+import type { LogFormat, LogLevel } from "../lib/log.ts";
 import { SHARED_CONNECTION_SLOTS } from "./limits.ts";
 import type { ServerOptions } from "./server_options.ts";
 import { type ServerStats, sumStats } from "./stats.ts";

@@ -1,11 +1,11 @@
 // Tests of the Prometheus metrics: the text format, and a scrape during real load.
 
 import assert from "node:assert/strict";
-import { createLogger } from "./log.ts";
+import { createLogger } from "../lib/log.ts";
 import { formatMetrics, parseHostPort, serveMetrics } from "./metrics.ts";
 import { serve } from "./server.ts";
 import { newServerStats, type ServerStats, sumStats } from "./stats.ts";
-import { JAM_LINE, LineClient } from "./test_util.ts";
+import { JAM_LINE, LineClient } from "../testing/test_util.ts";
 
 const zero: ServerStats = newServerStats();
 

@@ -3,7 +3,7 @@
 import type { Connection } from "./connection.ts";
 import type { ConnectionTable } from "./connections.ts";
 import type { Limits } from "./limits.ts";
-import type { Logger } from "./log.ts";
+import type { Logger } from "../lib/log.ts";
 import { highWaterMark, mayReplace, pressureTimeout } from "./overload.ts";
 import type { ServerStats } from "./stats.ts";
 

@@ -1,6 +1,6 @@
 // What a server counts: connections, requests, refusals and closes, traffic; and adding them up.
 
-import { newRequestCounts, type RequestCounts } from "./protocol.ts";
+import { newRequestCounts, type RequestCounts } from "../protocol.ts";
 
 /**
  * What a server has done so far; the numbers only grow, except the gauges marked as

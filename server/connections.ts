@@ -3,8 +3,8 @@
 import { ActivityList } from "./activity_list.ts";
 import type { CloseReason, Connection, ConnState } from "./connection.ts";
 import type { Limits } from "./limits.ts";
-import { closeQuietly } from "./net.ts";
-import { ERR_IDLE_EVICTED } from "./protocol.ts";
+import { closeQuietly } from "../lib/net.ts";
+import { ERR_IDLE_EVICTED } from "../protocol.ts";
 
 /**
  * Every live connection, each in the activity list of its state, so that the longest

@@ -1,6 +1,6 @@
 // Prometheus metrics: the text exposition format, and a small HTTP endpoint serving it.
 
-import type { Logger } from "./log.ts";
+import type { Logger } from "../lib/log.ts";
 import type { ServerStats } from "./stats.ts";
 
 /** What the metrics describe besides the counters. */

@@ -1,9 +1,9 @@
 // Tests of the single binary: compile it, run it, ask it the time, stop it.
 
 import assert from "node:assert/strict";
-import config from "./deno.json" with { type: "json" };
-import { askTime } from "./client.ts";
-import { startServerProcess, within } from "./test_util.ts";
+import config from "../deno.json" with { type: "json" };
+import { askTime } from "../client/client.ts";
+import { startServerProcess, within } from "../testing/test_util.ts";
 
 /**
  * Why the binary cannot be built here, or "" when it can: `deno compile` needs its
@@ -25,7 +25,7 @@ const skipReason = await whyNotCompilable();
 if (skipReason) console.log(`compile_test.ts: skipping the compiled-binary test: ${skipReason}`);
 
 const binary =
-  new URL(`./dist/test/time-server${Deno.build.os === "windows" ? ".exe" : ""}`, import.meta.url)
+  new URL(`../dist/test/time-server${Deno.build.os === "windows" ? ".exe" : ""}`, import.meta.url)
     .pathname;
 
 Deno.test({
@@ -33,8 +33,16 @@ Deno.test({
   ignore: skipReason !== "",
   async fn() {
     const compile = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-read", "--allow-run", "--allow-env", "compile.ts", "--output", binary],
-      cwd: new URL(".", import.meta.url).pathname,
+      args: [
+        "run",
+        "--allow-read",
+        "--allow-run",
+        "--allow-env",
+        "tools/compile.ts",
+        "--output",
+        binary,
+      ],
+      cwd: new URL("..", import.meta.url).pathname,
       stdin: "null",
     }).output();
     assert.equal(compile.code, 0, new TextDecoder().decode(compile.stderr));

@@ -4,11 +4,11 @@ import { concernsOneConnection, shortageWarning } from "./accept_errors.ts";
 import { type CloseReason, Connection, type ConnectionHost } from "./connection.ts";
 import { ConnectionTable } from "./connections.ts";
 import { Limits } from "./limits.ts";
-import { createLogger, type Logger } from "./log.ts";
-import { clientHost, closeQuietly, delay, formatAddress } from "./net.ts";
+import { createLogger, type Logger } from "../lib/log.ts";
+import { clientHost, closeQuietly, delay, formatAddress } from "../lib/net.ts";
 import { Eviction } from "./eviction.ts";
 import { PeerEviction } from "./peers.ts";
-import { ERR_SERVER_BUSY, TimeAnswer } from "./protocol.ts";
+import { ERR_SERVER_BUSY, TimeAnswer } from "../protocol.ts";
 import {
   DEFAULTS,
   resolveServerOptions,

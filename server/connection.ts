@@ -3,9 +3,9 @@
 import type { ActivityList, ActivityNode } from "./activity_list.ts";
 import type { ConnectionTable } from "./connections.ts";
 import type { Counted, Limits } from "./limits.ts";
-import type { Logger } from "./log.ts";
-import { clientHost, formatAddress, writeAll } from "./net.ts";
-import { ERR_TOO_MANY_CONNECTIONS, Session, type TimeAnswer } from "./protocol.ts";
+import type { Logger } from "../lib/log.ts";
+import { clientHost, formatAddress, writeAll } from "../lib/net.ts";
+import { ERR_TOO_MANY_CONNECTIONS, Session, type TimeAnswer } from "../protocol.ts";
 import { parseProxyHeader, type ProxiedAddress, PROXY_HEADER_MAX } from "./proxy.ts";
 import type { ServerStats } from "./stats.ts";
 

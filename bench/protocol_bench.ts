@@ -1,6 +1,6 @@
 // Micro-benchmarks of the pure protocol: framing, parsing, formatting, whole sessions.
 
-import { Frame, LineFramer, parseRequest, Session, TimeAnswer } from "./protocol.ts";
+import { Frame, LineFramer, parseRequest, Session, TimeAnswer } from "../protocol.ts";
 
 const encoder = new TextEncoder();
 const one = encoder.encode("TIME\r\n");

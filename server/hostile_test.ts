@@ -1,7 +1,7 @@
 // Tests of the server against hostile clients, each with a bystander that must keep being served.
 
 import assert from "node:assert/strict";
-import { createLogger } from "./log.ts";
+import { createLogger } from "../lib/log.ts";
 import { serve, type ServerOptions, type TimeServer } from "./server.ts";
 import {
   exchangeFrom,
@@ -14,7 +14,7 @@ import {
   startServerProcess,
   within,
   workersCommand,
-} from "./test_util.ts";
+} from "../testing/test_util.ts";
 
 const linux = Deno.build.os === "linux";
 

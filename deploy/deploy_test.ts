@@ -2,7 +2,9 @@
 
 import assert from "node:assert/strict";
 
-const read = (path: string) => Deno.readTextFileSync(new URL(path, import.meta.url));
+/** The project's root; every path below is relative to it. */
+const root = new URL("..", import.meta.url);
+const read = (path: string) => Deno.readTextFileSync(new URL(path, root));
 const pinned = read("./.dvmrc").trim();
 
 Deno.test("the Deno version is pinned once, in .dvmrc, and every other mention agrees", () => {
@@ -65,11 +67,38 @@ Deno.test({
     const script =
       'd=$(mktemp -d) && sed "s|/usr/local/bin/time-server|/bin/true|" "$1" > "$d/time-server.service" ' +
       '&& systemd-analyze verify "$d/time-server.service"; rc=$?; rm -rf "$d"; exit $rc';
-    const unitPath = new URL("./deploy/time-server.service", import.meta.url).pathname;
+    const unitPath = new URL("./time-server.service", import.meta.url).pathname;
     const result = new Deno.Command("sh", { args: ["-c", script, "sh", unitPath] }).outputSync();
     const output = new TextDecoder().decode(result.stderr) +
       new TextDecoder().decode(result.stdout);
     assert.equal(result.code, 0, output);
     assert.equal(output.trim(), "", "no warnings");
   },
+});
+
+Deno.test("the container build copies every module the binary is made of", async () => {
+  const { stdout } = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", "main.ts"],
+    cwd: root.pathname,
+    stderr: "null",
+  }).output();
+  const graph = JSON.parse(new TextDecoder().decode(stdout)) as {
+    modules: { specifier: string }[];
+  };
+  const modules = graph.modules.map((module) => module.specifier)
+    .filter((specifier) => specifier.startsWith(root.href))
+    .map((specifier) => specifier.slice(root.href.length));
+  // Loaded with new Worker(…), and the tool that builds the binary: not reached by imports.
+  modules.push("server/worker.ts", "tools/compile.ts");
+  assert.ok(modules.includes("server/server.ts"), modules.join(", "));
+  const copied = [...read("./Dockerfile").matchAll(/^COPY (?!--from)(.+) \S+$/gm)]
+    .flatMap((match) => match[1].split(/\s+/));
+  for (const module of modules) {
+    assert.ok(
+      copied.some((source) =>
+        source === module || (source.endsWith("/") && module.startsWith(source))
+      ),
+      `the Dockerfile does not copy ${module}`,
+    );
+  }
 });

@@ -1,10 +1,10 @@
 // Helpers shared by the tests: a line-oriented TCP client and small waits.
 
 import net from "node:net";
-import { LineReader, writeAll } from "./net.ts";
-import { TIME_ANSWER } from "./protocol.ts";
+import { LineReader, writeAll } from "../lib/net.ts";
+import { TIME_ANSWER } from "../protocol.ts";
 
-export { freePort } from "./net.ts";
+export { freePort } from "../lib/net.ts";
 
 const encoder = new TextEncoder();
 
@@ -218,7 +218,7 @@ export async function startServerProcess(
 }
 
 /** The path of `main.ts`, for running it in a subprocess. */
-export const mainModule: string = new URL("./main.ts", import.meta.url).pathname;
+export const mainModule: string = new URL("../main.ts", import.meta.url).pathname;
 
 /** `deno run main.ts` as `deno task start` runs it, for `--workers`: Workers read the modules. */
 export const workersCommand: string[] = [
@@ -226,7 +226,7 @@ export const workersCommand: string[] = [
   "run",
   "--allow-net",
   "--allow-env=PORT",
-  `--allow-read=${new URL(".", import.meta.url).pathname}`,
+  `--allow-read=${new URL("..", import.meta.url).pathname}`,
   mainModule,
 ];
 

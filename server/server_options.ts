@@ -1,7 +1,7 @@
 // The server's options, their defaults, and resolving one into the other, in one place.
 
-import type { Logger } from "./log.ts";
-import { DEFAULT_MAX_LINE, DEFAULT_PORT } from "./protocol.ts";
+import type { Logger } from "../lib/log.ts";
+import { DEFAULT_MAX_LINE, DEFAULT_PORT } from "../protocol.ts";
 
 export interface ServerOptions {
   /**

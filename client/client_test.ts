@@ -2,10 +2,10 @@
 
 import assert from "node:assert/strict";
 import { askTime, ClientError, parseClientCommandLine } from "./client.ts";
-import { createLogger } from "./log.ts";
-import { serve } from "./server.ts";
-import { JAM_LINE, runMain } from "./test_util.ts";
-import { UsageError } from "./usage.ts";
+import { createLogger } from "../lib/log.ts";
+import { serve } from "../server/server.ts";
+import { JAM_LINE, runMain } from "../testing/test_util.ts";
+import { UsageError } from "../lib/usage.ts";
 
 function startServer() {
   return serve({ hostname: "127.0.0.1", port: 0, logger: createLogger({ level: "error" }) });
