@@ -298,3 +298,24 @@ Deno.test("deno task start fetches nothing: it serves from an empty DENO_DIR wit
   await server.child.status;
   await new Deno.Command("rm", { args: ["-rf", denoDir] }).output();
 });
+
+Deno.test("the README's flag table lists every flag, and the docs name every task", () => {
+  const read = (path: string) => Deno.readTextFileSync(new URL(path, import.meta.url));
+  const readme = read("./README.md");
+  const table = readme.slice(
+    readme.indexOf("| flag "),
+    readme.indexOf("\n\n", readme.indexOf("| flag ")),
+  );
+  const flags = [...HELP.matchAll(/^\s+(?:-\w, )?(--[\w-]+)/gm)].map((match) => match[1]);
+  assert.ok(flags.length > 10, flags.join(" "));
+  for (const flag of flags) {
+    assert.match(table, new RegExp(`\`${flag}[ \`]`), `${flag} in the README's table`);
+  }
+  const docs = [
+    readme,
+    ...["docs/scale.md", "docs/reliability.md", "bench/README.md", "deploy/README.md"]
+      .map((path) => read(`./${path}`)),
+  ].join("\n");
+  const tasks = Object.keys(JSON.parse(read("./deno.json")).tasks);
+  for (const task of tasks) assert.match(docs, new RegExp(`deno task ${task}\\b`), task);
+});
