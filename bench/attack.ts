@@ -1,10 +1,8 @@
 // The attack harness: hostile traffic against the server, while a bystander keeps asking the time.
 
 import net from "node:net";
-import { parseArgs } from "node:util";
-import { startCommand, startServer } from "./bench.ts";
+import { parseToolFlags, startCommand, startServer } from "./bench.ts";
 import { freePort } from "../lib/net.ts";
-import { UsageError } from "../lib/usage.ts";
 
 const HELP = `Usage: deno task attack [options]
 
@@ -549,16 +547,8 @@ const FLAGS = {
 } as const;
 
 async function main(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: FLAGS,
-    }));
-  } catch (error) {
-    console.error(`attack: ${UsageError.fromParseArgs(error).message} (see --help)`);
-    return 2;
-  }
+  const values = parseToolFlags("attack", args, FLAGS);
+  if (values === null) return 2;
   if (values["half-open-helper"]) {
     await halfOpenHelper(values["half-open-helper"]);
     return 0;

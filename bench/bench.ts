@@ -1,6 +1,7 @@
 // The benchmark: starts servers as subprocesses, drives them with a load generator, prints one table.
 
-import { parseArgs } from "node:util";
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+import { UsageError } from "../lib/usage.ts";
 import type { LoadResult } from "./loadgen.ts";
 import { freePort } from "../lib/net.ts";
 
@@ -473,18 +474,31 @@ const FLAGS = {
   help: { type: "boolean", short: "h" },
 } as const;
 
-async function main(args: string[]): Promise<number> {
-  let values;
+/**
+ * Parses a tool's flags; on a mistake prints one line naming the tool and returns
+ * null (the tool then exits 2).
+ */
+export function parseToolFlags<const T extends ParseArgsOptionsConfig>(
+  tool: string,
+  args: string[],
+  options: T,
+): ParsedValues<T> | null {
   try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      options: FLAGS,
-    }));
+    return parseArgs({ args, options, strict: true }).values as ParsedValues<T>;
   } catch (error) {
-    console.error(`bench: ${error instanceof Error ? error.message.split("\n")[0] : error}`);
-    return 2;
+    console.error(`${tool}: ${UsageError.fromParseArgs(error).message} (see --help)`);
+    return null;
   }
+}
+
+/** The values `parseArgs` gives for `options`. */
+type ParsedValues<T extends ParseArgsOptionsConfig> = ReturnType<
+  typeof parseArgs<{ options: T; strict: true }>
+>["values"];
+
+async function main(args: string[]): Promise<number> {
+  const values = parseToolFlags("bench", args, FLAGS);
+  if (values === null) return 2;
   if (values.help) {
     console.log(HELP);
     return 0;
