@@ -157,21 +157,11 @@ export class Connection implements ActivityNode, Counted {
       maxLine: this.#host.maxLine,
       counts: stats,
     });
+    // What came with the PROXY header is pushed once; from then on only the socket is read.
+    if (carried !== null) session.push(carried);
     let buffer = this.#buffer;
-    while (!stopping.aborted) {
-      let n: number | null;
-      if (carried !== null) {
-        n = carried.length;
-        session.push(carried);
-        carried = null;
-      } else {
-        n = await conn.read(buffer);
-        if (n === null) session.end();
-        else {
-          stats.bytesReceived += n;
-          session.push(buffer, n);
-        }
-      }
+    let ended = false;
+    for (;;) {
       let out = session.pull();
       if (out.length > 0) {
         do {
@@ -183,14 +173,23 @@ export class Connection implements ActivityNode, Counted {
         } while (out.length > 0);
         table.enter(this, "reading");
       }
-      if (n === null) return "closed by client";
+      if (ended) return "closed by client";
       if (session.closing) return "quit";
-      if (n === buffer.length && buffer.length < MAX_READ_SIZE) {
-        // A full read means the client sends faster than one read takes: read more at once.
-        this.#buffer = buffer = new Uint8Array(buffer.length * 4);
+      if (stopping.aborted) return "shutdown";
+      const n = await conn.read(buffer);
+      if (n === null) {
+        session.end();
+        ended = true;
+      } else {
+        stats.bytesReceived += n;
+        session.push(buffer, n);
+        if (n === buffer.length && buffer.length < MAX_READ_SIZE) {
+          // A full read means the client sends faster than one read takes: read more at
+          // once. The session is done with the old buffer after this push's answers.
+          this.#buffer = buffer = new Uint8Array(buffer.length * 4);
+        }
       }
     }
-    return "shutdown";
   }
 
   /**
