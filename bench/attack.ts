@@ -1,7 +1,8 @@
 // The attack harness: hostile traffic against the server, while a bystander keeps asking the time.
 
 import net from "node:net";
-import { parseToolFlags, startCommand, startServer } from "./bench.ts";
+import { parseToolFlags, startServer } from "./bench.ts";
+import { startCommand } from "../tools/start_task.ts";
 import { freePort } from "../lib/net.ts";
 
 const HELP = `Usage: deno task attack [options]

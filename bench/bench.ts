@@ -2,6 +2,7 @@
 
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { UsageError } from "../lib/usage.ts";
+import { startCommand } from "../tools/start_task.ts";
 import type { LoadResult } from "./loadgen.ts";
 import { freePort } from "../lib/net.ts";
 
@@ -29,12 +30,6 @@ Options:
 
 const root = new URL("..", import.meta.url).pathname;
 
-/** The command of `deno task start`, from deno.json, so the benchmark runs what users run. */
-export function startCommand(): string[] {
-  const config = JSON.parse(Deno.readTextFileSync(`${root}deno.json`));
-  const [deno, ...rest] = (config.tasks.start as string).split(/\s+/);
-  return [deno === "deno" ? Deno.execPath() : deno, ...rest];
-}
 const loadgenModule = new URL("./loadgen.ts", import.meta.url).pathname;
 
 interface Server {

@@ -1,4 +1,4 @@
-// Tests of the shipping files: one pinned Deno version everywhere, a valid systemd unit.
+// Tests of the shipping files: one pinned Deno version, a valid systemd unit, a complete container build.
 
 import assert from "node:assert/strict";
 

@@ -98,97 +98,133 @@ export class Connection implements ActivityNode, Counted {
     return formatAddress({ transport: "tcp", hostname: proxied.hostname, port: proxied.port });
   }
 
-  /** Serves the connection to its end; never throws. */
-  async serve(): Promise<void> {
-    let reason: CloseReason = "error";
+  /**
+   * Serves the connection to its end, in the background; never throws. Until its first
+   * wait it runs at once, so the connection is counted under its address before the
+   * next accept.
+   */
+  serve(): void {
     try {
-      reason = await this.#converse();
+      this.conn.setNoDelay(true);
     } catch (error) {
-      reason = this.#failed(error);
-    } finally {
-      reason = this.reason ?? reason;
-      this.#host.table.close(this, reason);
-      this.#host.ended(this, reason);
+      return this.#end(this.#failed(error));
     }
+    if (this.#host.proxyProtocol) this.#awaitHeader();
+    else this.#admitted(null);
   }
 
-  async #converse(): Promise<CloseReason> {
-    const host = this.#host;
-    const conn = this.conn;
-    conn.setNoDelay(true);
-    let carried: Uint8Array | null = null;
-    if (host.proxyProtocol) {
-      host.table.enter(this, "header");
+  /** Reads the PROXY header, then goes on as {@linkcode #admitted}. */
+  async #awaitHeader(): Promise<void> {
+    this.#host.table.enter(this, "header");
+    let carried: Uint8Array | null;
+    try {
       carried = await this.#readProxyHeader();
-      if (carried === null) {
-        host.stats.closedProxyHeader++;
-        return "no valid PROXY header";
-      }
+    } catch (error) {
+      return this.#end(this.#failed(error));
     }
+    if (carried === null) {
+      this.#host.stats.closedProxyHeader++;
+      return this.#end("no valid PROXY header");
+    }
+    this.#admitted(carried.length > 0 ? carried : null);
+  }
+
+  /**
+   * Counts the connection under its client's address, then answers it, or refuses it
+   * past the per-client limit. Each path is one async function that ends the connection
+   * itself: one suspended frame per idle connection, not a chain of them, since each
+   * frame held is memory per connection.
+   */
+  #admitted(carried: Uint8Array | null): void {
+    const host = this.#host;
     if (host.debug) {
       host.logger.debug("connection opened", {
         peer: this.peer(),
-        via: this.proxied ? formatAddress(conn.remoteAddr) : undefined,
+        via: this.proxied ? formatAddress(this.conn.remoteAddr) : undefined,
       });
     }
-    const address = clientHost(this.proxied?.hostname ?? conn.remoteAddr.hostname);
+    const address = clientHost(this.proxied?.hostname ?? this.conn.remoteAddr.hostname);
     if (!host.limits.takeAddress(this, address)) {
-      host.stats.refusedPerIp++;
-      await conn.write(ERR_TOO_MANY_CONNECTIONS);
-      host.stats.bytesSent += ERR_TOO_MANY_CONNECTIONS.length;
-      await this.#linger();
-      return "per-client limit";
+      this.#refuseForAddress();
+      return;
     }
     host.table.enter(this, "reading");
-    const reason = await this.#answer(carried?.length ? carried : null);
-    if (reason !== "closed by client") await this.#linger();
-    return reason;
+    this.#answer(carried);
+  }
+
+  async #refuseForAddress(): Promise<void> {
+    const stats = this.#host.stats;
+    stats.refusedPerIp++;
+    try {
+      await this.conn.write(ERR_TOO_MANY_CONNECTIONS);
+      stats.bytesSent += ERR_TOO_MANY_CONNECTIONS.length;
+      await this.#linger();
+      this.#end("per-client limit");
+    } catch (error) {
+      this.#end(this.#failed(error));
+    }
+  }
+
+  #end(reason: CloseReason): void {
+    reason = this.reason ?? reason;
+    this.#host.table.close(this, reason);
+    this.#host.ended(this, reason);
   }
 
   /**
    * The hot path: read into the reused buffer, push into the session, write all its
-   * answers in one write, and wait for that before reading again (back-pressure).
+   * answers in one write, and wait for that before reading again (back-pressure). Then,
+   * unless the client closed first, the lingering close.
    */
-  async #answer(carried: Uint8Array | null): Promise<CloseReason> {
-    const { table, stats, stopping } = this.#host;
-    const conn = this.conn;
-    const session = new Session({
-      time: this.#host.time,
-      maxLine: this.#host.maxLine,
-      counts: stats,
-    });
-    // What came with the PROXY header is pushed once; from then on only the socket is read.
-    if (carried !== null) session.push(carried);
-    let buffer = this.#buffer;
-    let ended = false;
-    for (;;) {
-      let out = session.pull();
-      if (out.length > 0) {
-        do {
-          table.enter(this, "writing");
-          const written = await conn.write(out);
-          if (written < out.length) await writeAll(conn, out, written);
-          stats.bytesSent += out.length;
-          out = session.pull();
-        } while (out.length > 0);
-        table.enter(this, "reading");
-      }
-      if (ended) return "closed by client";
-      if (session.closing) return "quit";
-      if (stopping.aborted) return "shutdown";
-      const n = await conn.read(buffer);
-      if (n === null) {
-        session.end();
-        ended = true;
-      } else {
-        stats.bytesReceived += n;
-        session.push(buffer, n);
-        if (n === buffer.length && buffer.length < MAX_READ_SIZE) {
-          // A full read means the client sends faster than one read takes: read more at
-          // once. The session is done with the old buffer after this push's answers.
-          this.#buffer = buffer = new Uint8Array(buffer.length * 4);
+  async #answer(carried: Uint8Array | null): Promise<void> {
+    try {
+      const { table, stats, stopping } = this.#host;
+      const conn = this.conn;
+      const session = new Session({
+        time: this.#host.time,
+        maxLine: this.#host.maxLine,
+        counts: stats,
+      });
+      // What came with the PROXY header is pushed once; from then on only the socket is read.
+      if (carried !== null) session.push(carried);
+      let buffer = this.#buffer;
+      let ended = false;
+      let reason: CloseReason;
+      for (;;) {
+        let out = session.pull();
+        if (out.length > 0) {
+          do {
+            table.enter(this, "writing");
+            const written = await conn.write(out);
+            if (written < out.length) await writeAll(conn, out, written);
+            stats.bytesSent += out.length;
+            out = session.pull();
+          } while (out.length > 0);
+          table.enter(this, "reading");
+        }
+        if (ended) return this.#end("closed by client");
+        if (session.closing || stopping.aborted) {
+          reason = session.closing ? "quit" : "shutdown";
+          break;
+        }
+        const n = await conn.read(buffer);
+        if (n === null) {
+          session.end();
+          ended = true;
+        } else {
+          stats.bytesReceived += n;
+          session.push(buffer, n);
+          if (n === buffer.length && buffer.length < MAX_READ_SIZE) {
+            // A full read means the client sends faster than one read takes: read more at
+            // once. The session is done with the old buffer after this push's answers.
+            this.#buffer = buffer = new Uint8Array(buffer.length * 4);
+          }
         }
       }
+      await this.#linger();
+      this.#end(reason);
+    } catch (error) {
+      this.#end(this.#failed(error));
     }
   }
 

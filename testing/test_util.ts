@@ -1,4 +1,4 @@
-// Helpers shared by the tests: a line-oriented TCP client and small waits.
+// Helpers shared by the tests: a line client, subprocess servers, clients from other loopback addresses.
 
 import net from "node:net";
 import { LineReader, writeAll } from "../lib/net.ts";

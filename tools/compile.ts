@@ -1,6 +1,7 @@
 // Builds the single binary with `deno compile`, for this machine or for every release target.
 
 import { parseArgs } from "node:util";
+import { startCommand } from "./start_task.ts";
 
 /** The targets `--all` builds: what `deno compile --target` supports, minus Windows on ARM. */
 const TARGETS = [
@@ -18,8 +19,7 @@ const root = new URL("..", import.meta.url).pathname;
  * from deno.json so that the binary runs exactly as `deno task start` does.
  */
 function runtimeFlags(): string[] {
-  const config = JSON.parse(Deno.readTextFileSync(`${root}deno.json`));
-  const words = (config.tasks.start as string).split(/\s+/);
+  const words = startCommand();
   // Reading the sources (for --workers) is a `deno run` need: the binary embeds them.
   return words.slice(words.indexOf("run") + 1, words.indexOf("main.ts"))
     .filter((flag) => !flag.startsWith("--allow-read"));
