@@ -1,0 +1,152 @@
+// Who may be served: allow and deny lists of address ranges (CIDR), for every listener.
+
+/** An address range: the family, the address as 32-bit words, and the prefix length. */
+interface Range {
+  readonly words: Uint32Array;
+  readonly prefix: number;
+}
+
+function parseIPv4(text: string): number | null {
+  const parts = text.split(".");
+  if (parts.length !== 4) return null;
+  let value = 0;
+  for (const part of parts) {
+    if (!/^\d{1,3}$/.test(part) || Number(part) > 255) return null;
+    value = value * 256 + Number(part);
+  }
+  return value;
+}
+
+/**
+ * Parses an IPv4 or IPv6 address into 32-bit words: one for IPv4, four for IPv6.
+ * IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) come back as IPv4, so one rule covers
+ * both ways a dual-stack socket may report a client. Null when it is not an address.
+ */
+export function parseAddress(text: string): Uint32Array | null {
+  const zone = text.indexOf("%");
+  if (zone >= 0) text = text.slice(0, zone);
+  if (!text.includes(":")) {
+    const v4 = parseIPv4(text);
+    return v4 === null ? null : Uint32Array.of(v4);
+  }
+  const groups: number[] = [];
+  const halves = text.split("::");
+  if (halves.length > 2) return null;
+  const parseHalf = (half: string): number[] | null => {
+    if (half === "") return [];
+    const out: number[] = [];
+    const pieces = half.split(":");
+    for (let i = 0; i < pieces.length; i++) {
+      const piece = pieces[i];
+      if (i === pieces.length - 1 && piece.includes(".")) {
+        const v4 = parseIPv4(piece);
+        if (v4 === null) return null;
+        out.push(v4 >>> 16, v4 & 0xffff);
+      } else if (/^[0-9a-fA-F]{1,4}$/.test(piece)) out.push(parseInt(piece, 16));
+      else return null;
+    }
+    return out;
+  };
+  const head = parseHalf(halves[0]);
+  const tail = halves.length === 2 ? parseHalf(halves[1]) : [];
+  if (head === null || tail === null) return null;
+  if (halves.length === 1 && head.length !== 8) return null;
+  if (halves.length === 2 && head.length + tail.length > 7) return null;
+  groups.push(...head, ...new Array(8 - head.length - tail.length).fill(0), ...tail);
+  const words = new Uint32Array(4);
+  for (let i = 0; i < 4; i++) words[i] = ((groups[2 * i] << 16) | groups[2 * i + 1]) >>> 0;
+  if (words[0] === 0 && words[1] === 0 && words[2] === 0xffff) return Uint32Array.of(words[3]);
+  return words;
+}
+
+/**
+ * Parses `ADDRESS[/PREFIX]` (a bare address is a single host). Null when malformed.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseCidr } from "./access.ts";
+ *
+ * assert.ok(parseCidr("10.0.0.0/8"));
+ * assert.ok(parseCidr("2001:db8::/32"));
+ * assert.equal(parseCidr("10.0.0.0/33"), null);
+ * assert.equal(parseCidr("example.com"), null);
+ * ```
+ */
+export function parseCidr(text: string): Range | null {
+  const slash = text.indexOf("/");
+  const words = parseAddress(slash < 0 ? text : text.slice(0, slash));
+  if (words === null) return null;
+  const bits = words.length * 32;
+  let prefix = bits;
+  if (slash >= 0) {
+    const suffix = text.slice(slash + 1);
+    if (!/^\d{1,3}$/.test(suffix) || Number(suffix) > bits) return null;
+    prefix = Number(suffix);
+  }
+  return { words, prefix };
+}
+
+function contains(range: Range, address: Uint32Array): boolean {
+  if (range.words.length !== address.length) return false;
+  let left = range.prefix;
+  for (let i = 0; i < address.length && left > 0; i++, left -= 32) {
+    const mask = left >= 32 ? 0xffffffff : (0xffffffff << (32 - left)) >>> 0;
+    if (((range.words[i] ^ address[i]) & mask) !== 0) return false;
+  }
+  return true;
+}
+
+/**
+ * Decides from the client's address whether it is served, as xinetd's `only_from` and
+ * `no_access`: with an allow list, only addresses in it; an address in the deny list
+ * never, even when it is allowed too. With both lists empty, everyone.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { AccessList } from "./access.ts";
+ *
+ * const access = AccessList.parse(["127.0.0.0/8", "::1"], ["127.0.0.2"]);
+ * assert.ok(access.allows("127.0.0.1"));
+ * assert.ok(access.allows("::ffff:127.0.0.3"));
+ * assert.ok(!access.allows("127.0.0.2"));
+ * assert.ok(!access.allows("192.0.2.1"));
+ * ```
+ */
+export class AccessList {
+  readonly #allow: readonly Range[];
+  readonly #deny: readonly Range[];
+  /** Whether every address is allowed, so the check costs nothing. */
+  readonly open: boolean;
+
+  private constructor(allow: readonly Range[], deny: readonly Range[]) {
+    this.#allow = allow;
+    this.#deny = deny;
+    this.open = allow.length === 0 && deny.length === 0;
+  }
+
+  /** Everyone is served. */
+  static readonly OPEN: AccessList = new AccessList([], []);
+
+  /** Builds the lists; throws `SyntaxError` naming the first entry that is not a CIDR. */
+  static parse(allow: readonly string[] = [], deny: readonly string[] = []): AccessList {
+    const parse = (text: string) => {
+      const range = parseCidr(text.trim());
+      if (range === null) throw new SyntaxError(`"${text}" is not an address or CIDR range`);
+      return range;
+    };
+    return new AccessList(allow.map(parse), deny.map(parse));
+  }
+
+  /** Whether a client at this address (as a socket reports it) may be served. */
+  allows(hostname: string): boolean {
+    if (this.open) return true;
+    const address = parseAddress(hostname);
+    if (address === null) return false;
+    for (const range of this.#deny) if (contains(range, address)) return false;
+    if (this.#allow.length === 0) return true;
+    for (const range of this.#allow) if (contains(range, address)) return true;
+    return false;
+  }
+}
