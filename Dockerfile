@@ -9,6 +9,7 @@ COPY deno.json main.ts protocol.ts ./
 COPY server/ server/
 COPY client/ client/
 COPY lib/ lib/
+COPY time/ time/
 COPY tools/ tools/
 RUN deno task compile
 

@@ -2,12 +2,21 @@
 
 import type { ActivityList, ActivityNode } from "./activity_list.ts";
 import type { ConnectionTable } from "./connections.ts";
+import type { AccessList } from "./access.ts";
 import type { Counted, Limits } from "./limits.ts";
 import type { Logger } from "../lib/log.ts";
 import { clientHost, formatAddress, writeAll } from "../lib/net.ts";
 import { ERR_TOO_MANY_CONNECTIONS, Session, type TimeAnswer } from "../protocol.ts";
 import { parseProxyHeader, type ProxiedAddress, PROXY_HEADER_MAX } from "./proxy.ts";
 import type { ServerStats } from "./stats.ts";
+import type { DaytimeAnswer } from "../time/daytime.ts";
+import type { Rfc868Answer } from "../time/rfc868.ts";
+
+/**
+ * What a TCP listener speaks: the line protocol (`TIME` → `JAM hh:mm:ss`), or one of the
+ * protocols that send one answer and close, Daytime (RFC 867) and Time (RFC 868).
+ */
+export type TcpService = "jam" | "daytime" | "time";
 
 /**
  * Where a connection is in its life, as Go's `ConnState`. It decides what the sweep
@@ -27,6 +36,8 @@ export type CloseReason =
   | "per-client limit"
   | "no valid PROXY header"
   | "no PROXY header in time"
+  | "answered"
+  | "denied"
   | "linger done"
   | "linger limit"
   | "reset"
@@ -41,6 +52,9 @@ export interface ConnectionHost {
   /** Whether debug events are logged, read once. */
   readonly debug: boolean;
   readonly time: TimeAnswer;
+  readonly daytime: DaytimeAnswer;
+  readonly rfc868: Rfc868Answer;
+  readonly access: AccessList;
   readonly maxLine: number;
   readonly proxyProtocol: boolean;
   /** Aborts when the server stops accepting: connections waiting for a request end. */
@@ -72,6 +86,7 @@ function isDisconnect(error: unknown): boolean {
  */
 export class Connection implements ActivityNode, Counted {
   readonly conn: Deno.TcpConn;
+  readonly service: TcpService;
   state: ConnState = "reading";
   counted = true;
   ipKey: string | null = null;
@@ -86,8 +101,9 @@ export class Connection implements ActivityNode, Counted {
   readonly #host: ConnectionHost;
   #buffer = new Uint8Array(INITIAL_READ_SIZE);
 
-  constructor(conn: Deno.TcpConn, host: ConnectionHost) {
+  constructor(conn: Deno.TcpConn, host: ConnectionHost, service: TcpService = "jam") {
     this.conn = conn;
+    this.service = service;
     this.#host = host;
   }
 
@@ -144,12 +160,39 @@ export class Connection implements ActivityNode, Counted {
       });
     }
     const address = clientHost(this.proxied?.hostname ?? this.conn.remoteAddr.hostname);
+    if (!host.access.open && !host.access.allows(address)) {
+      host.stats.closedDenied++;
+      return this.#end("denied");
+    }
     if (!host.limits.takeAddress(this, address)) {
       this.#refuseForAddress();
       return;
     }
+    if (this.service !== "jam") return void this.#answerOnce();
     host.table.enter(this, "reading");
     this.#answer(carried);
+  }
+
+  /**
+   * Daytime and Time: the answer at once, whatever the client sends (RFC 867 and 868
+   * ignore it), then the lingering close. The answer fits in any socket buffer.
+   */
+  async #answerOnce(): Promise<void> {
+    const host = this.#host;
+    const stats = host.stats;
+    try {
+      host.table.enter(this, "writing");
+      const answer = this.service === "daytime" ? host.daytime.current() : host.rfc868.current();
+      const written = await this.conn.write(answer);
+      if (written < answer.length) await writeAll(this.conn, answer, written);
+      stats.bytesSent += answer.length;
+      if (this.service === "daytime") stats.requestsDaytime++;
+      else stats.requestsRfc868++;
+      await this.#linger();
+      this.#end("answered");
+    } catch (error) {
+      this.#end(this.#failed(error));
+    }
   }
 
   async #refuseForAddress(): Promise<void> {

@@ -1,7 +1,13 @@
 // The TCP server: listening, accepting and admitting, sweeping, and shutting down.
 
 import { concernsOneConnection, shortageWarning } from "./accept_errors.ts";
-import { type CloseReason, Connection, type ConnectionHost } from "./connection.ts";
+import { AccessList } from "./access.ts";
+import {
+  type CloseReason,
+  Connection,
+  type ConnectionHost,
+  type TcpService,
+} from "./connection.ts";
 import { ConnectionTable } from "./connections.ts";
 import { Limits } from "./limits.ts";
 import { createLogger, type Logger } from "../lib/log.ts";
@@ -16,12 +22,20 @@ import {
   type ServerSettings,
 } from "./server_options.ts";
 import { newServerStats, type ServerStats } from "./stats.ts";
+import { RateLimiter } from "./rate_limit.ts";
+import { chooseUdpEngine, listenUdp, type UdpListener, type UdpProtocol } from "./udp.ts";
+import { PreciseClock } from "../time/clock.ts";
+import { DaytimeAnswer } from "../time/daytime.ts";
+import { measurePrecision, type NtpServerInfo, referenceId, rootDispersion } from "../time/ntp.ts";
+import { Rfc868Answer } from "../time/rfc868.ts";
 
 export { DEFAULTS, resolveServerOptions, type ServerOptions } from "./server_options.ts";
 
 export interface TimeServer extends AsyncDisposable {
   /** The address the server listens on, with the port it was given. */
   readonly addr: Deno.NetAddr;
+  /** The ports of the Daytime, Time and SNTP services, null for those that are off. */
+  readonly ports: Readonly<ServicePorts>;
   /** Live counters; read them, do not change them. */
   readonly stats: Readonly<ServerStats>;
   /** Settles when the server has stopped and every connection is closed. */
@@ -32,6 +46,16 @@ export interface TimeServer extends AsyncDisposable {
    * seconds are closed anyway. Calling it again returns the same promise.
    */
   shutdown(): Promise<void>;
+}
+
+/** The ports of the services besides the line protocol; null when off. */
+export interface ServicePorts {
+  /** Daytime (RFC 867), TCP and UDP on the same number. */
+  daytime: number | null;
+  /** Time (RFC 868), TCP and UDP on the same number. */
+  time: number | null;
+  /** SNTP, UDP. */
+  ntp: number | null;
 }
 
 /**
@@ -49,6 +73,10 @@ const LINGER_SHARE = 0.1;
 const SHORTAGE_LOG_EVERY_MS = 10000;
 /** The sweep's longest period; it also ticks the coarse clock that activity is stamped with. */
 const SWEEP_MAX_MS = 250;
+/** How often the precise clock is compared with the system clock, to follow its steps. */
+const CLOCK_CHECK_MS = 1000;
+/** The precise clock recalibrates at least this often. */
+const RECALIBRATE_MS = 64_000;
 /** Accepting ticks the coarse clock too, at most this often, so eviction sees fresh time. */
 const ACCEPT_TICK_MS = 10;
 
@@ -58,8 +86,13 @@ function isSetupError(error: unknown): boolean {
     error instanceof Deno.errors.NotCapable;
 }
 
-function listen(settings: ServerSettings, logger: Logger, fallback: boolean): Deno.TcpListener {
-  const { hostname, port, reusePort } = settings;
+function listen(
+  settings: ServerSettings,
+  logger: Logger,
+  fallback: boolean,
+  port = settings.port,
+): Deno.TcpListener {
+  const { hostname, reusePort } = settings;
   try {
     return Deno.listen({ hostname, port, transport: "tcp", reusePort });
   } catch (error) {
@@ -122,14 +155,25 @@ class Server implements TimeServer, ConnectionHost {
   readonly logger: Logger;
   readonly debug: boolean;
   readonly time: TimeAnswer;
+  readonly daytime: DaytimeAnswer;
+  readonly rfc868: Rfc868Answer;
+  readonly access: AccessList;
+  readonly limiter: RateLimiter | null;
+  readonly clock: { now(): number };
+  readonly ntpInfo: NtpServerInfo;
   readonly maxLine: number;
   readonly proxyProtocol: boolean;
   readonly limits: Limits;
   readonly table: ConnectionTable;
   readonly addr: Deno.NetAddr;
+  readonly ports: ServicePorts = { daytime: null, time: null, ntp: null };
   readonly finished: Promise<void>;
   readonly #settings: ServerSettings;
   readonly #listener: Deno.TcpListener;
+  readonly #listeners: Deno.TcpListener[] = [];
+  readonly #udp: UdpListener[] = [];
+  readonly #udpEngine: "deno" | "mmsg";
+  readonly clockIsSystem: boolean;
   readonly #eviction: Eviction;
   readonly #peers: PeerEviction | null;
   readonly #stopAccepting = new AbortController();
@@ -147,6 +191,30 @@ class Server implements TimeServer, ConnectionHost {
     this.logger = options.logger ?? createLogger({ level: "warn" });
     this.debug = this.logger.enabled("debug");
     this.time = new TimeAnswer({ timeZone: options.timeZone, now: options.now });
+    this.daytime = new DaytimeAnswer({ timeZone: options.timeZone, now: options.now });
+    this.rfc868 = new Rfc868Answer(options.now);
+    this.access = AccessList.parse(settings.allow, settings.deny);
+    this.limiter = settings.rateLimit === null ? null : new RateLimiter({
+      interval: settings.rateLimit.interval,
+      burst: settings.rateLimit.burst,
+      leak: settings.rateLeak,
+      kissOfDeath: settings.kissOfDeath,
+      maxClients: settings.maxClients,
+    });
+    const precise = settings.ntpPort !== null && !options.clock && !options.now
+      ? new PreciseClock()
+      : null;
+    this.clock = options.clock ?? precise ?? { now: options.now ?? Date.now };
+    this.clockIsSystem = !options.clock && !options.now;
+    this.#udpEngine = chooseUdpEngine(settings.udpEngine, settings.hostname);
+    this.ntpInfo = {
+      leap: 0,
+      stratum: settings.ntpStratum,
+      referenceId: referenceId("LOCL"),
+      precision: measurePrecision(() => this.clock.now()),
+      rootDispersion: 0.001,
+      referenceTime: this.clock.now(),
+    };
     this.maxLine = settings.maxLine;
     this.proxyProtocol = settings.proxyProtocol;
     this.limits = new Limits({
@@ -176,10 +244,29 @@ class Server implements TimeServer, ConnectionHost {
       ? new PeerEviction(shared, this.table, () => this.#eviction.evictOldest(null))
       : null;
 
-    this.#listener = listen(settings, this.logger, options.hostname === undefined);
+    const fallback = options.hostname === undefined;
+    this.#listener = listen(settings, this.logger, fallback);
+    this.#listeners.push(this.#listener);
+    try {
+      this.#listenServices(settings, fallback);
+    } catch (error) {
+      for (const listener of this.#listeners) closeQuietly(listener);
+      for (const service of this.#udp) service.close();
+      throw error;
+    }
     this.addr = this.#listener.addr;
-    const accepting = this.#acceptLoop();
+    const accepting = Promise.all([
+      this.#acceptLoop(this.#listener, "jam"),
+      ...this.#listeners.slice(1).map((listener, i) =>
+        this.#acceptLoop(listener, this.#tcpServices[i])
+      ),
+      ...this.#udp.map((service) => service.done),
+    ]);
     this.finished = Promise.all([accepting, this.#drained.promise]).then(() => {});
+    if (precise) {
+      this.#updateClock(precise);
+      this.#timers.push(setInterval(() => this.#updateClock(precise), CLOCK_CHECK_MS));
+    }
     this.#peers?.answer(this.stopping);
     this.#timers.push(setInterval(() => this.#sweep(), this.#sweepEveryMs));
     if (settings.statsInterval > 0 && this.logger.enabled("info")) {
@@ -187,10 +274,80 @@ class Server implements TimeServer, ConnectionHost {
     }
   }
 
+  /**
+   * Binds the Daytime and Time listeners (TCP and, unless `udp` is off, UDP on the same
+   * port number) and the SNTP socket. Port 0 picks a number free for both transports.
+   */
+  #listenServices(settings: ServerSettings, fallback: boolean): void {
+    const hostname = this.#listener.addr.hostname;
+    const both = (protocol: "daytime" | "time", wanted: number) => {
+      for (let attempt = 0;; attempt++) {
+        const listener = listen(settings, this.logger, fallback, wanted);
+        const port = listener.addr.port;
+        if (!settings.udp) return this.#addTcp(listener, protocol, port);
+        try {
+          this.#addUdp(protocol, hostname, port);
+          return this.#addTcp(listener, protocol, port);
+        } catch (error) {
+          closeQuietly(listener);
+          // Port 0: the number free for TCP was taken for UDP; try another.
+          if (wanted !== 0 || !(error instanceof Deno.errors.AddrInUse) || attempt >= 20) {
+            throw error;
+          }
+        }
+      }
+    };
+    if (settings.daytimePort !== null) both("daytime", settings.daytimePort);
+    if (settings.timePort !== null) both("time", settings.timePort);
+    if (settings.ntpPort !== null && settings.udp) {
+      this.ports.ntp = this.#addUdp("ntp", hostname, settings.ntpPort).port;
+    } else if (settings.ntpPort !== null) this.ports.ntp = settings.ntpPort;
+  }
+
+  /** What each listener after the first serves, in order. */
+  readonly #tcpServices: TcpService[] = [];
+
+  #addTcp(listener: Deno.TcpListener, protocol: "daytime" | "time", port: number): void {
+    this.#listeners.push(listener);
+    this.#tcpServices.push(protocol);
+    this.ports[protocol] = port;
+  }
+
+  #addUdp(protocol: UdpProtocol, hostname: string, port: number): UdpListener {
+    const reusePort = this.#settings.reusePort;
+    const service = listenUdp(this.#udpEngine, protocol, { hostname, port, reusePort }, this);
+    this.#udp.push(service);
+    return service;
+  }
+
+  /** Which UDP engine serves: `mmsg` (batched, FFI) or `deno` (`Deno.listenDatagram`). */
+  get udpEngine(): "deno" | "mmsg" {
+    return this.#udpEngine;
+  }
+
+  /** Follows steps of the system clock, and says in NTP replies how well it is known. */
+  #updateClock(clock: PreciseClock): void {
+    if (clock.check()) {
+      this.logger.warn("system clock stepped; recalibrated", {
+        calibrations: clock.calibrations,
+      });
+    }
+    const now = clock.now();
+    this.ntpInfo.referenceTime = clock.calibratedAt;
+    this.ntpInfo.rootDispersion = rootDispersion(
+      clock.uncertainty,
+      this.ntpInfo.precision,
+      now - clock.calibratedAt,
+    );
+    // Recalibrate now and then anyway, so the drift allowance claimed stays small.
+    if (now - clock.calibratedAt > RECALIBRATE_MS) clock.calibrate();
+  }
+
   shutdown(): Promise<void> {
     if (this.#shutdown) return this.#shutdown;
     this.#stopAccepting.abort();
-    closeQuietly(this.#listener);
+    for (const listener of this.#listeners) closeQuietly(listener);
+    for (const service of this.#udp) service.close();
     for (const timer of this.#timers) clearInterval(timer);
     // A client waiting for a request is owed nothing; the others close after their last write.
     for (const connection of this.table) {
@@ -215,13 +372,13 @@ class Server implements TimeServer, ConnectionHost {
     return this.shutdown();
   }
 
-  async #acceptLoop(): Promise<void> {
+  async #acceptLoop(listener: Deno.TcpListener, service: TcpService): Promise<void> {
     const signal = this.stopping;
     let backoff = 0;
     while (!signal.aborted) {
       let conn: Deno.TcpConn;
       try {
-        conn = await this.#listener.accept();
+        conn = await listener.accept();
         backoff = 0;
       } catch (error) {
         if (signal.aborted || error instanceof Deno.errors.BadResource) break;
@@ -245,7 +402,7 @@ class Server implements TimeServer, ConnectionHost {
         continue;
       }
       if (performance.now() - this.table.clock >= ACCEPT_TICK_MS) this.table.tick();
-      this.#admit(conn);
+      this.#admit(conn, service);
     }
   }
 
@@ -263,15 +420,17 @@ class Server implements TimeServer, ConnectionHost {
    * newcomer may take its place; with workers, the others may make room instead.
    * Otherwise the newcomer hears `ERR server busy`.
    */
-  #admit(conn: Deno.TcpConn): void {
-    if (this.limits.take()) return this.#serve(conn);
+  #admit(conn: Deno.TcpConn, service: TcpService): void {
+    if (this.limits.take()) return this.#serve(conn, service);
     this.table.tick();
     // Behind a balancer the client's address comes later, in the PROXY header.
     const address = this.proxyProtocol ? null : clientHost(conn.remoteAddr.hostname);
-    if (this.#eviction.evictOldest(address) && this.limits.take()) return this.#serve(conn);
+    if (this.#eviction.evictOldest(address) && this.limits.take()) {
+      return this.#serve(conn, service);
+    }
     if (this.#peers?.mayAsk(this.limits.holds(address))) {
       this.#peers.ask(() => this.limits.take(), this.stopping).then((taken) =>
-        taken ? this.#serve(conn) : this.#refuse(conn)
+        taken ? this.#serve(conn, service) : this.#refuse(conn)
       );
       return;
     }
@@ -292,8 +451,8 @@ class Server implements TimeServer, ConnectionHost {
     });
   }
 
-  #serve(conn: Deno.TcpConn): void {
-    const connection = new Connection(conn, this);
+  #serve(conn: Deno.TcpConn, service: TcpService): void {
+    const connection = new Connection(conn, this, service);
     this.table.add(connection);
     this.stats.connectionsOpen = this.table.size;
     this.stats.connectionsTotal++;

@@ -87,6 +87,82 @@ export interface ServerOptions {
    */
   sharedConnections?: Int32Array;
   /**
+   * The port of the Daytime service (RFC 867) on TCP and UDP; 0 = any free port (the
+   * same number for both); null = off.
+   * @default {null}
+   */
+  daytimePort?: number | null;
+  /**
+   * The port of the Time service (RFC 868) on TCP and UDP; 0 = any free port; null = off.
+   * @default {null}
+   */
+  timePort?: number | null;
+  /**
+   * The UDP port of the SNTP service (RFC 4330 server mode); 0 = any free port; null = off.
+   * @default {null}
+   */
+  ntpPort?: number | null;
+  /**
+   * The stratum SNTP replies claim, 1 to 15. With the reference ID `LOCL`, as chrony's
+   * `local stratum 10`: the server serves its system clock, whose own source it cannot see.
+   * @default {10}
+   */
+  ntpStratum?: number;
+  /**
+   * Address ranges (CIDR) served by every listener; empty = all. See `deny`.
+   * @default {[]}
+   */
+  allow?: string[];
+  /**
+   * Address ranges (CIDR) never served, even when in `allow`: TCP connections are
+   * closed at once, datagrams dropped.
+   * @default {[]}
+   */
+  deny?: string[];
+  /**
+   * The UDP rate limit per client address: on average one request per `interval`
+   * seconds, in bursts of up to `burst`; null = off.
+   * @default {null}
+   */
+  rateLimit?: { interval: number; burst: number } | null;
+  /**
+   * Of the requests over the rate limit, 1 in 2^rateLeak is answered anyway (chrony's
+   * `leak`), so clients behind one NAT address are slowed, not cut off; 0 = none.
+   * @default {2}
+   */
+  rateLeak?: number;
+  /**
+   * Tell an NTP client over the rate limit to slow down with a Kiss-o'-Death `RATE`
+   * reply, at most once per interval, instead of only dropping its requests.
+   * @default {false}
+   */
+  kissOfDeath?: boolean;
+  /**
+   * The most client addresses the rate limiter remembers (chrony's `clientloglimit`).
+   * @default {16384}
+   */
+  maxClients?: number;
+  /**
+   * Whether this server binds the UDP services. In a pool only the first worker does:
+   * `Deno.listenDatagram` cannot share a port with `SO_REUSEPORT`.
+   * @default {true}
+   */
+  udp?: boolean;
+  /**
+   * How UDP is read and written: `mmsg` batches up to 64 datagrams per system call
+   * (recvmmsg/sendmmsg through FFI, Linux only, needs `--allow-ffi`), takes the kernel's
+   * receive timestamps and shares the port between workers; `deno` uses
+   * `Deno.listenDatagram`, one call per datagram, and needs only `--allow-net`; `auto`
+   * picks `mmsg` where it can run.
+   * @default {"auto"}
+   */
+  udpEngine?: "auto" | "deno" | "mmsg";
+  /**
+   * The clock NTP timestamps come from, ms since the epoch with sub-ms resolution.
+   * @default {a PreciseClock: the system clock, calibrated against performance.now()}
+   */
+  clock?: { now(): number };
+  /**
    * Where events are logged.
    * @default {a logger at level "warn" writing text to stderr}
    */
@@ -100,7 +176,7 @@ export interface ServerOptions {
 
 /** The options that have a default: every setting of a running server. */
 export type ServerSettings = Required<Omit<ServerOptions, OptionalOnly>>;
-type OptionalOnly = "timeZone" | "sharedConnections" | "logger" | "now";
+type OptionalOnly = "timeZone" | "sharedConnections" | "logger" | "now" | "clock";
 
 /** The defaults of {@linkcode ServerOptions}; the command line's help shows these too. */
 export const DEFAULTS: Readonly<ServerSettings> = {
@@ -116,6 +192,18 @@ export const DEFAULTS: Readonly<ServerSettings> = {
   proxyProtocol: false,
   proxyHeaderTimeout: 5,
   reusePort: false,
+  daytimePort: null,
+  timePort: null,
+  ntpPort: null,
+  ntpStratum: 10,
+  allow: [],
+  deny: [],
+  rateLimit: null,
+  rateLeak: 2,
+  kissOfDeath: false,
+  maxClients: 16384,
+  udp: true,
+  udpEngine: "auto",
 };
 
 /**

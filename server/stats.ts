@@ -33,6 +33,34 @@ export interface ServerStats extends RequestCounts {
   acceptAborted: number;
   /** Accepts that failed for want of file descriptors or memory (the server backs off). */
   acceptExhausted: number;
+  /** Connections closed at once because `--deny`/`--allow` exclude the client. */
+  closedDenied: number;
+  /** Daytime answers sent (RFC 867), over TCP and UDP. */
+  requestsDaytime: number;
+  /** Time answers sent (RFC 868), over TCP and UDP. */
+  requestsRfc868: number;
+  /** SNTP replies sent with the time (Kiss-o'-Death replies are not counted here). */
+  requestsNtp: number;
+  /** Daytime datagrams dropped: the client is denied. */
+  droppedDaytime: number;
+  /** Time (RFC 868) datagrams dropped: the client is denied. */
+  droppedRfc868: number;
+  /** NTP datagrams dropped: denied, too short, not a client request, or a version we do not speak. */
+  droppedNtp: number;
+  /** Of `droppedNtp`, the mode 6 and 7 (ntpq/ntpdc) queries. */
+  droppedNtpControl: number;
+  /** Daytime datagrams over the client's rate limit, dropped. */
+  rateLimitedDaytime: number;
+  /** Time (RFC 868) datagrams over the client's rate limit, dropped. */
+  rateLimitedRfc868: number;
+  /** NTP requests over the client's rate limit: dropped, or answered with a Kiss-o'-Death. */
+  rateLimitedNtp: number;
+  /** Kiss-o'-Death (`RATE`) replies sent. */
+  kissOfDeathSent: number;
+  /** Gauge: clients the UDP rate limiter remembers now. */
+  clientsTracked: number;
+  /** Datagrams that could not be received or sent (the socket reported an error). */
+  udpErrors: number;
   /** Bytes read from clients. */
   bytesReceived: number;
   /** Bytes written to clients. */
@@ -54,6 +82,20 @@ export function newServerStats(): ServerStats {
     closedProxyHeader: 0,
     acceptAborted: 0,
     acceptExhausted: 0,
+    closedDenied: 0,
+    requestsDaytime: 0,
+    requestsRfc868: 0,
+    requestsNtp: 0,
+    droppedDaytime: 0,
+    droppedRfc868: 0,
+    droppedNtp: 0,
+    droppedNtpControl: 0,
+    rateLimitedDaytime: 0,
+    rateLimitedRfc868: 0,
+    rateLimitedNtp: 0,
+    kissOfDeathSent: 0,
+    clientsTracked: 0,
+    udpErrors: 0,
     bytesReceived: 0,
     bytesSent: 0,
   };

@@ -1,0 +1,330 @@
+// The UDP services: Daytime (RFC 867), Time (RFC 868) and SNTP (RFC 4330), one loop per socket.
+
+import type { AccessList } from "./access.ts";
+import { clientHost, closeQuietly } from "../lib/net.ts";
+import type { Logger } from "../lib/log.ts";
+import { type RateLimiter, RateVerdict } from "./rate_limit.ts";
+import type { ServerStats } from "./stats.ts";
+import type { DaytimeAnswer } from "../time/daytime.ts";
+import type { Rfc868Answer } from "../time/rfc868.ts";
+import {
+  checkNtpRequest,
+  NTP_PACKET_LENGTH,
+  NtpRequest,
+  type NtpServerInfo,
+  referenceId,
+  writeKissOfDeath,
+  writeNtpReply,
+  writeTimestamp,
+} from "../time/ntp.ts";
+import { BATCH, MmsgSocket, mmsgSupported, RECEIVE_SLOT, REPLY_SLOT } from "./udp_mmsg.ts";
+import { parseAddress } from "./access.ts";
+
+/** The protocols a time server speaks over UDP. */
+export type UdpProtocol = "daytime" | "time" | "ntp";
+
+/** What the UDP services share with the rest of the server. */
+export interface UdpHost {
+  readonly stats: ServerStats;
+  readonly logger: Logger;
+  readonly access: AccessList;
+  /** Null when rate limiting is off. */
+  readonly limiter: RateLimiter | null;
+  readonly daytime: DaytimeAnswer;
+  readonly rfc868: Rfc868Answer;
+  /** The clock NTP timestamps are read from, ms since the epoch with sub-ms resolution. */
+  readonly clock: { now(): number };
+  /** What NTP replies say about the clock; kept up to date by the server. */
+  readonly ntpInfo: NtpServerInfo;
+  /** Whether `clock` is the system clock, so the kernel's timestamps may stand in for it. */
+  readonly clockIsSystem: boolean;
+}
+
+/** Larger datagrams are truncated; NTP requests with extension fields fit. */
+const RECEIVE_SIZE = 2048;
+/** Room for the longest reply: NTP's 48 bytes, a Daytime line. */
+const REPLY_SIZE = 64;
+const KISS_RATE = referenceId("RATE");
+
+/** Tells whether a receive failed because the socket was closed, which ends the loop. */
+function isClosed(error: unknown): boolean {
+  return error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted;
+}
+
+/** How UDP is read and written: see {@linkcode UdpService} and {@linkcode MmsgService}. */
+export type UdpEngine = "auto" | "deno" | "mmsg";
+
+/**
+ * Which engine `auto` means here: the batched one where it can run (Linux, `--allow-ffi`,
+ * a literal listen address), else the portable one.
+ */
+export function chooseUdpEngine(wanted: UdpEngine, hostname: string): "deno" | "mmsg" {
+  if (wanted !== "auto") return wanted;
+  return mmsgSupported() && parseAddress(hostname) !== null ? "mmsg" : "deno";
+}
+
+/**
+ * Binds a UDP service with the given engine. Throws what `Deno.listenDatagram` throws
+ * (`AddrInUse`, `PermissionDenied`, …).
+ */
+export function listenUdp(
+  engine: "deno" | "mmsg",
+  protocol: UdpProtocol,
+  address: { hostname: string; port: number; reusePort: boolean },
+  host: UdpHost,
+): UdpListener {
+  const { hostname, port, reusePort } = address;
+  if (engine === "mmsg") {
+    return new MmsgService(protocol, new MmsgSocket(hostname, port, reusePort), host);
+  }
+  return new UdpService(protocol, Deno.listenDatagram({ hostname, port, transport: "udp" }), host);
+}
+
+/**
+ * What a time server answers to one datagram, without the I/O: shared by both UDP
+ * engines. Each datagram is checked against the access list, then (NTP) for being a
+ * client request, then against the rate limit. Daytime and Time answer any datagram, as
+ * RFC 867 and 868 say; the rate limit is what bounds their use as reflectors. An NTP reply
+ * is 48 bytes and answers a request of at least 48, so it amplifies nothing.
+ */
+export class Responder {
+  readonly #host: UdpHost;
+  /** Whether {@linkcode respond} needs the client's address (access lists or rate limit). */
+  readonly needsPeer: boolean;
+  /** Whether the last reply written was an NTP reply that wants its transmit timestamp. */
+  stamp = false;
+
+  constructor(host: UdpHost) {
+    this.#host = host;
+    this.needsPeer = !host.access.open || host.limiter !== null;
+  }
+
+  /**
+   * Writes the reply to one datagram into `reply` at `at`; returns its length, 0 for none.
+   * For an NTP reply (then {@linkcode stamp} is true) the transmit timestamp is left for
+   * the caller, to be read as late as possible: see {@linkcode stampTransmit}.
+   */
+  respond(
+    protocol: UdpProtocol,
+    data: Uint8Array,
+    peer: string | null,
+    receivedAt: number,
+    reply: Uint8Array,
+    at: number,
+  ): number {
+    const { stats, access, limiter } = this.#host;
+    this.stamp = false;
+    if (protocol === "ntp") {
+      if (peer !== null && !access.allows(peer)) {
+        stats.droppedNtp++;
+        return 0;
+      }
+      const kind = checkNtpRequest(data, data.length);
+      if (kind !== NtpRequest.CLIENT) {
+        stats.droppedNtp++;
+        if (kind === NtpRequest.CONTROL) stats.droppedNtpControl++;
+        return 0;
+      }
+      const out = at === 0 && reply.length === NTP_PACKET_LENGTH
+        ? reply
+        : reply.subarray(at, at + NTP_PACKET_LENGTH);
+      if (limiter !== null) {
+        const verdict = limiter.check(clientHost(peer!));
+        stats.clientsTracked = limiter.size;
+        if (verdict === RateVerdict.DROP) {
+          stats.rateLimitedNtp++;
+          return 0;
+        }
+        if (verdict === RateVerdict.KISS) {
+          stats.rateLimitedNtp++;
+          stats.kissOfDeathSent++;
+          writeKissOfDeath(data, out, KISS_RATE);
+          return NTP_PACKET_LENGTH;
+        }
+      }
+      writeNtpReply(data, out, receivedAt, receivedAt, this.#host.ntpInfo);
+      stats.requestsNtp++;
+      this.stamp = true;
+      return NTP_PACKET_LENGTH;
+    }
+    const daytime = protocol === "daytime";
+    if (peer !== null && !access.allows(peer)) {
+      if (daytime) stats.droppedDaytime++;
+      else stats.droppedRfc868++;
+      return 0;
+    }
+    if (limiter !== null) {
+      const verdict = limiter.check(clientHost(peer!));
+      stats.clientsTracked = limiter.size;
+      if (verdict >= RateVerdict.KISS) {
+        if (daytime) stats.rateLimitedDaytime++;
+        else stats.rateLimitedRfc868++;
+        return 0;
+      }
+    }
+    const answer = daytime ? this.#host.daytime.current() : this.#host.rfc868.current();
+    reply.set(answer, at);
+    if (daytime) stats.requestsDaytime++;
+    else stats.requestsRfc868++;
+    return answer.length;
+  }
+}
+
+/** Writes an NTP reply's transmit timestamp: the last thing before it goes to the kernel. */
+export function stampTransmit(reply: Uint8Array, at: number, now: number): void {
+  writeTimestamp(reply, at + 40, now);
+}
+
+/** A UDP service of either engine, as the server holds it. */
+export interface UdpListener {
+  readonly protocol: UdpProtocol;
+  readonly port: number;
+  /** Settles when the loop has ended, after {@linkcode UdpListener.close}. */
+  readonly done: Promise<void>;
+  close(): void;
+}
+
+/**
+ * Serves one protocol on a `Deno.listenDatagram` socket until closed: one receive and one
+ * send per datagram. Portable, and needs only `--allow-net`; the send is awaited before
+ * the next receive, so one reply buffer serves.
+ */
+export class UdpService implements UdpListener {
+  readonly protocol: UdpProtocol;
+  readonly socket: Deno.DatagramConn;
+  readonly done: Promise<void>;
+  readonly #host: UdpHost;
+  readonly #responder: Responder;
+
+  constructor(protocol: UdpProtocol, socket: Deno.DatagramConn, host: UdpHost) {
+    this.protocol = protocol;
+    this.socket = socket;
+    this.#host = host;
+    this.#responder = new Responder(host);
+    this.done = this.#serve();
+  }
+
+  get port(): number {
+    return (this.socket.addr as Deno.NetAddr).port;
+  }
+
+  close(): void {
+    closeQuietly(this.socket);
+  }
+
+  async #serve(): Promise<void> {
+    const { stats, clock } = this.#host;
+    const responder = this.#responder;
+    const protocol = this.protocol;
+    const socket = this.socket;
+    const buffer = new Uint8Array(RECEIVE_SIZE);
+    const reply = new Uint8Array(REPLY_SIZE);
+    for (;;) {
+      let data: Uint8Array;
+      let from: Deno.NetAddr;
+      try {
+        const received = await socket.receive(buffer);
+        data = received[0];
+        from = received[1] as Deno.NetAddr;
+      } catch (error) {
+        if (isClosed(error)) return;
+        failed(this.#host, protocol, error);
+        continue;
+      }
+      const receivedAt = clock.now();
+      const peer = responder.needsPeer ? from.hostname : null;
+      const length = responder.respond(protocol, data, peer, receivedAt, reply, 0);
+      if (length === 0) continue;
+      if (responder.stamp) stampTransmit(reply, 0, clock.now());
+      try {
+        await socket.send(length === reply.length ? reply : reply.subarray(0, length), from);
+        stats.bytesSent += length;
+      } catch (error) {
+        if (isClosed(error)) return;
+        failed(this.#host, protocol, error);
+      }
+    }
+  }
+}
+
+/**
+ * Serves one protocol on a {@linkcode MmsgSocket} (Linux, FFI) until closed: up to 64
+ * datagrams per receive and per send, kernel receive timestamps, and `SO_REUSEPORT` so
+ * that workers share the port.
+ */
+export class MmsgService implements UdpListener {
+  readonly protocol: UdpProtocol;
+  readonly done: Promise<void>;
+  readonly #socket: MmsgSocket;
+  readonly #host: UdpHost;
+  readonly #responder: Responder;
+
+  constructor(protocol: UdpProtocol, socket: MmsgSocket, host: UdpHost) {
+    this.protocol = protocol;
+    this.#socket = socket;
+    this.#host = host;
+    this.#responder = new Responder(host);
+    this.done = this.#serve();
+  }
+
+  get port(): number {
+    return this.#socket.port;
+  }
+
+  close(): void {
+    this.#socket.close();
+  }
+
+  async #serve(): Promise<void> {
+    const socket = this.#socket;
+    const { stats, clock } = this.#host;
+    const responder = this.#responder;
+    const protocol = this.protocol;
+    const { data, replies, lengths } = socket;
+    // An injected clock (tests) replaces the kernel's timestamps too.
+    const kernelTime = this.#host.clockIsSystem;
+    const stamped = new Uint8Array(BATCH);
+    for (;;) {
+      const count = await socket.receive();
+      if (count === 0) return;
+      for (let i = 0; i < count; i++) {
+        const start = i * RECEIVE_SLOT;
+        const datagram = data.subarray(start, start + lengths[i]);
+        let receivedAt = kernelTime ? socket.receivedAt(i) : NaN;
+        if (Number.isNaN(receivedAt)) receivedAt = clock.now();
+        const peer = responder.needsPeer ? socket.peer(i) : null;
+        const length = responder.respond(
+          protocol,
+          datagram,
+          peer,
+          receivedAt,
+          replies,
+          i * REPLY_SLOT,
+        );
+        if (length === 0) continue;
+        stamped[socket.queued] = responder.stamp ? 1 : 0;
+        socket.queue(i, length);
+        stats.bytesSent += length;
+      }
+      const queued = socket.queued;
+      if (queued === 0) continue;
+      const now = kernelTime ? socket.now() : clock.now();
+      for (let j = 0; j < queued; j++) {
+        if (stamped[j] === 1) stampTransmit(replies, socket.queuedSlot(j) * REPLY_SLOT, now);
+      }
+      const sent = socket.flush();
+      if (sent < queued) stats.udpErrors += queued - sent;
+    }
+  }
+}
+
+/** A datagram that could not be received or answered: counted, logged at debug. */
+function failed(host: UdpHost, protocol: UdpProtocol, error: unknown): void {
+  host.stats.udpErrors++;
+  if (host.logger.enabled("debug")) {
+    host.logger.debug("udp error", {
+      protocol,
+      error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+    });
+  }
+}

@@ -1,0 +1,369 @@
+// A batched UDP socket for Linux through libc (FFI): recvmmsg/sendmmsg, kernel receive
+// timestamps and SO_REUSEPORT, which Deno.listenDatagram does not offer.
+
+import { parseAddress } from "./access.ts";
+
+/** Datagrams taken from, and given to, the kernel per call. */
+export const BATCH = 64;
+/** Bytes kept for each received datagram; longer ones are truncated. */
+export const RECEIVE_SLOT = 2048;
+/** Bytes kept for each reply. */
+export const REPLY_SLOT = 64;
+
+// Linux's ABI on x86_64 and aarch64 (LP64): the constants and struct layouts used below.
+const AF_INET = 2;
+const AF_INET6 = 10;
+const SOCK_DGRAM = 2;
+const SOCK_CLOEXEC = 0x80000;
+const SOL_SOCKET = 1;
+const SO_REUSEADDR = 2;
+const SO_RCVBUF = 8;
+const SO_REUSEPORT = 15;
+const SO_RCVTIMEO = 20;
+const SO_TIMESTAMPNS = 35;
+const SCM_TIMESTAMPNS = SO_TIMESTAMPNS;
+const IPPROTO_IPV6 = 41;
+const IPV6_V6ONLY = 26;
+const MSG_DONTWAIT = 0x40;
+const MSG_WAITFORONE = 0x10000;
+const SHUT_RDWR = 2;
+const CLOCK_REALTIME = 0;
+const EADDRINUSE = 98;
+const EACCES = 13;
+/** sizeof(struct mmsghdr): a 56-byte msghdr and the 4-byte length, padded. */
+const MMSGHDR = 64;
+const IOVEC = 16;
+/** Room for a sockaddr_in6 (28 bytes). */
+const NAME_SLOT = 32;
+/** Room for one SCM_TIMESTAMPNS message (CMSG_SPACE(16) = 32) and a spare. */
+const CONTROL_SLOT = 64;
+/** How long a receive blocks before it looks whether the socket is closing, in ms. */
+const RECEIVE_TIMEOUT_MS = 200;
+/** The kernel's receive buffer asked for: bursts wait here instead of being dropped. */
+const RECEIVE_BUFFER = 4 * 1024 * 1024;
+
+const SYMBOLS = {
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  recvmmsg: {
+    parameters: ["i32", "buffer", "u32", "i32", "pointer"],
+    result: "i32",
+    nonblocking: true,
+  },
+  sendmmsg: { parameters: ["i32", "pointer", "u32", "i32"], result: "i32" },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const;
+
+type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+let libc: Libc | null = null;
+
+function open(): Libc {
+  libc ??= Deno.dlopen("libc.so.6", SYMBOLS).symbols;
+  return libc;
+}
+
+/**
+ * Tells whether the batched engine can run here: Linux on x86_64 or aarch64, with the FFI
+ * permission granted (`--allow-ffi`), which the portable engine does not need.
+ */
+export function mmsgSupported(): boolean {
+  if (Deno.build.os !== "linux") return false;
+  if (Deno.build.arch !== "x86_64" && Deno.build.arch !== "aarch64") return false;
+  return Deno.permissions.querySync({ name: "ffi" }).state === "granted";
+}
+
+function errno(c: Libc): number {
+  const pointer = c.__errno_location();
+  return pointer === null ? 0 : new Deno.UnsafePointerView(pointer).getInt32();
+}
+
+function intOption(c: Libc, fd: number, level: number, name: number, value: number): boolean {
+  return c.setsockopt(fd, level, name, Int32Array.of(value), 4) === 0;
+}
+
+/** Writes a sockaddr for a literal address and port; returns its length. */
+function writeSockaddr(bytes: Uint8Array, words: Uint32Array, port: number): number {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  bytes.fill(0);
+  view.setUint16(2, port);
+  if (words.length === 1) {
+    view.setUint16(0, AF_INET, true);
+    view.setUint32(4, words[0]);
+    return 16;
+  }
+  view.setUint16(0, AF_INET6, true);
+  for (let i = 0; i < 4; i++) view.setUint32(8 + 4 * i, words[i]);
+  return 28;
+}
+
+/**
+ * The client's address from a sockaddr the kernel wrote, as `Deno.NetAddr.hostname`
+ * would say it: dotted IPv4 (IPv4-mapped IPv6 too), or IPv6 in full hex groups.
+ */
+export function sockaddrHost(bytes: Uint8Array, offset: number): string {
+  const family = bytes[offset] | (bytes[offset + 1] << 8);
+  if (family === AF_INET) {
+    return `${bytes[offset + 4]}.${bytes[offset + 5]}.${bytes[offset + 6]}.${bytes[offset + 7]}`;
+  }
+  const a = offset + 8;
+  let mapped = bytes[a + 10] === 0xff && bytes[a + 11] === 0xff;
+  for (let i = 0; i < 10 && mapped; i++) mapped = bytes[a + i] === 0;
+  if (mapped) return `${bytes[a + 12]}.${bytes[a + 13]}.${bytes[a + 14]}.${bytes[a + 15]}`;
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) {
+    groups.push(((bytes[a + i] << 8) | bytes[a + i + 1]).toString(16));
+  }
+  return groups.join(":");
+}
+
+/** What `Deno.listenDatagram` would throw for a failed bind. */
+function bindError(code: number, where: string): Error {
+  if (code === EADDRINUSE) return new Deno.errors.AddrInUse(`address in use: ${where}`);
+  if (code === EACCES) return new Deno.errors.PermissionDenied(`permission denied: ${where}`);
+  return new Error(`cannot bind ${where} (errno ${code})`);
+}
+
+/**
+ * A UDP socket read and written in batches of up to {@linkcode BATCH} datagrams. After
+ * {@linkcode MmsgSocket.receive} resolves with `count`, datagram `i` is at
+ * `data.subarray(i * RECEIVE_SLOT, i * RECEIVE_SLOT + lengths[i])`, its kernel receive
+ * time in {@linkcode MmsgSocket.receivedAt}; a reply goes into `replies` at
+ * `i * REPLY_SLOT` and is queued with {@linkcode MmsgSocket.queue}, then all go out with
+ * one {@linkcode MmsgSocket.flush}. One receive at a time.
+ */
+export class MmsgSocket {
+  readonly port: number;
+  /** The received datagrams, one slot each. */
+  readonly data: Uint8Array = new Uint8Array(BATCH * RECEIVE_SLOT);
+  /** The length of each received datagram. */
+  readonly lengths: Uint32Array = new Uint32Array(BATCH);
+  /** The replies, one slot each. */
+  readonly replies: Uint8Array = new Uint8Array(BATCH * REPLY_SLOT);
+  readonly #fd: number;
+  readonly #c: Libc;
+  readonly #names = new Uint8Array(BATCH * NAME_SLOT);
+  readonly #control = new Uint8Array(BATCH * CONTROL_SLOT);
+  // The headers are written as 32-bit halves, not BigInts: no allocation per datagram.
+  readonly #receiveHeaders = new Uint8Array(BATCH * MMSGHDR);
+  readonly #receiveInts = new Uint32Array(this.#receiveHeaders.buffer);
+  readonly #controlView = new DataView(this.#control.buffer);
+  readonly #sendHeaders = new Uint8Array(BATCH * MMSGHDR);
+  readonly #sendInts = new Uint32Array(this.#sendHeaders.buffer);
+  readonly #sendPointer: Deno.PointerValue;
+  readonly #receiveIovecs = new Uint32Array(BATCH * 4);
+  readonly #sendIovecs = new Uint32Array(BATCH * 4);
+  /** The address of each name slot and each reply slot, as low and high 32 bits. */
+  readonly #nameAddresses = new Uint32Array(BATCH * 2);
+  readonly #replyAddresses = new Uint32Array(BATCH * 2);
+  /** The slot of each queued reply. */
+  readonly #queuedSlots = new Uint8Array(BATCH);
+  readonly #timespec = new Uint32Array(4);
+  #queued = 0;
+  #closing = false;
+  #closed = false;
+  #receiving: Promise<number> | null = null;
+
+  /**
+   * Binds a socket to a literal address (`::` takes IPv4 too) and port, with
+   * `SO_REUSEPORT` when asked, so that workers share it. Throws `Deno.errors.AddrInUse`
+   * or `PermissionDenied` as `Deno.listenDatagram` would.
+   */
+  constructor(hostname: string, port: number, reusePort: boolean) {
+    const c = this.#c = open();
+    const words = parseAddress(hostname);
+    if (words === null) {
+      throw new TypeError(`the batched UDP engine needs a literal address, got "${hostname}"`);
+    }
+    const family = words.length === 1 ? AF_INET : AF_INET6;
+    const fd = c.socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw new Error(`socket() failed (errno ${errno(c)})`);
+    this.#fd = fd;
+    const address = new Uint8Array(NAME_SLOT);
+    const length = writeSockaddr(address, words, port);
+    const where = `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+    const ok = (family !== AF_INET6 || intOption(c, fd, IPPROTO_IPV6, IPV6_V6ONLY, 0)) &&
+      intOption(c, fd, SOL_SOCKET, SO_REUSEADDR, 1) &&
+      (!reusePort || intOption(c, fd, SOL_SOCKET, SO_REUSEPORT, 1)) &&
+      intOption(c, fd, SOL_SOCKET, SO_TIMESTAMPNS, 1) &&
+      c.setsockopt(
+          fd,
+          SOL_SOCKET,
+          SO_RCVTIMEO,
+          BigInt64Array.of(0n, BigInt(RECEIVE_TIMEOUT_MS * 1000)),
+          16,
+        ) === 0;
+    if (!ok) {
+      const code = errno(c);
+      c.close(fd);
+      throw new Error(`setsockopt failed on ${where} (errno ${code})`);
+    }
+    intOption(c, fd, SOL_SOCKET, SO_RCVBUF, RECEIVE_BUFFER); // a smaller buffer is fine too
+    if (c.bind(fd, address, length) !== 0) {
+      const code = errno(c);
+      c.close(fd);
+      throw bindError(code, where);
+    }
+    const nameLength = Uint32Array.of(NAME_SLOT);
+    c.getsockname(fd, address, nameLength);
+    this.port = new DataView(address.buffer).getUint16(2);
+
+    const address64 = (bytes: ArrayBufferView, offset: number) =>
+      Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes as Uint8Array<ArrayBuffer>))) +
+      offset;
+    /** Writes a 64-bit address as two 32-bit halves, little-endian. */
+    const put = (ints: Uint32Array, at: number, value: number) => {
+      ints[at] = value % 0x1_0000_0000;
+      ints[at + 1] = Math.floor(value / 0x1_0000_0000);
+    };
+    for (let i = 0; i < BATCH; i++) {
+      put(this.#nameAddresses, 2 * i, address64(this.#names, i * NAME_SLOT));
+      put(this.#replyAddresses, 2 * i, address64(this.replies, i * REPLY_SLOT));
+      put(this.#receiveIovecs, 4 * i, address64(this.data, i * RECEIVE_SLOT));
+      this.#receiveIovecs[4 * i + 2] = RECEIVE_SLOT;
+      const at = (i * MMSGHDR) / 4;
+      const ints = this.#receiveInts;
+      put(ints, at, address64(this.#names, i * NAME_SLOT)); // msg_name
+      put(ints, at + 4, address64(this.#receiveIovecs, i * IOVEC)); // msg_iov
+      ints[at + 6] = 1; // msg_iovlen
+      put(ints, at + 8, address64(this.#control, i * CONTROL_SLOT)); // msg_control
+      put(this.#sendInts, at + 4, address64(this.#sendIovecs, i * IOVEC));
+      this.#sendInts[at + 6] = 1;
+    }
+    this.#sendPointer = Deno.UnsafePointer.of(this.#sendHeaders);
+  }
+
+  /**
+   * Waits for datagrams and resolves with how many arrived (1 to {@linkcode BATCH}), or 0
+   * once the socket is closing. The wait runs on a thread of Deno's blocking pool.
+   */
+  async receive(): Promise<number> {
+    for (;;) {
+      if (this.#closing) return 0;
+      const ints = this.#receiveInts;
+      for (let i = 0; i < BATCH; i++) {
+        const at = (i * MMSGHDR) / 4;
+        ints[at + 2] = NAME_SLOT; // msg_namelen
+        ints[at + 10] = CONTROL_SLOT; // msg_controllen (its high half stays 0)
+      }
+      this.#receiving = this.#c.recvmmsg(
+        this.#fd,
+        this.#receiveHeaders,
+        BATCH,
+        MSG_WAITFORONE,
+        null,
+      );
+      const count = await this.#receiving;
+      this.#receiving = null;
+      // -1: the timeout (to look at #closing) or an error the next call reports again.
+      if (count <= 0) continue;
+      for (let i = 0; i < count; i++) this.lengths[i] = ints[(i * MMSGHDR) / 4 + 14];
+      return count;
+    }
+  }
+
+  /**
+   * The kernel's receive time of datagram `i` (SO_TIMESTAMPNS), ms since the epoch; NaN
+   * when the kernel gave none.
+   */
+  receivedAt(i: number): number {
+    const controlLength = this.#receiveInts[(i * MMSGHDR) / 4 + 10];
+    const view = this.#controlView;
+    let offset = i * CONTROL_SLOT;
+    const end = offset + Math.min(controlLength, CONTROL_SLOT);
+    while (offset + 16 <= end) {
+      const length = view.getUint32(offset, true);
+      if (length < 16) break;
+      if (
+        view.getInt32(offset + 8, true) === SOL_SOCKET &&
+        view.getInt32(offset + 12, true) === SCM_TIMESTAMPNS
+      ) {
+        const seconds = view.getUint32(offset + 16, true) +
+          view.getInt32(offset + 20, true) * 0x1_0000_0000;
+        const nanoseconds = view.getUint32(offset + 24, true);
+        return seconds * 1000 + nanoseconds / 1e6;
+      }
+      offset += (length + 7) & ~7;
+    }
+    return NaN;
+  }
+
+  /** The sender of datagram `i`, as a `Deno.NetAddr` hostname would read. */
+  peer(i: number): string {
+    return sockaddrHost(this.#names, i * NAME_SLOT);
+  }
+
+  /** Queues the reply in slot `i`, `length` bytes, to the sender of datagram `i`. */
+  queue(i: number, length: number): void {
+    const j = this.#queued++;
+    const at = (j * MMSGHDR) / 4;
+    const ints = this.#sendInts;
+    ints[at] = this.#nameAddresses[2 * i]; // msg_name
+    ints[at + 1] = this.#nameAddresses[2 * i + 1];
+    ints[at + 2] = this.#receiveInts[(i * MMSGHDR) / 4 + 2]; // msg_namelen, as received
+    const iovecs = this.#sendIovecs;
+    iovecs[4 * j] = this.#replyAddresses[2 * i]; // iov_base
+    iovecs[4 * j + 1] = this.#replyAddresses[2 * i + 1];
+    iovecs[4 * j + 2] = length; // iov_len
+    this.#queuedSlots[j] = i;
+  }
+
+  /** How many replies are queued. */
+  get queued(): number {
+    return this.#queued;
+  }
+
+  /** The slot of the `j`th queued reply, for stamping just before {@linkcode flush}. */
+  queuedSlot(j: number): number {
+    return this.#queuedSlots[j];
+  }
+
+  /**
+   * Sends every queued reply without blocking; returns how many the kernel took. A reply
+   * it refuses (a full buffer, an unreachable address) is skipped, as UDP may.
+   */
+  flush(): number {
+    const count = this.#queued;
+    this.#queued = 0;
+    let done = 0;
+    let sent = 0;
+    while (done < count) {
+      const start = done === 0
+        ? this.#sendPointer
+        : Deno.UnsafePointer.offset(this.#sendPointer!, done * MMSGHDR);
+      const n = this.#c.sendmmsg(this.#fd, start, count - done, MSG_DONTWAIT);
+      if (n <= 0) done++;
+      else {
+        done += n;
+        sent += n;
+      }
+    }
+    return sent;
+  }
+
+  /** The system clock now (CLOCK_REALTIME), ms since the epoch, at its full resolution. */
+  now(): number {
+    const timespec = this.#timespec;
+    this.#c.clock_gettime(CLOCK_REALTIME, timespec);
+    return (timespec[0] + timespec[1] * 0x1_0000_0000) * 1000 + timespec[2] / 1e6;
+  }
+
+  /**
+   * Stops receiving: a waiting receive returns 0 (at once, or within its timeout), and
+   * the descriptor is closed once it has.
+   */
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    this.#c.shutdown(this.#fd, SHUT_RDWR);
+    await this.#receiving?.catch(() => {});
+    if (!this.#closed) {
+      this.#closed = true;
+      this.#c.close(this.#fd);
+    }
+  }
+}
