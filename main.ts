@@ -16,12 +16,24 @@ import { type ServerStats, sumStats } from "./server/stats.ts";
 import { startWorkers, WorkerStartError } from "./server/workers.ts";
 import { isValidTimeZone } from "./protocol.ts";
 import { formatAddress } from "./lib/net.ts";
-import { DEFAULTS, resolveServerOptions, serve, type ServerOptions } from "./server/server.ts";
+import {
+  DEFAULTS,
+  resolveServerOptions,
+  serve,
+  type ServerOptions,
+  ServiceListenError,
+  type ServicePorts,
+} from "./server/server.ts";
 import { UsageError } from "./lib/usage.ts";
+import { parseCidr } from "./server/access.ts";
+import { mmsgSupported } from "./server/udp_mmsg.ts";
 import { askTime, CLIENT_HELP, ClientError, parseClientCommandLine } from "./client/client.ts";
 
 /** The program's version, from `deno.json`. */
 export const VERSION: string = config.version;
+
+/** The rate limit's burst when `--rate-limit` is given without `--rate-burst` (chrony's). */
+const RATE_DEFAULTS = { burst: 8 } as const;
 
 /** The defaults of the command line's own flags; the server's are {@linkcode DEFAULTS}. */
 const COMMAND_LINE_DEFAULTS = { logLevel: "info", logFormat: "text", workers: 1 } as const;
@@ -49,6 +61,22 @@ Options:
   --proxy-protocol            expect a HAProxy PROXY header (v1 or v2) on every connection
   --workers N|auto            event loops sharing the port, Linux only (default ${COMMAND_LINE_DEFAULTS.workers}; auto = CPUs)
   --metrics HOST:PORT         serve Prometheus metrics at http://HOST:PORT/metrics (default off)
+
+Standard time protocols (each off unless its port is given; 0 = any free port):
+  --daytime-port PORT         Daytime (RFC 867) on TCP and UDP: "Wed Nov 25 03:05:47 2026"
+  --time-port PORT            Time (RFC 868) on TCP and UDP: seconds since 1900, 4 bytes
+  --ntp-port PORT             SNTP (RFC 4330) server on UDP, for ntpdate, chronyd, rdate -n
+  --ntp-stratum N             stratum SNTP replies claim, 1-15, reference ID LOCL (default ${DEFAULTS.ntpStratum})
+  --udp-engine ENGINE         auto, mmsg (batched, Linux, needs FFI for libc) or deno (default ${DEFAULTS.udpEngine})
+
+Who is served (every listener):
+  --allow CIDR[,CIDR…]        serve only these address ranges (repeatable; default everyone)
+  --deny CIDR[,CIDR…]         never serve these ranges, even if allowed (repeatable)
+  --rate-limit SECONDS        UDP: a client may average one request per SECONDS (default off)
+  --rate-burst N              UDP: requests a client may send at once within the limit (default ${RATE_DEFAULTS.burst})
+  --rate-leak N               UDP: answer 1 in 2^N requests over the limit anyway, 0 = none (default ${DEFAULTS.rateLeak})
+  --kod                       NTP: tell a client over the limit to slow down (Kiss-o'-Death RATE)
+  --max-clients N             UDP: client addresses the rate limit remembers (default ${DEFAULTS.maxClients})
   -h, --help                  print this help and exit
   -V, --version               print the version and exit
 
@@ -84,6 +112,18 @@ const FLAGS = {
   "proxy-protocol": { type: "boolean" },
   workers: { type: "string" },
   metrics: { type: "string" },
+  "daytime-port": { type: "string" },
+  "time-port": { type: "string" },
+  "ntp-port": { type: "string" },
+  "ntp-stratum": { type: "string" },
+  "udp-engine": { type: "string" },
+  allow: { type: "string", multiple: true },
+  deny: { type: "string", multiple: true },
+  "rate-limit": { type: "string" },
+  "rate-burst": { type: "string" },
+  "rate-leak": { type: "string" },
+  kod: { type: "boolean" },
+  "max-clients": { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
 } as const;
@@ -107,7 +147,7 @@ const FLAGS = {
 export function parseCommandLine(
   args: string[],
   env: { PORT?: string } = {},
-  platform: { os: string; cpus: number } = {
+  platform: { os: string; cpus: number; mmsg?: boolean } = {
     os: Deno.build.os,
     cpus: navigator.hardwareConcurrency,
   },
@@ -167,6 +207,7 @@ export function parseCommandLine(
     );
   }
   if (values["proxy-protocol"]) options.proxyProtocol = true;
+  parseTimeProtocolFlags(values, options, platform);
   let workers: number = COMMAND_LINE_DEFAULTS.workers;
   if (values.workers !== undefined) {
     workers = values.workers === "auto"
@@ -200,6 +241,69 @@ export function parseCommandLine(
   );
   return { action: "serve", options, logLevel, logFormat, workers, metrics };
 }
+
+/** The flags of the standard time protocols and of who is served, into `options`. */
+function parseTimeProtocolFlags(
+  values: Partial<Record<keyof typeof FLAGS, string | string[] | boolean>>,
+  options: ServerOptions,
+  platform: { mmsg?: boolean },
+): void {
+  const text = (name: keyof typeof FLAGS) => values[name] as string | undefined;
+  const ports = { "daytime-port": "daytimePort", "time-port": "timePort", "ntp-port": "ntpPort" };
+  for (const [flag, option] of Object.entries(ports) as [keyof typeof ports, "ntpPort"][]) {
+    const value = text(flag);
+    if (value !== undefined) options[option] = UsageError.integer(`--${flag}`, value, 0, 65535);
+  }
+  if (text("ntp-stratum") !== undefined) {
+    options.ntpStratum = UsageError.integer("--ntp-stratum", text("ntp-stratum")!, 1, 15);
+  }
+  if (text("udp-engine") !== undefined) {
+    options.udpEngine = UsageError.oneOf("--udp-engine", text("udp-engine")!, UDP_ENGINES);
+    if (options.udpEngine === "mmsg" && !(platform.mmsg ?? mmsgSupported())) {
+      throw new UsageError(
+        "--udp-engine mmsg needs Linux on x86_64 or aarch64 and FFI permission for libc " +
+          "(deno task start and the binary grant it)",
+      );
+    }
+  }
+  for (const name of ["allow", "deny"] as const) {
+    const lists = values[name] as string[] | undefined;
+    if (lists === undefined) continue;
+    const ranges = lists.flatMap((list) => list.split(",")).map((range) => range.trim());
+    for (const range of ranges) {
+      if (parseCidr(range) === null) {
+        throw new UsageError(
+          `--${name} takes addresses or CIDR ranges such as 192.0.2.0/24 or 2001:db8::/32, got "${range}"`,
+        );
+      }
+    }
+    options[name] = ranges;
+  }
+  const rateFlags = ["rate-burst", "rate-leak", "kod", "max-clients"] as const;
+  if (text("rate-limit") === undefined) {
+    const orphan = rateFlags.find((flag) => values[flag] !== undefined);
+    if (orphan) throw new UsageError(`--${orphan} needs --rate-limit`);
+    return;
+  }
+  const interval = UsageError.seconds("--rate-limit", text("rate-limit")!);
+  if (interval <= 0) {
+    throw new UsageError(`--rate-limit must be above 0 seconds, got "${text("rate-limit")}"`);
+  }
+  const burst = text("rate-burst") === undefined
+    ? RATE_DEFAULTS.burst
+    : UsageError.integer("--rate-burst", text("rate-burst")!, 1, 1000);
+  options.rateLimit = { interval, burst };
+  if (text("rate-leak") !== undefined) {
+    options.rateLeak = UsageError.integer("--rate-leak", text("rate-leak")!, 0, 16);
+  }
+  if (values.kod) options.kissOfDeath = true;
+  if (text("max-clients") !== undefined) {
+    options.maxClients = UsageError.integer("--max-clients", text("max-clients")!, 1, 10000000);
+  }
+}
+
+/** The values `--udp-engine` takes. */
+const UDP_ENGINES = ["auto", "mmsg", "deno"] as const;
 
 function readPort(): { PORT?: string } {
   const permission = Deno.permissions.querySync({ name: "env", variable: "PORT" });
@@ -279,7 +383,17 @@ async function runServer(invocation: Invocation & { action: "serve" }): Promise<
       ? await startPool(workers, options, invocation.logLevel, invocation.logFormat)
       : startSingle(options, logger);
   } catch (error) {
+    if (error instanceof ServiceListenError) {
+      console.error(
+        `time-server: cannot listen on ${error.where}: ${describeListenError(error.cause)}`,
+      );
+      return 1;
+    }
     const name = error instanceof WorkerStartError ? error.errorName : undefined;
+    if (name === "ServiceListenError") {
+      console.error(`time-server: ${(error as Error).message}`);
+      return 1;
+    }
     const where = formatAddress({ transport: "tcp", ...settings });
     console.error(`time-server: cannot listen on ${where}: ${describeListenError(error, name)}`);
     return 1;
@@ -338,6 +452,19 @@ function listeningFields(
     proxyProtocol: settings.proxyProtocol,
     shutdownTimeout: settings.shutdownTimeout,
     metrics: metrics ? `http://${formatAddress(metrics.addr)}/metrics` : undefined,
+    daytimePort: running.ports.daytime ?? undefined,
+    timePort: running.ports.time ?? undefined,
+    ntpPort: running.ports.ntp ?? undefined,
+    ntpStratum: running.ports.ntp === null ? undefined : settings.ntpStratum,
+    udpEngine: Object.values(running.ports).some((port) => port !== null)
+      ? running.udpEngine
+      : undefined,
+    allow: settings.allow.length > 0 ? settings.allow.join(",") : undefined,
+    deny: settings.deny.length > 0 ? settings.deny.join(",") : undefined,
+    rateLimit: settings.rateLimit
+      ? `${settings.rateLimit.interval}s burst ${settings.rateLimit.burst} leak ${settings.rateLeak}` +
+        (settings.kissOfDeath ? " kod" : "")
+      : undefined,
   };
 }
 
@@ -371,6 +498,8 @@ async function stopOnSignal(running: Running, logger: Logger): Promise<ServerSta
 interface Running {
   readonly address: string;
   readonly port: number;
+  readonly ports: ServicePorts;
+  readonly udpEngine: "deno" | "mmsg";
   stats(): ServerStats | Promise<ServerStats>;
   /** Drains and stops; resolves with the last counters of each server. */
   stop(): Promise<ServerStats[]>;
@@ -381,6 +510,8 @@ function startSingle(options: ServerOptions, logger: Logger): Running {
   return {
     address: formatAddress(server.addr),
     port: server.addr.port,
+    ports: server.ports,
+    udpEngine: server.udpEngine,
     stats: () => server.stats,
     stop: async () => {
       await server.shutdown();
@@ -400,6 +531,8 @@ async function startPool(
   return {
     address: formatAddress({ transport: "tcp", hostname: host, port: pool.port }),
     port: pool.port,
+    ports: pool.ports,
+    udpEngine: pool.udpEngine,
     stats: () => pool.stats(),
     stop: () => pool.shutdown(),
   };

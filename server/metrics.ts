@@ -67,7 +67,54 @@ export function formatMetrics(stats: ServerStats, info: MetricsInfo): string {
       ['{kind="proxy_header"}', stats.closedProxyHeader],
       ['{kind="accept_aborted"}', stats.acceptAborted],
       ['{kind="accept_exhausted"}', stats.acceptExhausted],
+      ['{kind="denied"}', stats.closedDenied],
+      ['{kind="udp"}', stats.udpErrors],
     ],
+  );
+  metric(
+    "timeserver_protocol_answers_total",
+    "counter",
+    "Answers sent by the standard time protocols (Daytime and Time over TCP and UDP; SNTP), by protocol.",
+    [
+      ['{protocol="daytime"}', stats.requestsDaytime],
+      ['{protocol="time"}', stats.requestsRfc868],
+      ['{protocol="ntp"}', stats.requestsNtp],
+    ],
+  );
+  metric(
+    "timeserver_udp_dropped_total",
+    "counter",
+    "Datagrams dropped unanswered: a denied client, or (NTP) not a client request we answer, by protocol.",
+    [
+      ['{protocol="daytime"}', stats.droppedDaytime],
+      ['{protocol="time"}', stats.droppedRfc868],
+      ['{protocol="ntp"}', stats.droppedNtp],
+    ],
+  );
+  metric(
+    "timeserver_ntp_control_dropped_total",
+    "counter",
+    "NTP mode 6 and 7 queries (ntpq, ntpdc, monlist) dropped; also counted in timeserver_udp_dropped_total.",
+    [["", stats.droppedNtpControl]],
+  );
+  metric(
+    "timeserver_rate_limited_total",
+    "counter",
+    "Datagrams over their client's rate limit, dropped or (NTP) answered with a Kiss-o'-Death, by protocol.",
+    [
+      ['{protocol="daytime"}', stats.rateLimitedDaytime],
+      ['{protocol="time"}', stats.rateLimitedRfc868],
+      ['{protocol="ntp"}', stats.rateLimitedNtp],
+    ],
+  );
+  metric("timeserver_ntp_kiss_of_death_total", "counter", "Kiss-o'-Death RATE replies sent.", [
+    ["", stats.kissOfDeathSent],
+  ]);
+  metric(
+    "timeserver_rate_limit_clients",
+    "gauge",
+    "Client addresses the UDP rate limiter remembers now.",
+    [["", stats.clientsTracked]],
   );
   metric("timeserver_bytes_received_total", "counter", "Bytes read from clients.", [
     ["", stats.bytesReceived],

@@ -21,7 +21,14 @@ function samples(text: string): Map<string, number> {
 }
 
 Deno.test("metrics are written in the Prometheus text format with the documented names", () => {
-  const text = formatMetrics({ ...zero, requestsTime: 5, refusedBusy: 2, connectionsOpen: 1 }, {
+  const text = formatMetrics({
+    ...zero,
+    requestsTime: 5,
+    refusedBusy: 2,
+    connectionsOpen: 1,
+    requestsNtp: 7,
+    rateLimitedNtp: 3,
+  }, {
     version: "1.2.3",
     startTimeSeconds: 1764000000,
   });
@@ -43,6 +50,20 @@ Deno.test("metrics are written in the Prometheus text format with the documented
     'timeserver_errors_total{kind="proxy_header"}',
     'timeserver_errors_total{kind="accept_aborted"}',
     'timeserver_errors_total{kind="accept_exhausted"}',
+    'timeserver_errors_total{kind="denied"}',
+    'timeserver_errors_total{kind="udp"}',
+    'timeserver_protocol_answers_total{protocol="daytime"}',
+    'timeserver_protocol_answers_total{protocol="time"}',
+    'timeserver_protocol_answers_total{protocol="ntp"}',
+    'timeserver_udp_dropped_total{protocol="daytime"}',
+    'timeserver_udp_dropped_total{protocol="time"}',
+    'timeserver_udp_dropped_total{protocol="ntp"}',
+    "timeserver_ntp_control_dropped_total",
+    'timeserver_rate_limited_total{protocol="daytime"}',
+    'timeserver_rate_limited_total{protocol="time"}',
+    'timeserver_rate_limited_total{protocol="ntp"}',
+    "timeserver_ntp_kiss_of_death_total",
+    "timeserver_rate_limit_clients",
     "timeserver_bytes_received_total",
     "timeserver_bytes_sent_total",
     'timeserver_build_info{version="1.2.3"}',
@@ -51,6 +72,8 @@ Deno.test("metrics are written in the Prometheus text format with the documented
   assert.equal(values.get('timeserver_requests_total{command="time"}'), 5);
   assert.equal(values.get('timeserver_errors_total{kind="busy"}'), 2);
   assert.equal(values.get("timeserver_connections_open"), 1);
+  assert.equal(values.get('timeserver_protocol_answers_total{protocol="ntp"}'), 7);
+  assert.equal(values.get('timeserver_rate_limited_total{protocol="ntp"}'), 3);
   assert.match(text, /^# TYPE timeserver_connections_open gauge$/m);
   assert.match(text, /^# TYPE timeserver_requests_total counter$/m);
 });

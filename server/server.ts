@@ -36,6 +36,8 @@ export interface TimeServer extends AsyncDisposable {
   readonly addr: Deno.NetAddr;
   /** The ports of the Daytime, Time and SNTP services, null for those that are off. */
   readonly ports: Readonly<ServicePorts>;
+  /** Which UDP engine serves the UDP services: `mmsg` (batched, FFI) or `deno`. */
+  readonly udpEngine: "deno" | "mmsg";
   /** Live counters; read them, do not change them. */
   readonly stats: Readonly<ServerStats>;
   /** Settles when the server has stopped and every connection is closed. */
@@ -46,6 +48,23 @@ export interface TimeServer extends AsyncDisposable {
    * seconds are closed anyway. Calling it again returns the same promise.
    */
   shutdown(): Promise<void>;
+}
+
+/**
+ * Thrown by {@linkcode serve} when a Daytime, Time or SNTP port cannot be bound: says which,
+ * with what `Deno.listen` or `Deno.listenDatagram` threw as the cause.
+ */
+export class ServiceListenError extends Error {
+  override name = "ServiceListenError";
+  /** The address, protocol and transport, e.g. `[::]:123 (SNTP, UDP)`. */
+  readonly where: string;
+
+  constructor(where: string, cause: unknown) {
+    super(`cannot listen on ${where}: ${cause instanceof Error ? cause.message : String(cause)}`, {
+      cause,
+    });
+    this.where = where;
+  }
 }
 
 /** The ports of the services besides the line protocol; null when off. */
@@ -252,7 +271,9 @@ class Server implements TimeServer, ConnectionHost {
     } catch (error) {
       for (const listener of this.#listeners) closeQuietly(listener);
       for (const service of this.#udp) service.close();
-      throw error;
+      throw error instanceof ServiceListenError
+        ? error
+        : new ServiceListenError("a service", error);
     }
     this.addr = this.#listener.addr;
     const accepting = Promise.all([
@@ -280,9 +301,16 @@ class Server implements TimeServer, ConnectionHost {
    */
   #listenServices(settings: ServerSettings, fallback: boolean): void {
     const hostname = this.#listener.addr.hostname;
+    const where = (transport: string, protocol: string, port: number) =>
+      `${formatAddress({ transport: "tcp", hostname, port })} (${protocol}, ${transport})`;
     const both = (protocol: "daytime" | "time", wanted: number) => {
       for (let attempt = 0;; attempt++) {
-        const listener = listen(settings, this.logger, fallback, wanted);
+        let listener: Deno.TcpListener;
+        try {
+          listener = listen(settings, this.logger, fallback, wanted);
+        } catch (error) {
+          throw new ServiceListenError(where("TCP", protocol, wanted), error);
+        }
         const port = listener.addr.port;
         if (!settings.udp) return this.#addTcp(listener, protocol, port);
         try {
@@ -292,7 +320,7 @@ class Server implements TimeServer, ConnectionHost {
           closeQuietly(listener);
           // Port 0: the number free for TCP was taken for UDP; try another.
           if (wanted !== 0 || !(error instanceof Deno.errors.AddrInUse) || attempt >= 20) {
-            throw error;
+            throw new ServiceListenError(where("UDP", protocol, port), error);
           }
         }
       }
@@ -300,7 +328,11 @@ class Server implements TimeServer, ConnectionHost {
     if (settings.daytimePort !== null) both("daytime", settings.daytimePort);
     if (settings.timePort !== null) both("time", settings.timePort);
     if (settings.ntpPort !== null && settings.udp) {
-      this.ports.ntp = this.#addUdp("ntp", hostname, settings.ntpPort).port;
+      try {
+        this.ports.ntp = this.#addUdp("ntp", hostname, settings.ntpPort).port;
+      } catch (error) {
+        throw new ServiceListenError(where("UDP", "SNTP", settings.ntpPort), error);
+      }
     } else if (settings.ntpPort !== null) this.ports.ntp = settings.ntpPort;
   }
 

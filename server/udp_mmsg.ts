@@ -16,7 +16,6 @@ const AF_INET6 = 10;
 const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0x80000;
 const SOL_SOCKET = 1;
-const SO_REUSEADDR = 2;
 const SO_RCVBUF = 8;
 const SO_REUSEPORT = 15;
 const SO_RCVTIMEO = 20;
@@ -52,34 +51,81 @@ const SYMBOLS = {
     result: "i32",
     nonblocking: true,
   },
-  sendmmsg: { parameters: ["i32", "pointer", "u32", "i32"], result: "i32" },
+  sendmmsg: { parameters: ["i32", "usize", "u32", "i32"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
+  __errno_location: { parameters: [], result: "usize" },
+  // memcpy returns its destination: the address of a buffer, without Deno.UnsafePointer,
+  // which needs FFI permission for every library, not just libc.
+  memcpy: { parameters: ["buffer", "buffer", "usize"], result: "usize" },
+  // …and copies from an address (errno's) into a buffer.
+  copyFrom: { name: "memcpy", parameters: ["buffer", "usize", "usize"], result: "usize" },
 } as const;
+
+/**
+ * Where glibc lives on the common distributions (Debian and Ubuntu on x86_64 and arm64,
+ * Fedora and RHEL, Arch). `deno task start` and the binary grant FFI for these paths only
+ * (`--allow-ffi=…`), and deno.json must list the same (a test checks it).
+ */
+export const LIBC_PATHS: readonly string[] = [
+  "/lib/x86_64-linux-gnu/libc.so.6",
+  "/lib/aarch64-linux-gnu/libc.so.6",
+  "/lib64/libc.so.6",
+  "/usr/lib/libc.so.6",
+];
 
 type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 let libc: Libc | null = null;
 
+/** The first of {@linkcode LIBC_PATHS} that FFI may load here, or null. */
+function grantedLibc(): string | null {
+  for (const path of LIBC_PATHS) {
+    if (Deno.permissions.querySync({ name: "ffi", path }).state === "granted") return path;
+  }
+  return null;
+}
+
 function open(): Libc {
-  libc ??= Deno.dlopen("libc.so.6", SYMBOLS).symbols;
-  return libc;
+  if (libc !== null) return libc;
+  let failure: unknown = new Deno.errors.NotCapable("no FFI permission for libc");
+  for (const path of LIBC_PATHS) {
+    if (Deno.permissions.querySync({ name: "ffi", path }).state !== "granted") continue;
+    try {
+      libc = Deno.dlopen(path, SYMBOLS).symbols;
+      return libc;
+    } catch (error) {
+      failure = error; // not on this distribution: try the next
+    }
+  }
+  throw failure;
 }
 
 /**
- * Tells whether the batched engine can run here: Linux on x86_64 or aarch64, with the FFI
- * permission granted (`--allow-ffi`), which the portable engine does not need.
+ * Tells whether the batched engine can run here: Linux on x86_64 or aarch64, with FFI
+ * granted for libc, which the portable engine does not need. Loads libc to be sure.
  */
 export function mmsgSupported(): boolean {
   if (Deno.build.os !== "linux") return false;
   if (Deno.build.arch !== "x86_64" && Deno.build.arch !== "aarch64") return false;
-  return Deno.permissions.querySync({ name: "ffi" }).state === "granted";
+  if (grantedLibc() === null) return false;
+  try {
+    open();
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function errno(c: Libc): number {
-  const pointer = c.__errno_location();
-  return pointer === null ? 0 : new Deno.UnsafePointerView(pointer).getInt32();
+  const value = new Int32Array(1);
+  c.copyFrom(value, BigInt(c.__errno_location()), 4n);
+  return value[0];
+}
+
+/** The address of a buffer's first byte (the buffer must stay referenced while it is used). */
+function addressOf(c: Libc, bytes: ArrayBufferView): number {
+  return Number(c.memcpy(bytes as Uint8Array<ArrayBuffer>, bytes as Uint8Array<ArrayBuffer>, 0n));
 }
 
 function intOption(c: Libc, fd: number, level: number, name: number, value: number): boolean {
@@ -154,7 +200,7 @@ export class MmsgSocket {
   readonly #controlView = new DataView(this.#control.buffer);
   readonly #sendHeaders = new Uint8Array(BATCH * MMSGHDR);
   readonly #sendInts = new Uint32Array(this.#sendHeaders.buffer);
-  readonly #sendPointer: Deno.PointerValue;
+  readonly #sendAddress: number;
   readonly #receiveIovecs = new Uint32Array(BATCH * 4);
   readonly #sendIovecs = new Uint32Array(BATCH * 4);
   /** The address of each name slot and each reply slot, as low and high 32 bits. */
@@ -186,8 +232,9 @@ export class MmsgSocket {
     const address = new Uint8Array(NAME_SLOT);
     const length = writeSockaddr(address, words, port);
     const where = `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+    // No SO_REUSEADDR: for UDP it would let `::` share a port another server holds on
+    // 127.0.0.1, splitting its traffic. Deno.listenDatagram does not set it either.
     const ok = (family !== AF_INET6 || intOption(c, fd, IPPROTO_IPV6, IPV6_V6ONLY, 0)) &&
-      intOption(c, fd, SOL_SOCKET, SO_REUSEADDR, 1) &&
       (!reusePort || intOption(c, fd, SOL_SOCKET, SO_REUSEPORT, 1)) &&
       intOption(c, fd, SOL_SOCKET, SO_TIMESTAMPNS, 1) &&
       c.setsockopt(
@@ -212,9 +259,7 @@ export class MmsgSocket {
     c.getsockname(fd, address, nameLength);
     this.port = new DataView(address.buffer).getUint16(2);
 
-    const address64 = (bytes: ArrayBufferView, offset: number) =>
-      Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes as Uint8Array<ArrayBuffer>))) +
-      offset;
+    const address64 = (bytes: ArrayBufferView, offset: number) => addressOf(c, bytes) + offset;
     /** Writes a 64-bit address as two 32-bit halves, little-endian. */
     const put = (ints: Uint32Array, at: number, value: number) => {
       ints[at] = value % 0x1_0000_0000;
@@ -234,7 +279,7 @@ export class MmsgSocket {
       put(this.#sendInts, at + 4, address64(this.#sendIovecs, i * IOVEC));
       this.#sendInts[at + 6] = 1;
     }
-    this.#sendPointer = Deno.UnsafePointer.of(this.#sendHeaders);
+    this.#sendAddress = addressOf(c, this.#sendHeaders);
   }
 
   /**
@@ -332,10 +377,8 @@ export class MmsgSocket {
     let done = 0;
     let sent = 0;
     while (done < count) {
-      const start = done === 0
-        ? this.#sendPointer
-        : Deno.UnsafePointer.offset(this.#sendPointer!, done * MMSGHDR);
-      const n = this.#c.sendmmsg(this.#fd, start, count - done, MSG_DONTWAIT);
+      const start = this.#sendAddress + done * MMSGHDR;
+      const n = this.#c.sendmmsg(this.#fd, BigInt(start), count - done, MSG_DONTWAIT);
       if (n <= 0) done++;
       else {
         done += n;

@@ -26,7 +26,12 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
         sharedConnections: new Int32Array(message.shared),
         logger,
       });
-      reply({ type: "listening", port: server.addr.port });
+      reply({
+        type: "listening",
+        port: server.addr.port,
+        ports: server.ports,
+        udpEngine: server.udpEngine,
+      });
     } catch (error) {
       reply({
         type: "error",

@@ -3,6 +3,7 @@
 import type { LogFormat, LogLevel } from "../lib/log.ts";
 import { SHARED_CONNECTION_SLOTS } from "./limits.ts";
 import type { ServerOptions } from "./server_options.ts";
+import type { ServicePorts } from "./server.ts";
 import { type ServerStats, sumStats } from "./stats.ts";
 
 /**
@@ -34,7 +35,7 @@ export type ToWorker =
 export type FromWorker =
   & { request: number }
   & (
-    | { type: "listening"; port: number }
+    | { type: "listening"; port: number; ports: ServicePorts; udpEngine: "deno" | "mmsg" }
     | { type: "error"; name: string; message: string }
     | { type: "stats"; stats: ServerStats }
     | { type: "stopped"; stats: ServerStats }
@@ -47,6 +48,10 @@ export type WithoutRequest<T> = T extends unknown ? Omit<T, "request"> : never;
 export interface WorkerPool {
   /** The port every worker listens on. */
   readonly port: number;
+  /** The ports of the other services, as the first worker bound them. */
+  readonly ports: ServicePorts;
+  /** The UDP engine: with `mmsg` every worker serves UDP, with `deno` only the first. */
+  readonly udpEngine: "deno" | "mmsg";
   /** All workers' counters added up. */
   stats(): Promise<ServerStats>;
   /** Drains every worker (each shuts its server down) and resolves with their last counters. */
@@ -128,20 +133,31 @@ export async function startWorkers(
   const shared = new SharedArrayBuffer(SHARED_CONNECTION_SLOTS * Int32Array.BYTES_PER_ELEMENT);
   const workers: PoolWorker[] = [];
   let port = options.port;
+  let first: (FromWorker & { type: "listening" }) | null = null;
   try {
     for (let id = 0; id < count; id++) {
       const worker = new PoolWorker();
       workers.push(worker);
+      // The others bind the ports the first one got; UDP too where SO_REUSEPORT is there.
+      const later = first === null ? {} : {
+        daytimePort: first.ports.daytime,
+        timePort: first.ports.time,
+        ntpPort: first.ports.ntp,
+        udp: first.udpEngine === "mmsg",
+      };
       const reply = await worker.request({
         type: "start",
         id,
-        options: { ...options, port },
+        options: { ...options, port, ...later },
         shared,
         logLevel: log.level,
         logFormat: log.format,
       });
       if (reply.type === "error") throw new WorkerStartError(reply.name, reply.message);
-      if (reply.type === "listening") port = reply.port;
+      if (reply.type === "listening") {
+        port = reply.port;
+        first ??= reply;
+      }
     }
   } catch (error) {
     for (const worker of workers) worker.terminate();
@@ -152,6 +168,8 @@ export async function startWorkers(
   let stopping: Promise<ServerStats[]> | null = null;
   return {
     port: port!,
+    ports: first!.ports,
+    udpEngine: first!.udpEngine,
     stats: async () => sumStats(await statsByWorker()),
     shutdown() {
       stopping ??= Promise.all(workers.map((worker) => worker.shutdown()));
