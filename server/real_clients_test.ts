@@ -1,0 +1,238 @@
+// The server asked the time by clients nobody here wrote: rdate, busybox rdate, chronyd,
+// nc, and (in a throwaway network namespace, for port 123) sntp, ntpdate and ntpdig.
+// None of them may set the clock: testing/time_clients.ts refuses any command line that could.
+
+import assert from "node:assert/strict";
+import { createLogger } from "../lib/log.ts";
+import { serve, type ServerOptions, type TimeServer } from "./server.ts";
+import { mmsgSupported } from "./udp_mmsg.ts";
+import {
+  chronydOffset,
+  ffiFlag,
+  hasTool,
+  ntpRequest,
+  runTool,
+  skipUnless,
+  udpClient,
+} from "../testing/time_clients.ts";
+
+const ENGINES = mmsgSupported() ? ["deno", "mmsg"] as const : ["deno"] as const;
+/** How far a client's reading may be from ours: these clients print whole seconds. */
+const SECONDS_SLACK_MS = 2000;
+/** The largest offset a client may measure against the server, in seconds. */
+const OFFSET_LIMIT = 0.001;
+
+function start(options: ServerOptions = {}): TimeServer {
+  return serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    logger: createLogger({ level: "error" }),
+    ...options,
+  });
+}
+
+/** Reads the date rdate and busybox print (`Wed Nov 25 06:02:19 [UTC ]2026`), run with TZ=UTC. */
+function parsePrintedDate(output: string): number {
+  const match = output.match(/(\w{3}) +(\d{1,2}) (\d\d:\d\d:\d\d) (?:UTC )?(\d{4})/);
+  if (!match) throw new Error(`no date in ${JSON.stringify(output)}`);
+  return Date.parse(`${match[1]} ${match[2]} ${match[4]} ${match[3]} UTC`);
+}
+
+function assertNow(output: string, what: string): void {
+  const printed = parsePrintedDate(output);
+  assert.ok(Math.abs(printed - Date.now()) < SECONDS_SLACK_MS, `${what} printed ${output.trim()}`);
+}
+
+async function rdate(args: string[]): Promise<string> {
+  const result = await runTool("rdate", args, 10_000);
+  assert.equal(result.code, 0, `rdate ${args.join(" ")}: ${result.stderr}`);
+  return result.stdout;
+}
+
+const haveRdate = hasTool("rdate");
+Deno.test({
+  name: "rdate reads the time over RFC 868 on TCP",
+  ignore: skipUnless(haveRdate, "rdate is not installed"),
+  async fn() {
+    await using server = start({ timePort: 0 });
+    assertNow(await rdate(["-p", "-o", `${server.ports.time}`, "127.0.0.1"]), "rdate");
+    assert.equal(server.stats.requestsRfc868, 1);
+  },
+});
+
+for (const engine of ENGINES) {
+  Deno.test({
+    name: `[${engine}] rdate reads the time over RFC 868 on UDP, and over SNTP`,
+    ignore: skipUnless(haveRdate, "rdate is not installed"),
+    async fn() {
+      await using server = start({ timePort: 0, ntpPort: 0, udpEngine: engine });
+      assertNow(await rdate(["-p", "-u", "-o", `${server.ports.time}`, "127.0.0.1"]), "rdate -u");
+      assertNow(await rdate(["-p", "-n", "-o", `${server.ports.ntp}`, "127.0.0.1"]), "rdate -n");
+      assert.equal(server.stats.requestsRfc868, 1);
+      assert.ok(server.stats.requestsNtp >= 1);
+    },
+  });
+}
+
+Deno.test({
+  name: "busybox rdate reads the time over RFC 868",
+  ignore: skipUnless(hasTool("busybox"), "busybox is not installed"),
+  async fn() {
+    await using server = start({ timePort: 0 });
+    const result = await runTool("busybox", ["rdate", "-p", `127.0.0.1:${server.ports.time}`]);
+    assert.equal(result.code, 0, result.stderr);
+    assertNow(result.stdout, "busybox rdate");
+  },
+});
+
+for (const engine of ENGINES) {
+  Deno.test({
+    name: `[${engine}] nc reads the daytime line over TCP and UDP`,
+    ignore: skipUnless(hasTool("nc"), "nc is not installed"),
+    async fn() {
+      await using server = start({ daytimePort: 0, udpEngine: engine, timeZone: "UTC" });
+      const port = `${server.ports.daytime}`;
+      const tcp = await runTool("nc", ["-w", "2", "127.0.0.1", port]);
+      assert.match(tcp.stdout, /^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\r\n$/);
+      assertNow(tcp.stdout, "nc");
+      const udp = await runTool(
+        "nc",
+        ["-u", "-w", "1", "127.0.0.1", port],
+        10_000,
+        new Uint8Array([10]),
+      );
+      assert.match(udp.stdout, /^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\r\n$/);
+      assertNow(udp.stdout, "nc -u");
+    },
+  });
+}
+
+const haveChronyd = hasTool("chronyd");
+Deno.test({
+  name: "chronyd -Q measures a small offset against the server, with either UDP engine",
+  ignore: skipUnless(haveChronyd, "chronyd is not installed"),
+  async fn() {
+    await Promise.all(ENGINES.map(async (engine) => {
+      await using server = start({ ntpPort: 0, udpEngine: engine });
+      const offset = await chronydOffset(server.ports.ntp!);
+      assert.ok(Math.abs(offset) < OFFSET_LIMIT, `[${engine}] chronyd -Q: offset ${offset} s`);
+      assert.ok(server.stats.requestsNtp >= 1, `[${engine}] ${server.stats.requestsNtp} answered`);
+    }));
+  },
+});
+
+Deno.test({
+  name: "a client over the rate limit is limited while chronyd -Q still syncs",
+  ignore: skipUnless(haveChronyd, "chronyd is not installed"),
+  async fn() {
+    await using server = start({
+      hostname: "0.0.0.0",
+      ntpPort: 0,
+      rateLimit: { interval: 2, burst: 8 },
+      rateLeak: 0,
+    });
+    const port = server.ports.ntp!;
+    using abuser = udpClient("127.0.0.2");
+    let answered = 0;
+    const counting = (async () => {
+      try {
+        for (;;) {
+          await abuser.receive();
+          answered++;
+        }
+      } catch {
+        // Closed at the end of the test.
+      }
+    })();
+    const began = performance.now();
+    let sent = 0;
+    const flood = setInterval(() => {
+      for (let i = 0; i < 50; i++, sent++) {
+        abuser.send(ntpRequest(), { transport: "udp", hostname: "127.0.0.1", port }).catch(
+          () => {},
+        );
+      }
+    }, 20);
+    let offset;
+    try {
+      offset = await chronydOffset(port);
+    } finally {
+      clearInterval(flood);
+    }
+    const seconds = (performance.now() - began) / 1000;
+    abuser.close();
+    await counting;
+    assert.ok(Math.abs(offset) < OFFSET_LIMIT, `chronyd -Q: offset ${offset} s`);
+    // A burst of 8, then one per 2 s: everything else was dropped.
+    assert.ok(
+      answered <= 8 + Math.ceil(seconds / 2) + 1,
+      `${answered} of ${sent} answered in ${seconds} s`,
+    );
+    assert.ok(sent > 1000, `only ${sent} sent`);
+    assert.ok(
+      server.stats.rateLimitedNtp >= sent - answered - 50,
+      `${server.stats.rateLimitedNtp} limited`,
+    );
+  },
+});
+
+/** Whether this process may make a network namespace (root, and the kernel allows it). */
+function namespacesAllowed(): boolean {
+  try {
+    return new Deno.Command("unshare", { args: ["-n", "true"], stderr: "null" }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+}
+
+const portOneTwoThree = ["sntp", "ntpdate", "ntpdig", "ip"].every(hasTool) && namespacesAllowed();
+for (const engine of ENGINES) {
+  Deno.test({
+    name:
+      `[${engine}] sntp, ntpdate -q and ntpdig read the time from port 123 in a network namespace`,
+    ignore: skipUnless(
+      portOneTwoThree,
+      "sntp/ntpdate/ntpdig/ip missing, or network namespaces (unshare -n) not allowed here",
+    ),
+    async fn() {
+      const runner = new URL("../testing/namespace_clients.ts", import.meta.url).pathname;
+      const output = await new Deno.Command("unshare", {
+        args: [
+          "-n",
+          Deno.execPath(),
+          "run",
+          "--unstable-net",
+          "--allow-net",
+          "--allow-run",
+          "--allow-read",
+          "--allow-write",
+          "--allow-env",
+          ffiFlag(),
+          runner,
+          engine,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(60_000),
+      }).output();
+      const stderr = new TextDecoder().decode(output.stderr);
+      assert.ok(output.success, `the namespace runner failed:\n${stderr}`);
+      const results = JSON.parse(new TextDecoder().decode(output.stdout));
+      // sntp and ntpdate -q print "DATE TIME (+0000) +0.000029 +/- 0.000271 127.0.0.1 s10 no-leap".
+      for (const tool of ["sntp", "ntpdate"]) {
+        const { code, stdout, stderr } = results[tool];
+        assert.equal(code, 0, `${tool}: ${stdout}${stderr}`);
+        const match = stdout.match(/([+-]\d+\.\d+) \+\/- \d+\.\d+ 127\.0\.0\.1 s10 no-leap/);
+        assert.ok(match, `${tool} printed: ${stdout}`);
+        assert.ok(Math.abs(Number(match[1])) < OFFSET_LIMIT, `${tool}: offset ${match[1]} s`);
+      }
+      const dig = JSON.parse(results.ntpdig.stdout);
+      assert.equal(dig.stratum, 10);
+      assert.equal(dig.leap, "no-leap");
+      assert.equal(dig.adjusted, false);
+      assert.ok(Math.abs(dig.offset) < OFFSET_LIMIT, `ntpdig: offset ${dig.offset} s`);
+      assert.ok(results.answered >= 3);
+    },
+  });
+}
