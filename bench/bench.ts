@@ -5,6 +5,7 @@ import { UsageError } from "../lib/usage.ts";
 import { startCommand } from "../tools/start_task.ts";
 import type { LoadResult } from "./loadgen.ts";
 import { freePort } from "../lib/net.ts";
+import { ntpBench, type NtpRow, ntpTable } from "./ntp_bench.ts";
 
 const HELP = `Usage: deno task bench [options]
 
@@ -12,7 +13,7 @@ Starts each server as a subprocess on a free port, drives it with the load gener
 (bench/loadgen.ts, or the C one with --loadgen), prints one table and writes it as JSON.
 
 Options:
-  --scenario LIST        rr, pipeline, churn, idle, or all (default all); comma-separated
+  --scenario LIST        rr, pipeline, churn, idle, ntp, or all (default all); comma-separated
   --duration SECONDS     measured seconds per run, after 1 s of warm-up (default 5)
   --runs N               runs per scenario; the table shows medians (default 3)
   --connections N        connections for rr, pipeline and churn (default 50)
@@ -25,6 +26,9 @@ Options:
   --server-cmd CMD       a server to measure instead, with {port} for the port; repeatable
   --baseline-cmd CMD     a server to compare with in the same run; ratios are against it
   --loadgen PATH         use a compiled shared/bench/loadgen.c instead of bench/loadgen.ts
+  --ntp-loadgen PATH     ntp: use a compiled shared/bench/ntp_loadgen.c instead of bench/ntp_loadgen.ts
+  --ntp-echo PATH        ntp: measure a compiled shared/bench/ntp_echo_server.c too
+  --offset-runs N        ntp: chronyd -Q runs per server for the offset, ~4 s each (default: --runs)
   --out FILE             where the JSON goes (default bench/results/<date>.json)
   -h, --help             print this help`;
 
@@ -465,6 +469,9 @@ const FLAGS = {
   "server-cmd": { type: "string", multiple: true },
   "baseline-cmd": { type: "string" },
   loadgen: { type: "string" },
+  "ntp-loadgen": { type: "string" },
+  "ntp-echo": { type: "string" },
+  "offset-runs": { type: "string" },
   out: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -498,7 +505,7 @@ async function main(args: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  const all = ["rr", "pipeline", "churn", "idle"];
+  const all = ["rr", "pipeline", "churn", "idle", "ntp"];
   const scenarios = values.scenario === "all" ? all : values.scenario.split(",");
   for (const scenario of scenarios) {
     if (!all.includes(scenario)) {
@@ -526,26 +533,42 @@ async function main(args: string[]): Promise<number> {
   const info = machine();
   printSetup(info, pin, values.loadgen, runs);
 
+  const tcpScenarios = scenarios.filter((scenario) => scenario !== "ntp");
   const rows = await runAll(
-    scenarios,
+    tcpScenarios,
     servers,
     runs,
     (scenario, server) => runScenario(scenario, server, options, pin),
   );
-  console.log(table(rows, baseline));
+  if (rows.length > 0) console.log(table(rows, baseline));
+  let ntpRows: NtpRow[] = [];
+  if (scenarios.includes("ntp")) {
+    ntpRows = await ntpBench({
+      runs,
+      duration: Number(values.duration),
+      loadgen: values["ntp-loadgen"],
+      echoServer: values["ntp-echo"],
+      offsetRuns: values["offset-runs"] === undefined ? runs : Number(values["offset-runs"]),
+      pin,
+    });
+    console.log(
+      `\nntp: ${values["ntp-loadgen"] ?? "bench/ntp_loadgen.ts"}, 8 sockets × 16 outstanding`,
+    );
+    console.log(ntpTable(ntpRows));
+  }
 
   const out = values.out ?? `${root}bench/results/${new Date().toISOString().slice(0, 10)}.json`;
   await Deno.mkdir(out.slice(0, out.lastIndexOf("/")), { recursive: true });
   await Deno.writeTextFile(
     out,
     JSON.stringify(
-      { date: new Date().toISOString(), machine: info, pinned: pin, options, rows },
+      { date: new Date().toISOString(), machine: info, pinned: pin, options, rows, ntpRows },
       null,
       2,
     ) + "\n",
   );
   console.log(`\nwritten: ${out}`);
-  return rows.some((row) => row.failed) ? 1 : 0;
+  return rows.some((row) => row.failed) || ntpRows.some((row) => row.failed) ? 1 : 0;
 }
 
 if (import.meta.main) {
