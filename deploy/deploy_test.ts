@@ -58,6 +58,9 @@ Deno.test({
         "PrivateTmp=yes",
         "RestrictAddressFamilies=AF_INET AF_INET6",
         "Restart=on-failure",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        "ProtectClock=yes",
       ]
     ) {
       assert.match(unit, new RegExp(`^${setting}$`, "m"), setting);
@@ -100,5 +103,16 @@ Deno.test("the container build copies every module the binary is made of", async
       ),
       `the Dockerfile does not copy ${module}`,
     );
+  }
+});
+
+Deno.test("FFI is granted for libc's paths only, the same in every task that runs the server", async () => {
+  const { LIBC_PATHS } = await import("../server/udp_mmsg.ts");
+  const config = JSON.parse(read("./deno.json"));
+  for (const task of ["start", "dev", "test"]) {
+    const flags = (config.tasks[task] as string).split(/\s+/).filter((w) =>
+      w.startsWith("--allow-ffi")
+    );
+    assert.deepEqual(flags, [`--allow-ffi=${LIBC_PATHS.join(",")}`], `deno task ${task}`);
   }
 });

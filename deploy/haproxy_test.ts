@@ -39,11 +39,21 @@ function timeThrough(port: number, count: number): Promise<number[]> {
 const openedFor = (clientPort: number) =>
   new RegExp(`"msg":"connection opened","peer":"127\\.0\\.0\\.1:${clientPort}","via":`);
 
+/** Reads a Daytime answer through the balancer; resolves with it and the client's local port. */
+async function daytimeThrough(port: number): Promise<[string, number]> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const local = (conn.localAddr as Deno.NetAddr).port;
+  let text = "";
+  for await (const chunk of conn.readable) text += new TextDecoder().decode(chunk);
+  return [text, local];
+}
+
 Deno.test({
   name:
     "HAProxy spreads clients over two instances, which log the real client, and survives losing one",
   ignore: !haproxy,
 }, async () => {
+  const daytimePorts = [freePort(), freePort()];
   const flags = [
     "--host",
     "127.0.0.1",
@@ -53,9 +63,10 @@ Deno.test({
     "--log-format",
     "json",
   ];
-  await using first = await startServerProcess(flags);
-  await using second = await startServerProcess(flags);
+  await using first = await startServerProcess([...flags, "--daytime-port", `${daytimePorts[0]}`]);
+  await using second = await startServerProcess([...flags, "--daytime-port", `${daytimePorts[1]}`]);
   const port = freePort();
+  const daytimePort = freePort();
   await using balancer = startProcess(
     ["haproxy", "-db", "-f", new URL("./haproxy.cfg", import.meta.url).pathname],
     {
@@ -63,6 +74,9 @@ Deno.test({
         FRONTEND_ADDR: `127.0.0.1:${port}`,
         SERVER1: `127.0.0.1:${first.port}`,
         SERVER2: `127.0.0.1:${second.port}`,
+        DAYTIME_ADDR: `127.0.0.1:${daytimePort}`,
+        DAYTIME1: `127.0.0.1:${daytimePorts[0]}`,
+        DAYTIME2: `127.0.0.1:${daytimePorts[1]}`,
       },
       stdout: true,
     },
@@ -96,6 +110,15 @@ Deno.test({
     "the instances logging the clients",
   );
   assert.ok(placement.includes("first") && placement.includes("second"), "round robin uses both");
+
+  // Daytime through its own frontend: one line, and the instance sees the real client too.
+  const [daytime, daytimeClient] = await within(5000, daytimeThrough(daytimePort), "daytime");
+  assert.match(daytime, /^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\r\n$/);
+  await within(
+    5000,
+    Promise.any([first.logged(openedFor(daytimeClient)), second.logged(openedFor(daytimeClient))]),
+    "an instance logging the daytime client",
+  );
 
   second.child.kill("SIGKILL");
   await within(15000, balancer.logged(/s2 is DOWN/), "HAProxy marking the killed instance down");
