@@ -67,6 +67,9 @@ Standard time protocols (each off unless its port is given; 0 = any free port):
   --time-port PORT            Time (RFC 868) on TCP and UDP: seconds since 1900, 4 bytes
   --ntp-port PORT             SNTP (RFC 4330) server on UDP, for ntpdate, chronyd, rdate -n
   --ntp-stratum N             stratum SNTP replies claim, 1-15, reference ID LOCL (default ${DEFAULTS.ntpStratum})
+  --ntp-clock SOURCE          what SNTP says of synchronisation: local (always synchronised,
+                              as chrony's local stratum) or kernel (adjtimex's state: leap
+                              seconds, unsynchronised; Linux, FFI for libc) (default ${DEFAULTS.ntpClock})
   --udp-engine ENGINE         auto, mmsg (batched, Linux, needs FFI for libc) or deno (default ${DEFAULTS.udpEngine})
 
 Who is served (every listener):
@@ -117,6 +120,7 @@ const FLAGS = {
   "ntp-port": { type: "string" },
   "ntp-stratum": { type: "string" },
   "udp-engine": { type: "string" },
+  "ntp-clock": { type: "string" },
   allow: { type: "string", multiple: true },
   deny: { type: "string", multiple: true },
   "rate-limit": { type: "string" },
@@ -257,6 +261,15 @@ function parseTimeProtocolFlags(
   if (text("ntp-stratum") !== undefined) {
     options.ntpStratum = UsageError.integer("--ntp-stratum", text("ntp-stratum")!, 1, 15);
   }
+  if (text("ntp-clock") !== undefined) {
+    options.ntpClock = UsageError.oneOf("--ntp-clock", text("ntp-clock")!, NTP_CLOCKS);
+    if (options.ntpClock === "kernel" && !(platform.mmsg ?? mmsgSupported())) {
+      throw new UsageError(
+        "--ntp-clock kernel needs Linux and FFI permission for libc, to call adjtimex " +
+          "(deno task start and the binary grant it)",
+      );
+    }
+  }
   if (text("udp-engine") !== undefined) {
     options.udpEngine = UsageError.oneOf("--udp-engine", text("udp-engine")!, UDP_ENGINES);
     if (options.udpEngine === "mmsg" && !(platform.mmsg ?? mmsgSupported())) {
@@ -301,6 +314,9 @@ function parseTimeProtocolFlags(
     options.maxClients = UsageError.integer("--max-clients", text("max-clients")!, 1, 10000000);
   }
 }
+
+/** The values `--ntp-clock` takes. */
+const NTP_CLOCKS = ["local", "kernel"] as const;
 
 /** The values `--udp-engine` takes. */
 const UDP_ENGINES = ["auto", "mmsg", "deno"] as const;
@@ -456,6 +472,7 @@ function listeningFields(
     timePort: running.ports.time ?? undefined,
     ntpPort: running.ports.ntp ?? undefined,
     ntpStratum: running.ports.ntp === null ? undefined : settings.ntpStratum,
+    ntpClock: running.ports.ntp === null ? undefined : settings.ntpClock,
     udpEngine: Object.values(running.ports).some((port) => port !== null)
       ? running.udpEngine
       : undefined,

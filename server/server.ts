@@ -26,7 +26,14 @@ import { RateLimiter } from "./rate_limit.ts";
 import { chooseUdpEngine, listenUdp, type UdpListener, type UdpProtocol } from "./udp.ts";
 import { PreciseClock } from "../time/clock.ts";
 import { DaytimeAnswer } from "../time/daytime.ts";
-import { measurePrecision, type NtpServerInfo, referenceId, rootDispersion } from "../time/ntp.ts";
+import {
+  kernelSyncInfo,
+  measurePrecision,
+  type NtpServerInfo,
+  referenceId,
+  rootDispersion,
+} from "../time/ntp.ts";
+import { readKernelClock } from "./udp_mmsg.ts";
 import { Rfc868Answer } from "../time/rfc868.ts";
 
 export { DEFAULTS, resolveServerOptions, type ServerOptions } from "./server_options.ts";
@@ -284,7 +291,7 @@ class Server implements TimeServer, ConnectionHost {
       ...this.#udp.map((service) => service.done),
     ]);
     this.finished = Promise.all([accepting, this.#drained.promise]).then(() => {});
-    if (precise) {
+    if (precise || settings.ntpClock === "kernel") {
       this.#updateClock(precise);
       this.#timers.push(setInterval(() => this.#updateClock(precise), CLOCK_CHECK_MS));
     }
@@ -357,22 +364,39 @@ class Server implements TimeServer, ConnectionHost {
     return this.#udpEngine;
   }
 
-  /** Follows steps of the system clock, and says in NTP replies how well it is known. */
-  #updateClock(clock: PreciseClock): void {
-    if (clock.check()) {
-      this.logger.warn("system clock stepped; recalibrated", {
-        calibrations: clock.calibrations,
-      });
+  /**
+   * Follows steps of the system clock, and says in NTP replies how well it is known: from
+   * the calibration, and with `ntpClock: "kernel"` from the kernel's synchronisation state.
+   */
+  #updateClock(clock: PreciseClock | null): void {
+    const info = this.ntpInfo;
+    let own = 2 ** info.precision;
+    if (clock !== null) {
+      if (clock.check()) {
+        this.logger.warn("system clock stepped; recalibrated", {
+          calibrations: clock.calibrations,
+        });
+      }
+      const now = clock.now();
+      // Recalibrate now and then anyway, so the drift allowance claimed stays small.
+      if (now - clock.calibratedAt > RECALIBRATE_MS) clock.calibrate();
+      info.referenceTime = clock.calibratedAt;
+      own = rootDispersion(clock.uncertainty, info.precision, now - clock.calibratedAt);
     }
-    const now = clock.now();
-    this.ntpInfo.referenceTime = clock.calibratedAt;
-    this.ntpInfo.rootDispersion = rootDispersion(
-      clock.uncertainty,
-      this.ntpInfo.precision,
-      now - clock.calibratedAt,
-    );
-    // Recalibrate now and then anyway, so the drift allowance claimed stays small.
-    if (now - clock.calibratedAt > RECALIBRATE_MS) clock.calibrate();
+    if (this.#settings.ntpClock !== "kernel") {
+      info.rootDispersion = own;
+      return;
+    }
+    const kernel = readKernelClock();
+    const claimed = kernel === null
+      ? { leap: 3, stratum: 16, rootDispersion: own } // unknown: claim nothing
+      : kernelSyncInfo(kernel, this.#settings.ntpStratum, own);
+    if (claimed.leap === 3 && info.leap !== 3) {
+      this.logger.warn("the kernel says the system clock is not synchronised; SNTP replies say so");
+    }
+    info.leap = claimed.leap;
+    info.stratum = claimed.stratum;
+    info.rootDispersion = claimed.rootDispersion;
   }
 
   shutdown(): Promise<void> {

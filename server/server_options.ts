@@ -149,6 +149,16 @@ export interface ServerOptions {
    */
   udp?: boolean;
   /**
+   * What SNTP replies say of the clock's synchronisation. `local`: always synchronised at
+   * `ntpStratum` with reference ID `LOCL`, as chrony's `local stratum`; the server serves its
+   * system clock and cannot see whether a daemon disciplines it. `kernel`: read the kernel's
+   * state (`adjtimex`, through FFI for libc, Linux) every second: an unsynchronised clock is
+   * announced as such (leap 3, stratum 16), a leap second the kernel has scheduled is passed
+   * on, and the kernel's maximum error is added to the root dispersion.
+   * @default {"local"}
+   */
+  ntpClock?: "local" | "kernel";
+  /**
    * How UDP is read and written: `mmsg` batches up to 64 datagrams per system call
    * (recvmmsg/sendmmsg through FFI, Linux only, needs `--allow-ffi`), takes the kernel's
    * receive timestamps and shares the port between workers; `deno` uses
@@ -204,6 +214,7 @@ export const DEFAULTS: Readonly<ServerSettings> = {
   maxClients: 16384,
   udp: true,
   udpEngine: "auto",
+  ntpClock: "local",
 };
 
 /**

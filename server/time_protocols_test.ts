@@ -5,13 +5,14 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { createLogger } from "../lib/log.ts";
 import { serve, type ServerOptions, type TimeServer } from "./server.ts";
-import { mmsgSupported } from "./udp_mmsg.ts";
+import { mmsgSupported, readKernelClock } from "./udp_mmsg.ts";
 import { JAM_LINE, LineClient, within } from "../testing/test_util.ts";
 import {
   exchangeDatagram,
   ntpRequest,
   parseNtpReply,
   receiveWithin,
+  skipUnless,
   udpClient,
 } from "../testing/time_clients.ts";
 
@@ -285,4 +286,23 @@ Deno.test("Daytime and Time over TCP share the connection limit and the PROXY pr
   const allowed = await readAll(port, "PROXY TCP4 198.51.100.1 127.0.0.1 5000 13\r\n");
   assert.match(decoder.decode(allowed), /^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\r\n$/);
   assert.equal(server.stats.closedDenied, 1);
+});
+
+Deno.test({
+  name: "with --ntp-clock kernel, replies carry the kernel's synchronisation state",
+  ignore: skipUnless(mmsgSupported(), "adjtimex needs Linux and FFI for libc"),
+  async fn() {
+    await using server = start({ ntpPort: 0, ntpClock: "kernel", ntpStratum: 3 });
+    using client = udpClient();
+    const reply = parseNtpReply((await exchangeDatagram(client, server.ports.ntp!, ntpRequest()))!);
+    const kernel = readKernelClock()!;
+    if (kernel.synchronised) {
+      assert.ok(reply.leap !== 3, `leap ${reply.leap} from a synchronised kernel`);
+      assert.equal(reply.stratum, 3);
+    } else {
+      // This machine's clock is not disciplined: the server must not claim it is.
+      assert.equal(reply.leap, 3);
+      assert.equal(reply.stratum, 16);
+    }
+  },
 });

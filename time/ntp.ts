@@ -234,3 +234,40 @@ const PHI = 15e-6;
 export function rootDispersion(uncertaintyMs: number, precision: number, ageMs: number): number {
   return uncertaintyMs / 1000 + 2 ** precision + PHI * Math.max(0, ageMs) / 1000;
 }
+
+/** What the kernel says of the system clock, as {@linkcode kernelSyncInfo} needs it. */
+export interface KernelSync {
+  /** `adjtimex`'s return: 1 a leap second is inserted tonight, 2 deleted, 5 `TIME_ERROR`. */
+  state: number;
+  /** Whether a daemon (ntpd, chronyd, timesyncd) keeps the clock synchronised. */
+  synchronised: boolean;
+  /** The kernel's maximum error estimate, in seconds. */
+  maxError: number;
+}
+
+/**
+ * The leap indicator, stratum and root dispersion to claim when the kernel's view of the
+ * system clock is known: an unsynchronised clock says so (leap 3, stratum 16, which clients
+ * ignore); a synchronised one passes on the leap second the kernel announces and adds the
+ * kernel's maximum error to the server's own dispersion.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { kernelSyncInfo } from "./ntp.ts";
+ *
+ * const unsynced = { state: 5, synchronised: false, maxError: 16 };
+ * assert.deepEqual(kernelSyncInfo(unsynced, 2, 0.001), { leap: 3, stratum: 16, rootDispersion: 0.001 });
+ * const leapTonight = { state: 1, synchronised: true, maxError: 0.002 };
+ * assert.deepEqual(kernelSyncInfo(leapTonight, 2, 0.001), { leap: 1, stratum: 2, rootDispersion: 0.003 });
+ * ```
+ */
+export function kernelSyncInfo(
+  kernel: KernelSync,
+  stratum: number,
+  ownDispersion: number,
+): { leap: number; stratum: number; rootDispersion: number } {
+  if (!kernel.synchronised) return { leap: 3, stratum: 16, rootDispersion: ownDispersion };
+  const leap = kernel.state === 1 ? 1 : kernel.state === 2 ? 2 : 0;
+  return { leap, stratum, rootDispersion: ownDispersion + kernel.maxError };
+}
