@@ -100,13 +100,17 @@ export class Responder {
   }
 
   /**
-   * Writes the reply to one datagram into `reply` at `at`; returns its length, 0 for none.
-   * For an NTP reply (then {@linkcode stamp} is true) the transmit timestamp is left for
-   * the caller, to be read as late as possible: see {@linkcode stampTransmit}.
+   * Writes the reply to one datagram (`length` bytes of `data` from `dataAt`) into `reply`
+   * at `at`; returns its length, 0 for none. Offsets rather than views: nothing is
+   * allocated per datagram. For an NTP reply (then {@linkcode stamp} is true) the transmit
+   * timestamp is left for the caller, to be read as late as possible: see
+   * {@linkcode stampTransmit}.
    */
   respond(
     protocol: UdpProtocol,
     data: Uint8Array,
+    dataAt: number,
+    length: number,
     peer: string | null,
     receivedAt: number,
     reply: Uint8Array,
@@ -119,15 +123,12 @@ export class Responder {
         stats.droppedNtp++;
         return 0;
       }
-      const kind = checkNtpRequest(data, data.length);
+      const kind = checkNtpRequest(data, length, dataAt);
       if (kind !== NtpRequest.CLIENT) {
         stats.droppedNtp++;
         if (kind === NtpRequest.CONTROL) stats.droppedNtpControl++;
         return 0;
       }
-      const out = at === 0 && reply.length === NTP_PACKET_LENGTH
-        ? reply
-        : reply.subarray(at, at + NTP_PACKET_LENGTH);
       if (limiter !== null) {
         const verdict = limiter.check(clientHost(peer!));
         stats.clientsTracked = limiter.size;
@@ -138,11 +139,11 @@ export class Responder {
         if (verdict === RateVerdict.KISS) {
           stats.rateLimitedNtp++;
           stats.kissOfDeathSent++;
-          writeKissOfDeath(data, out, KISS_RATE);
+          writeKissOfDeath(data, reply, KISS_RATE, dataAt, at);
           return NTP_PACKET_LENGTH;
         }
       }
-      writeNtpReply(data, out, receivedAt, receivedAt, this.#host.ntpInfo);
+      writeNtpReply(data, reply, receivedAt, receivedAt, this.#host.ntpInfo, dataAt, at);
       stats.requestsNtp++;
       this.stamp = true;
       return NTP_PACKET_LENGTH;
@@ -220,11 +221,11 @@ export class UdpService implements UdpListener {
     const buffer = new Uint8Array(RECEIVE_SIZE);
     const reply = new Uint8Array(REPLY_SIZE);
     for (;;) {
-      let data: Uint8Array;
+      let length: number;
       let from: Deno.NetAddr;
       try {
         const received = await socket.receive(buffer);
-        data = received[0];
+        length = received[0].length;
         from = received[1] as Deno.NetAddr;
       } catch (error) {
         if (isClosed(error)) return;
@@ -233,12 +234,12 @@ export class UdpService implements UdpListener {
       }
       const receivedAt = clock.now();
       const peer = responder.needsPeer ? from.hostname : null;
-      const length = responder.respond(protocol, data, peer, receivedAt, reply, 0);
-      if (length === 0) continue;
+      const size = responder.respond(protocol, buffer, 0, length, peer, receivedAt, reply, 0);
+      if (size === 0) continue;
       if (responder.stamp) stampTransmit(reply, 0, clock.now());
       try {
-        await socket.send(length === reply.length ? reply : reply.subarray(0, length), from);
-        stats.bytesSent += length;
+        await socket.send(size === reply.length ? reply : reply.subarray(0, size), from);
+        stats.bytesSent += size;
       } catch (error) {
         if (isClosed(error)) return;
         failed(this.#host, protocol, error);
@@ -288,14 +289,14 @@ export class MmsgService implements UdpListener {
       const count = await socket.receive();
       if (count === 0) return;
       for (let i = 0; i < count; i++) {
-        const start = i * RECEIVE_SLOT;
-        const datagram = data.subarray(start, start + lengths[i]);
         let receivedAt = kernelTime ? socket.receivedAt(i) : NaN;
         if (Number.isNaN(receivedAt)) receivedAt = clock.now();
         const peer = responder.needsPeer ? socket.peer(i) : null;
         const length = responder.respond(
           protocol,
-          datagram,
+          data,
+          i * RECEIVE_SLOT,
+          lengths[i],
           peer,
           receivedAt,
           replies,

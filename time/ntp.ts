@@ -38,9 +38,9 @@ export type NtpRequest = typeof NtpRequest[keyof typeof NtpRequest];
  * assert.equal(checkNtpRequest(request, 48), NtpRequest.CONTROL);
  * ```
  */
-export function checkNtpRequest(request: Uint8Array, length: number): NtpRequest {
+export function checkNtpRequest(request: Uint8Array, length: number, at = 0): NtpRequest {
   if (length < NTP_PACKET_LENGTH) return NtpRequest.SHORT;
-  const first = request[0];
+  const first = request[at];
   const mode = first & 7;
   if (mode === 6 || mode === 7) return NtpRequest.CONTROL;
   if (mode !== 3) return NtpRequest.NOT_CLIENT;
@@ -136,7 +136,8 @@ function shortFormat(seconds: number): number {
 /**
  * Writes the 48-byte reply to a request {@linkcode checkNtpRequest} accepted: mode 4, the
  * request's version and poll, originate = the request's transmit timestamp verbatim,
- * receive = `received`, transmit = `transmitted` (both ms since the epoch).
+ * receive = `received`, transmit = `transmitted` (both ms since the epoch). The request
+ * starts at `requestAt` and the reply at `replyAt`, so batches need no views per packet.
  *
  * @example
  * ```ts
@@ -165,18 +166,21 @@ export function writeNtpReply(
   received: number,
   transmitted: number,
   info: NtpServerInfo,
+  requestAt = 0,
+  replyAt = 0,
 ): void {
-  reply[0] = (info.leap << 6) | (request[0] & 0x38) | 4;
-  reply[1] = info.stratum;
-  reply[2] = request[2];
-  reply[3] = info.precision & 0xff;
-  put32(reply, 4, 0); // root delay: the server is its own reference
-  put32(reply, 8, shortFormat(info.rootDispersion));
-  put32(reply, 12, info.referenceId);
-  writeTimestamp(reply, 16, info.referenceTime);
-  for (let i = 0; i < 8; i++) reply[24 + i] = request[40 + i];
-  writeTimestamp(reply, 32, received);
-  writeTimestamp(reply, 40, transmitted);
+  const r = replyAt;
+  reply[r] = (info.leap << 6) | (request[requestAt] & 0x38) | 4;
+  reply[r + 1] = info.stratum;
+  reply[r + 2] = request[requestAt + 2];
+  reply[r + 3] = info.precision & 0xff;
+  put32(reply, r + 4, 0); // root delay: the server is its own reference
+  put32(reply, r + 8, shortFormat(info.rootDispersion));
+  put32(reply, r + 12, info.referenceId);
+  writeTimestamp(reply, r + 16, info.referenceTime);
+  for (let i = 0; i < 8; i++) reply[r + 24 + i] = request[requestAt + 40 + i];
+  writeTimestamp(reply, r + 32, received);
+  writeTimestamp(reply, r + 40, transmitted);
 }
 
 /**
@@ -184,16 +188,23 @@ export function writeNtpReply(
  * reference ID (e.g. `RATE`: slow down). As ntpd does, it tells no time: receive and
  * transmit echo the client's own transmit timestamp.
  */
-export function writeKissOfDeath(request: Uint8Array, reply: Uint8Array, code: number): void {
-  reply.fill(0, 0, NTP_PACKET_LENGTH);
-  reply[0] = (3 << 6) | (request[0] & 0x38) | 4;
-  reply[2] = request[2];
-  put32(reply, 12, code);
+export function writeKissOfDeath(
+  request: Uint8Array,
+  reply: Uint8Array,
+  code: number,
+  requestAt = 0,
+  replyAt = 0,
+): void {
+  const r = replyAt;
+  reply.fill(0, r, r + NTP_PACKET_LENGTH);
+  reply[r] = (3 << 6) | (request[requestAt] & 0x38) | 4;
+  reply[r + 2] = request[requestAt + 2];
+  put32(reply, r + 12, code);
   for (let i = 0; i < 8; i++) {
-    const byte = request[40 + i];
-    reply[24 + i] = byte;
-    reply[32 + i] = byte;
-    reply[40 + i] = byte;
+    const byte = request[requestAt + 40 + i];
+    reply[r + 24 + i] = byte;
+    reply[r + 32 + i] = byte;
+    reply[r + 40 + i] = byte;
   }
 }
 
