@@ -439,6 +439,7 @@ async function runServer(invocation: Invocation & { action: "serve" }): Promise<
         worker,
         connectionsTotal: stats.connectionsTotal,
         requestsTime: stats.requestsTime,
+        requestsNtp: stats.requestsNtp || undefined,
       })
     );
   }

@@ -13,6 +13,8 @@ import {
   within,
   workersCommand,
 } from "./testing/test_util.ts";
+import { exchangeDatagram, ffiFlag, ntpRequest, udpClient } from "./testing/time_clients.ts";
+import { mmsgSupported } from "./server/udp_mmsg.ts";
 
 Deno.test("command line defaults to serving with info logs in text", () => {
   assert.deepEqual(parseCommandLine([]), {
@@ -79,6 +81,58 @@ Deno.test("command line reads every flag", () => {
   });
 });
 
+Deno.test("command line reads the time protocols' flags", () => {
+  const invocation = parseCommandLine([
+    "--daytime-port",
+    "13",
+    "--time-port",
+    "0",
+    "--ntp-port",
+    "123",
+    "--ntp-stratum",
+    "2",
+    "--ntp-clock",
+    "local",
+    "--udp-engine",
+    "deno",
+    "--allow",
+    "10.0.0.0/8,192.0.2.1",
+    "--allow",
+    "2001:db8::/32",
+    "--deny",
+    "10.1.0.0/16",
+    "--rate-limit",
+    "0.5",
+    "--rate-burst",
+    "4",
+    "--rate-leak",
+    "0",
+    "--kod",
+    "--max-clients",
+    "1000",
+  ]);
+  assert.equal(invocation.action, "serve");
+  if (invocation.action !== "serve") return;
+  assert.deepEqual(invocation.options, {
+    daytimePort: 13,
+    timePort: 0,
+    ntpPort: 123,
+    ntpStratum: 2,
+    ntpClock: "local",
+    udpEngine: "deno",
+    allow: ["10.0.0.0/8", "192.0.2.1", "2001:db8::/32"],
+    deny: ["10.1.0.0/16"],
+    rateLimit: { interval: 0.5, burst: 4 },
+    rateLeak: 0,
+    kissOfDeath: true,
+    maxClients: 1000,
+  });
+  // Without the FFI the batched engine and the kernel's clock state need, they are refused.
+  const noFfi = { os: "linux", cpus: 2, mmsg: false };
+  assert.throws(() => parseCommandLine(["--udp-engine", "mmsg"], {}, noFfi), /needs Linux/);
+  assert.throws(() => parseCommandLine(["--ntp-clock", "kernel"], {}, noFfi), /adjtimex/);
+});
+
 Deno.test("command line takes PORT from the environment unless --port is given", () => {
   assert.deepEqual(parseCommandLine([], { PORT: "4100" }), {
     action: "serve",
@@ -142,6 +196,22 @@ Deno.test("command line rejects bad input with a one-line message naming the fla
     [["--evict-after", "soon"], /^--evict-after must be a number of seconds/],
     [["--max-connections-per-ip", "-1"], /^--max-connections-per-ip/],
     [["--proxy-protocol=yes"], /--proxy-protocol/],
+    [["--ntp-port", "65536"], /^--ntp-port must be a whole number from 0 to 65535/],
+    [["--daytime-port", "x"], /^--daytime-port must be/],
+    [["--time-port", "-3"], /--time-port/],
+    [["--ntp-stratum", "0"], /^--ntp-stratum must be a whole number from 1 to 15/],
+    [["--ntp-stratum", "16"], /^--ntp-stratum must be/],
+    [["--ntp-clock", "gps"], /^--ntp-clock must be one of local, kernel/],
+    [["--udp-engine", "io_uring"], /^--udp-engine must be one of auto, mmsg, deno/],
+    [["--allow", "10.0.0.0/33"], /^--allow takes addresses or CIDR ranges .* got "10.0.0.0\/33"$/],
+    [["--deny", "10.0.0.1,example.com"], /^--deny takes .* got "example.com"$/],
+    [["--rate-limit", "0"], /^--rate-limit must be above 0 seconds/],
+    [["--rate-limit", "fast"], /^--rate-limit must be a number of seconds/],
+    [["--rate-limit", "1", "--rate-burst", "0"], /^--rate-burst must be/],
+    [["--rate-limit", "1", "--rate-leak", "17"], /^--rate-leak must be/],
+    [["--rate-burst", "4"], /^--rate-burst needs --rate-limit$/],
+    [["--kod"], /^--kod needs --rate-limit$/],
+    [["--max-clients", "10"], /^--max-clients needs --rate-limit$/],
   ];
   for (const [args, message] of cases) {
     assert.throws(() => parseCommandLine(args), (error: unknown) => {
@@ -224,6 +294,44 @@ Deno.test(
     await pending;
   },
 );
+
+for (const engine of ["mmsg", "deno"] as const) {
+  Deno.test({
+    name: `program with --workers 2 answers SNTP from ${
+      engine === "mmsg" ? "both workers (SO_REUSEPORT)" : "the first worker (--udp-engine deno)"
+    }`,
+    ignore: Deno.build.os !== "linux" || (engine === "mmsg" && !mmsgSupported()),
+  }, async () => {
+    const ntpPort = freePort();
+    const command = [...workersCommand.slice(0, -1), ffiFlag(), workersCommand.at(-1)!];
+    await using server = await startServerProcess([
+      "--host",
+      "127.0.0.1",
+      "--workers",
+      "2",
+      "--ntp-port",
+      `${ntpPort}`,
+      "--udp-engine",
+      engine,
+      "--log-format",
+      "json",
+    ], command);
+    // Like connections, datagrams are spread by a hash of the client's address and port:
+    // from 40 sockets, both workers get some unless something is wrong.
+    const clients = 40;
+    await Promise.all(Array.from({ length: clients }, async () => {
+      using client = udpClient();
+      assert.ok(await exchangeDatagram(client, ntpPort, ntpRequest()), "answered");
+    }));
+    server.child.kill("SIGTERM");
+    assert.equal((await within(10000, server.child.status, "exit after SIGTERM")).code, 0);
+    const events = (await server.stderr).trim().split("\n").map((line) => JSON.parse(line));
+    const served = events.filter((e) => e.msg === "worker stopped").map((e) => e.requestsNtp ?? 0);
+    assert.equal(served[0] + served[1], clients);
+    if (engine === "mmsg") assert.ok(served[0] > 0 && served[1] > 0, `${served}`);
+    else assert.deepEqual(served.sort(), [0, clients]);
+  });
+}
 
 Deno.test({
   name: "program with --workers 2 serves from both workers and drains both on SIGTERM",
