@@ -306,3 +306,24 @@ Deno.test({
     }
   },
 });
+
+for (const engine of ENGINES) {
+  Deno.test(`[${engine}] on "::" SNTP answers IPv6 and IPv4 clients, and IPv4 rules match mapped addresses`, async () => {
+    await using server = start({
+      hostname: "::",
+      ntpPort: 0,
+      udpEngine: engine,
+      deny: ["127.0.0.2"],
+    });
+    const port = server.ports.ntp!;
+    using six = udpClient("::1");
+    const fromSix = await exchangeDatagram(six, port, ntpRequest(), 2000, "::1");
+    assert.equal(parseNtpReply(fromSix!).mode, 4);
+    using four = udpClient("127.0.0.1");
+    assert.ok(await exchangeDatagram(four, port, ntpRequest()));
+    using denied = udpClient("127.0.0.2");
+    await denied.send(ntpRequest(), { transport: "udp", hostname: "127.0.0.1", port });
+    assert.ok(await exchangeDatagram(four, port, ntpRequest()), "answered after the denied one");
+    assert.equal(server.stats.droppedNtp, 1, "::ffff:127.0.0.2 matched the IPv4 rule");
+  });
+}
