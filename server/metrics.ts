@@ -84,7 +84,7 @@ export function formatMetrics(stats: ServerStats, info: MetricsInfo): string {
   metric(
     "timeserver_udp_dropped_total",
     "counter",
-    "Datagrams dropped unanswered: a denied client, or (NTP) not a client request we answer, by protocol.",
+    "Datagrams dropped unanswered: a denied client, a service's source port (Daytime, Time), or (NTP) not a client request we answer, by protocol.",
     [
       ['{protocol="daytime"}', stats.droppedDaytime],
       ['{protocol="time"}', stats.droppedRfc868],
@@ -96,6 +96,12 @@ export function formatMetrics(stats: ServerStats, info: MetricsInfo): string {
     "counter",
     "NTP mode 6 and 7 queries (ntpq, ntpdc, monlist) dropped; also counted in timeserver_udp_dropped_total.",
     [["", stats.droppedNtpControl]],
+  );
+  metric(
+    "timeserver_udp_loop_dropped_total",
+    "counter",
+    "Daytime and Time datagrams from a service's port (below 1024, or this server's own), dropped so that no two servers answer each other forever; also counted in timeserver_udp_dropped_total.",
+    [["", stats.droppedLoop]],
   );
   metric(
     "timeserver_rate_limited_total",

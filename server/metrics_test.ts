@@ -59,6 +59,7 @@ Deno.test("metrics are written in the Prometheus text format with the documented
     'timeserver_udp_dropped_total{protocol="time"}',
     'timeserver_udp_dropped_total{protocol="ntp"}',
     "timeserver_ntp_control_dropped_total",
+    "timeserver_udp_loop_dropped_total",
     'timeserver_rate_limited_total{protocol="daytime"}',
     'timeserver_rate_limited_total{protocol="time"}',
     'timeserver_rate_limited_total{protocol="ntp"}',

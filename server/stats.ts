@@ -49,6 +49,8 @@ export interface ServerStats extends RequestCounts {
   droppedNtp: number;
   /** Of `droppedNtp`, the mode 6 and 7 (ntpq/ntpdc) queries. */
   droppedNtpControl: number;
+  /** Of `droppedDaytime` and `droppedRfc868`, those from a service's port: a loop refused. */
+  droppedLoop: number;
   /** Daytime datagrams over the client's rate limit, dropped. */
   rateLimitedDaytime: number;
   /** Time (RFC 868) datagrams over the client's rate limit, dropped. */
@@ -90,6 +92,7 @@ export function newServerStats(): ServerStats {
     droppedRfc868: 0,
     droppedNtp: 0,
     droppedNtpControl: 0,
+    droppedLoop: 0,
     rateLimitedDaytime: 0,
     rateLimitedRfc868: 0,
     rateLimitedNtp: 0,

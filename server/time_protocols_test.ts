@@ -327,3 +327,78 @@ for (const engine of ENGINES) {
     assert.equal(server.stats.droppedNtp, 1, "::ffff:127.0.0.2 matched the IPv4 rule");
   });
 }
+
+/**
+ * A UDP socket on a well-known port (below 1024) of a loopback address, as another server's
+ * service would send from; null where this process may not bind one (not root).
+ */
+function lowPortSocket(hostname: string): (Deno.DatagramConn & Disposable) | null {
+  for (const port of [7, 19, 13, 37, 17, 69, 53, 161]) {
+    try {
+      const socket = Deno.listenDatagram({ hostname, port, transport: "udp" });
+      return Object.assign(socket, { [Symbol.dispose]: () => socket.close() });
+    } catch (error) {
+      if (error instanceof Deno.errors.PermissionDenied) return null;
+      // In use: try the next.
+    }
+  }
+  return null;
+}
+const lowPortsAllowed = (() => {
+  using socket = lowPortSocket("127.0.0.4");
+  return socket !== null;
+})();
+
+for (const engine of ENGINES) {
+  Deno.test(`[${engine}] daytime and time over UDP ignore another instance's service port, so two servers cannot loop`, async () => {
+    await using server = start({ daytimePort: 0, timePort: 0, udpEngine: engine });
+    const { daytime, time } = server.ports as { daytime: number; time: number };
+    // Another server at 127.0.0.2 on the same ports: a datagram spoofed from it would make
+    // the two answer each other forever, and so would one from our own Time port to Daytime.
+    const twins = [daytime, time].map((port) =>
+      Deno.listenDatagram({ hostname: "127.0.0.2", port, transport: "udp" })
+    );
+    try {
+      for (const twin of twins) {
+        for (const port of [daytime, time]) {
+          await twin.send(new Uint8Array(1), { transport: "udp", hostname: "127.0.0.1", port });
+        }
+      }
+      // Each socket is read in order: the bystander's answers come after the twins' datagrams.
+      using bystander = udpClient("127.0.0.1");
+      assert.ok(await exchangeDatagram(bystander, daytime, new Uint8Array(1)), "daytime");
+      assert.ok(await exchangeDatagram(bystander, time, new Uint8Array(1)), "time");
+      assert.equal(server.stats.droppedDaytime, 2);
+      assert.equal(server.stats.droppedRfc868, 2);
+      assert.equal(server.stats.droppedLoop, 4);
+      assert.equal(server.stats.requestsDaytime, 1);
+      assert.equal(server.stats.requestsRfc868, 1);
+      for (const twin of twins) assert.equal(await receiveWithin(twin, 100), null);
+    } finally {
+      for (const twin of twins) twin.close();
+    }
+  });
+
+  Deno.test({
+    name:
+      `[${engine}] daytime and time over UDP ignore well-known ports, while SNTP answers ntpd's port`,
+    ignore: skipUnless(lowPortsAllowed, "binding ports below 1024 needs root"),
+    async fn() {
+      await using server = start({ daytimePort: 0, timePort: 0, ntpPort: 0, udpEngine: engine });
+      const { daytime, time, ntp } = server.ports as { daytime: number; time: number; ntp: number };
+      using service = lowPortSocket("127.0.0.3")!;
+      for (const port of [daytime, time]) {
+        await service.send(new Uint8Array(1), { transport: "udp", hostname: "127.0.0.1", port });
+      }
+      // ntpd asks from port 123: NTP answers only client mode with server mode, so it cannot loop.
+      const request = ntpRequest();
+      const reply = await exchangeDatagram(service, ntp, request);
+      assert.deepEqual(parseNtpReply(reply!).originate, request.subarray(40, 48));
+      using bystander = udpClient("127.0.0.1");
+      assert.ok(await exchangeDatagram(bystander, daytime, new Uint8Array(1)), "daytime");
+      assert.ok(await exchangeDatagram(bystander, time, new Uint8Array(1)), "time");
+      assert.equal(server.stats.droppedLoop, 2);
+      assert.equal(await receiveWithin(service, 100), null, "daytime and time said nothing");
+    },
+  });
+}

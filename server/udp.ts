@@ -38,6 +38,8 @@ export interface UdpHost {
   readonly ntpInfo: NtpServerInfo;
   /** Whether `clock` is the system clock, so the kernel's timestamps may stand in for it. */
   readonly clockIsSystem: boolean;
+  /** The server's own service ports, which Daytime and Time never answer. */
+  readonly ports: { daytime: number | null; time: number | null; ntp: number | null };
 }
 
 /** Larger datagrams are truncated; NTP requests with extension fields fit. */
@@ -45,6 +47,35 @@ const RECEIVE_SIZE = 2048;
 /** Room for the longest reply: NTP's 48 bytes, a Daytime line. */
 const REPLY_SIZE = 64;
 const KISS_RATE = referenceId("RATE");
+/** The first port a client's socket is given; below it, every port belongs to a service. */
+const FIRST_CLIENT_PORT = 1024;
+
+/**
+ * Tells whether a datagram to Daytime or Time comes from a service's port rather than a
+ * client's, and so must not be answered. Both answer any datagram: a datagram spoofed from
+ * another server's service port (echo, chargen, daytime, time, …, or this server's own
+ * ports, or another instance of it on the same port) would make the two answer each other
+ * forever, the "Loop DoS" of CVE-2024-2169. Clients send from ephemeral ports (1024 and
+ * up); inetd's internal services refuse their own ports the same way.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { fromServicePort } from "./udp.ts";
+ *
+ * const ports = { daytime: 1300, time: 3700, ntp: null };
+ * assert.equal(fromServicePort(40_123, ports), false); // a client
+ * assert.equal(fromServicePort(19, ports), true); // chargen
+ * assert.equal(fromServicePort(3700, ports), true); // our own Time service
+ * ```
+ */
+export function fromServicePort(
+  port: number,
+  own: { daytime: number | null; time: number | null; ntp: number | null },
+): boolean {
+  return port < FIRST_CLIENT_PORT || port === own.daytime || port === own.time ||
+    port === own.ntp;
+}
 
 /** Tells whether a receive failed because the socket was closed, which ends the loop. */
 function isClosed(error: unknown): boolean {
@@ -84,8 +115,10 @@ export function listenUdp(
  * What a time server answers to one datagram, without the I/O: shared by both UDP
  * engines. Each datagram is checked against the access list, then (NTP) for being a
  * client request, then against the rate limit. Daytime and Time answer any datagram, as
- * RFC 867 and 868 say; the rate limit is what bounds their use as reflectors. An NTP reply
- * is 48 bytes and answers a request of at least 48, so it amplifies nothing.
+ * RFC 867 and 868 say, but only from a client's port (see {@linkcode fromServicePort});
+ * the rate limit is what bounds their use as reflectors. An NTP reply is 48 bytes and
+ * answers a request of at least 48, so it amplifies nothing; it answers only client mode
+ * with server mode, so it cannot loop, and clients on port 123 (ntpd's) are answered.
  */
 export class Responder {
   readonly #host: UdpHost;
@@ -100,7 +133,8 @@ export class Responder {
   }
 
   /**
-   * Writes the reply to one datagram (`length` bytes of `data` from `dataAt`) into `reply`
+   * Writes the reply to one datagram (`length` bytes of `data` from `dataAt`, sent from
+   * `peerPort` of `peer`, which is null when no rule needs it) into `reply`
    * at `at`; returns its length, 0 for none. Offsets rather than views: nothing is
    * allocated per datagram. For an NTP reply (then {@linkcode stamp} is true) the transmit
    * timestamp is left for the caller, to be read as late as possible: see
@@ -112,6 +146,7 @@ export class Responder {
     dataAt: number,
     length: number,
     peer: string | null,
+    peerPort: number,
     receivedAt: number,
     reply: Uint8Array,
     at: number,
@@ -149,6 +184,12 @@ export class Responder {
       return NTP_PACKET_LENGTH;
     }
     const daytime = protocol === "daytime";
+    if (fromServicePort(peerPort, this.#host.ports)) {
+      if (daytime) stats.droppedDaytime++;
+      else stats.droppedRfc868++;
+      stats.droppedLoop++;
+      return 0;
+    }
     if (peer !== null && !access.allows(peer)) {
       if (daytime) stats.droppedDaytime++;
       else stats.droppedRfc868++;
@@ -234,7 +275,17 @@ export class UdpService implements UdpListener {
       }
       const receivedAt = clock.now();
       const peer = responder.needsPeer ? from.hostname : null;
-      const size = responder.respond(protocol, buffer, 0, length, peer, receivedAt, reply, 0);
+      const size = responder.respond(
+        protocol,
+        buffer,
+        0,
+        length,
+        peer,
+        from.port,
+        receivedAt,
+        reply,
+        0,
+      );
       if (size === 0) continue;
       if (responder.stamp) stampTransmit(reply, 0, clock.now());
       try {
@@ -298,6 +349,7 @@ export class MmsgService implements UdpListener {
           i * RECEIVE_SLOT,
           lengths[i],
           peer,
+          socket.peerPort(i),
           receivedAt,
           replies,
           i * REPLY_SLOT,

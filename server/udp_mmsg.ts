@@ -382,6 +382,12 @@ export class MmsgSocket {
     return sockaddrHost(this.#names, i * NAME_SLOT);
   }
 
+  /** The port datagram `i` was sent from. */
+  peerPort(i: number): number {
+    const at = i * NAME_SLOT;
+    return (this.#names[at + 2] << 8) | this.#names[at + 3];
+  }
+
   /** Queues the reply in slot `i`, `length` bytes, to the sender of datagram `i`. */
   queue(i: number, length: number): void {
     const j = this.#queued++;
