@@ -33,7 +33,7 @@ import {
   referenceId,
   rootDispersion,
 } from "../time/ntp.ts";
-import { readKernelClock } from "./udp_mmsg.ts";
+import { type KernelClockState, readKernelClock } from "./udp_mmsg.ts";
 import { Rfc868Answer } from "../time/rfc868.ts";
 
 export { DEFAULTS, resolveServerOptions, type ServerOptions } from "./server_options.ts";
@@ -200,6 +200,7 @@ class Server implements TimeServer, ConnectionHost {
   readonly #udp: UdpListener[] = [];
   readonly #udpEngine: "deno" | "mmsg";
   readonly clockIsSystem: boolean;
+  readonly #readKernelClock: () => KernelClockState | null;
   readonly #eviction: Eviction;
   readonly #peers: PeerEviction | null;
   readonly #stopAccepting = new AbortController();
@@ -232,6 +233,7 @@ class Server implements TimeServer, ConnectionHost {
       : null;
     this.clock = options.clock ?? precise ?? { now: options.now ?? Date.now };
     this.clockIsSystem = !options.clock && !options.now;
+    this.#readKernelClock = options.kernelClock ?? readKernelClock;
     this.#udpEngine = chooseUdpEngine(settings.udpEngine, settings.hostname);
     this.ntpInfo = {
       leap: 0,
@@ -387,12 +389,27 @@ class Server implements TimeServer, ConnectionHost {
       info.rootDispersion = own;
       return;
     }
-    const kernel = readKernelClock();
+    let kernel: KernelClockState | null = null;
+    let unreadable = "no FFI for libc";
+    try {
+      kernel = this.#readKernelClock();
+    } catch (error) {
+      unreadable = error instanceof Error ? error.message : String(error);
+    }
     const claimed = kernel === null
       ? { leap: 3, stratum: 16, rootDispersion: own } // unknown: claim nothing
       : kernelSyncInfo(kernel, this.#settings.ntpStratum, own);
     if (claimed.leap === 3 && info.leap !== 3) {
-      this.logger.warn("the kernel says the system clock is not synchronised; SNTP replies say so");
+      if (kernel === null) {
+        this.logger.warn(
+          "cannot read the kernel's clock state; SNTP replies say the clock is not synchronised",
+          { error: unreadable },
+        );
+      } else {
+        this.logger.warn(
+          "the kernel says the system clock is not synchronised; SNTP replies say so",
+        );
+      }
     }
     info.leap = claimed.leap;
     info.stratum = claimed.stratum;

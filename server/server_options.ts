@@ -2,6 +2,7 @@
 
 import type { Logger } from "../lib/log.ts";
 import { DEFAULT_MAX_LINE, DEFAULT_PORT } from "../protocol.ts";
+import type { KernelClockState } from "./udp_mmsg.ts";
 
 export interface ServerOptions {
   /**
@@ -173,6 +174,12 @@ export interface ServerOptions {
    */
   clock?: { now(): number };
   /**
+   * Where `ntpClock: "kernel"` reads the kernel's synchronisation state; null when it
+   * cannot (no libc), and throws when the kernel refuses (see `readKernelClock` in `udp_mmsg.ts`).
+   * @default {readKernelClock: adjtimex through FFI for libc}
+   */
+  kernelClock?: () => KernelClockState | null;
+  /**
    * Where events are logged.
    * @default {a logger at level "warn" writing text to stderr}
    */
@@ -186,7 +193,13 @@ export interface ServerOptions {
 
 /** The options that have a default: every setting of a running server. */
 export type ServerSettings = Required<Omit<ServerOptions, OptionalOnly>>;
-type OptionalOnly = "timeZone" | "sharedConnections" | "logger" | "now" | "clock";
+type OptionalOnly =
+  | "timeZone"
+  | "sharedConnections"
+  | "logger"
+  | "now"
+  | "clock"
+  | "kernelClock";
 
 /** The defaults of {@linkcode ServerOptions}; the command line's help shows these too. */
 export const DEFAULTS: Readonly<ServerSettings> = {

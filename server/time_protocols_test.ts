@@ -307,6 +307,59 @@ Deno.test({
   },
 });
 
+Deno.test("with --ntp-clock kernel, replies follow the kernel's state: a leap second, synchronised, or not", async () => {
+  const cases = [
+    { kernel: { state: 1, synchronised: true }, leap: 1, stratum: 3, warning: null },
+    { kernel: { state: 0, synchronised: true }, leap: 0, stratum: 3, warning: null },
+    {
+      kernel: { state: 5, synchronised: false },
+      leap: 3,
+      stratum: 16,
+      warning: /the kernel says the system clock is not synchronised/,
+    },
+  ];
+  for (const { kernel, leap, stratum, warning } of cases) {
+    const warnings: string[] = [];
+    await using server = start({
+      ntpPort: 0,
+      ntpClock: "kernel",
+      ntpStratum: 3,
+      kernelClock: () => ({ ...kernel, maxError: 0.25, estimatedError: 0.001 }),
+      logger: createLogger({ level: "warn", write: (line) => warnings.push(line) }),
+    });
+    using client = udpClient();
+    const reply = await exchangeDatagram(client, server.ports.ntp!, ntpRequest());
+    const parsed = parseNtpReply(reply!);
+    assert.deepEqual([parsed.leap, parsed.stratum], [leap, stratum], JSON.stringify(kernel));
+    // The kernel's maximum error joins the root dispersion (16.16 seconds at bytes 8–11).
+    const dispersion = new DataView(reply!.buffer, reply!.byteOffset).getUint32(8) / 65536;
+    if (kernel.synchronised) assert.ok(dispersion >= 0.25, `root dispersion ${dispersion} s`);
+    if (warning === null) assert.deepEqual(warnings, []);
+    else assert.match(warnings.join("\n"), warning);
+  }
+});
+
+Deno.test("with --ntp-clock kernel, a kernel that refuses adjtimex makes replies say unsynchronised, and the log says why", async () => {
+  const warnings: string[] = [];
+  const refusal = "adjtimex was refused (EPERM): a seccomp filter, such as systemd's " +
+    "ProtectClock=yes, blocks it even for reading";
+  await using server = start({
+    ntpPort: 0,
+    ntpClock: "kernel",
+    kernelClock: () => {
+      throw new Error(refusal);
+    },
+    logger: createLogger({ level: "warn", write: (line) => warnings.push(line) }),
+  });
+  using client = udpClient();
+  const reply = parseNtpReply((await exchangeDatagram(client, server.ports.ntp!, ntpRequest()))!);
+  assert.deepEqual([reply.leap, reply.stratum], [3, 16], "a clock nobody can vouch for");
+  assert.equal(warnings.length, 1, warnings.join("\n"));
+  assert.match(warnings[0], /cannot read the kernel's clock state/);
+  assert.match(warnings[0], /ProtectClock=yes/);
+  assert.doesNotMatch(warnings[0], /the kernel says/);
+});
+
 for (const engine of ENGINES) {
   Deno.test(`[${engine}] on "::" SNTP answers IPv6 and IPv4 clients, and IPv4 rules match mapped addresses`, async () => {
     await using server = start({

@@ -29,6 +29,7 @@ const SHUT_RDWR = 2;
 const CLOCK_REALTIME = 0;
 const EADDRINUSE = 98;
 const EACCES = 13;
+const EPERM = 1;
 /** sizeof(struct mmsghdr): a 56-byte msghdr and the 4-byte length, padded. */
 const MMSGHDR = 64;
 const IOVEC = 16;
@@ -188,13 +189,22 @@ const TIME_ERROR = 5;
 /**
  * Reads the kernel's clock synchronisation state with `adjtimex` and `modes` = 0, which
  * changes nothing and needs no privilege. Null where the batched engine's libc is not
- * available (not Linux, or no FFI permission).
+ * available (not Linux, or no FFI permission). Throws when the call fails: a seccomp
+ * filter such as systemd's `ProtectClock=yes` refuses `adjtimex` even for reading (EPERM).
  */
 export function readKernelClock(): KernelClockState | null {
   if (!mmsgSupported()) return null;
+  const c = open();
   const timex = new Uint8Array(TIMEX_SIZE);
-  const state = open().adjtimex(timex);
-  if (state < 0) return null;
+  const state = c.adjtimex(timex);
+  if (state < 0) {
+    const code = errno(c);
+    throw new Error(
+      code === EPERM
+        ? "adjtimex was refused (EPERM): a seccomp filter, such as systemd's ProtectClock=yes, blocks it even for reading"
+        : `adjtimex failed (errno ${code})`,
+    );
+  }
   const view = new DataView(timex.buffer);
   const long = (offset: number) =>
     view.getUint32(offset, true) + view.getInt32(offset + 4, true) * 0x1_0000_0000;
