@@ -104,6 +104,19 @@ for (const engine of ENGINES) {
     assert.equal(server.stats.requestsRfc868, 3);
   });
 
+  Deno.test(`[${engine}] shutting down the UDP services answers and counts nothing that was not sent`, async () => {
+    const server = start({ daytimePort: 0, timePort: 0, ntpPort: 0, udpEngine: engine });
+    await server.shutdown();
+    const { stats } = server;
+    const counted = {
+      requests: stats.requestsDaytime + stats.requestsRfc868 + stats.requestsNtp,
+      dropped: stats.droppedDaytime + stats.droppedRfc868 + stats.droppedNtp,
+      udpErrors: stats.udpErrors,
+      bytesSent: stats.bytesSent,
+    };
+    assert.deepEqual(counted, { requests: 0, dropped: 0, udpErrors: 0, bytesSent: 0 });
+  });
+
   Deno.test(`[${engine}] an SNTP reply copies version, poll and transmit, and is timed by the server's clock`, async () => {
     await using server = start({ ntpPort: 0, udpEngine: engine });
     using client = udpClient();

@@ -354,6 +354,9 @@ export class MmsgSocket {
       );
       const count = await this.#receiving;
       this.#receiving = null;
+      // Once shut down, recvmmsg returns one empty "datagram" (a read at the end of the
+      // stream) from no one: it must not be answered or counted.
+      if (this.#closing) return 0;
       // -1: the timeout (to look at #closing) or an error the next call reports again.
       if (count <= 0) continue;
       for (let i = 0; i < count; i++) this.lengths[i] = ints[(i * MMSGHDR) / 4 + 14];
