@@ -379,6 +379,12 @@ class Server implements TimeServer, ConnectionHost {
           calibrations: clock.calibrations,
         });
       }
+      // A calibration a busy machine made loose is tried again, not kept for a minute.
+      if (clock.tighten() && this.debug) {
+        this.logger.debug("clock calibration was loose; recalibrated", {
+          uncertaintyUs: Math.round(clock.uncertainty * 1000),
+        });
+      }
       const now = clock.now();
       // Recalibrate now and then anyway, so the drift allowance claimed stays small.
       if (now - clock.calibratedAt > RECALIBRATE_MS) clock.calibrate();

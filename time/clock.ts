@@ -25,6 +25,8 @@ const CALIBRATION_ATTEMPTS = 5;
 const GOOD_ENOUGH_MS = 0.01;
 /** The longest a calibration spins waiting for `Date.now()` to tick, in ms. */
 const SPIN_LIMIT_MS = 3;
+/** A calibration looser than this (ms) is tried again at the next {@linkcode PreciseClock.tighten}. */
+const LOOSE_MS = 0.05;
 
 /**
  * The system's wall clock with the monotonic clock's resolution: `Date.now()` has whole
@@ -59,6 +61,8 @@ export class PreciseClock {
   #uncertainty = 1;
   #calibratedAt = 0;
   #calibrations = 0;
+  /** Whether the last calibration saw the wall clock tick (else it is a plain reading). */
+  #ticked = true;
 
   constructor(sources: ClockSources = SYSTEM_SOURCES) {
     this.#sources = sources;
@@ -100,19 +104,31 @@ export class PreciseClock {
   }
 
   /**
+   * Recalibrates when the last calibration was loose (a busy machine paused every try of
+   * it), so that the clock does not keep that error until the next step or periodic
+   * recalibration. Returns whether it recalibrated. Meant for a periodic check, like
+   * {@linkcode check}; costs nothing while the calibration is tight.
+   */
+  tighten(): boolean {
+    // A wall clock that did not tick is no better on a second try: leave the fallback be.
+    if (this.#uncertainty <= LOOSE_MS || !this.#ticked) return false;
+    this.calibrate();
+    return true;
+  }
+
+  /**
    * Finds the offset from the next tick of `Date.now()`; spins up to about 1 ms (at most
-   * {@linkcode SPIN_LIMIT_MS}). Without a tick in that time (a stopped or very coarse
-   * wall clock) it falls back to one plain reading, with 1 ms uncertainty.
+   * {@linkcode SPIN_LIMIT_MS}) per try. Without a tick in that time (a stopped or very
+   * coarse wall clock) it falls back to one plain reading, with 1 ms uncertainty.
    */
   calibrate(): void {
-    // The first turns of a cold loop, or a pause for garbage collection, can straddle the
-    // tick: try a few times and keep the tightest. A wall clock that did not tick at all
-    // will not tick on a second try either.
+    // The first turns of a cold loop, a pause for garbage collection, or the thread being
+    // descheduled can straddle the tick, however long the pause: try a few times and keep
+    // the tightest. A wall clock that did not tick at all will not tick on a second try.
     let best = this.#measure();
     for (
       let attempt = 1;
-      attempt < CALIBRATION_ATTEMPTS && best.uncertainty > GOOD_ENOUGH_MS &&
-      best.uncertainty < 1;
+      attempt < CALIBRATION_ATTEMPTS && best.ticked && best.uncertainty > GOOD_ENOUGH_MS;
       attempt++
     ) {
       const next = this.#measure();
@@ -120,12 +136,16 @@ export class PreciseClock {
     }
     this.#offset = best.offset;
     this.#uncertainty = best.uncertainty;
+    this.#ticked = best.ticked;
     this.#calibratedAt = this.now();
     this.#calibrations++;
   }
 
-  /** One calibration: the offset at the next tick of the wall clock, and how tight it is. */
-  #measure(): { offset: number; uncertainty: number } {
+  /**
+   * One calibration: the offset at the next tick of the wall clock, how tight it is, and
+   * whether the wall clock ticked at all.
+   */
+  #measure(): { offset: number; uncertainty: number; ticked: boolean } {
     const { wall, monotonic } = this.#sources;
     // `before` is read before `previous`, and `after` after `reading`: a tick between the
     // two wall readings lies between them.
@@ -137,9 +157,13 @@ export class PreciseClock {
       const reading = wall();
       const after = monotonic();
       if (reading !== previous) {
-        return { offset: reading - (before + after) / 2, uncertainty: (after - before) / 2 };
+        return {
+          offset: reading - (before + after) / 2,
+          uncertainty: (after - before) / 2,
+          ticked: true,
+        };
       }
-      if (after > deadline) return { offset: reading + 0.5 - after, uncertainty: 1 };
+      if (after > deadline) return { offset: reading + 0.5 - after, uncertainty: 1, ticked: false };
       before = mark;
       previous = reading;
     }

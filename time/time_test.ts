@@ -178,9 +178,54 @@ Deno.test("the precise clock falls back to a plain reading when the wall clock d
   let monotonic = 0;
   const clock = new PreciseClock({ monotonic: () => (monotonic += 0.01), wall: () => 5_000 });
   assert.equal(clock.uncertainty, 1, "a plain reading is only good to a millisecond");
+  assert.equal(clock.tighten(), false, "a wall clock that does not tick is not tried again");
   const now = clock.now();
   assert.ok(now >= 5_000 && now <= 5_001 + 0.1, `${now}`);
   assert.equal(clock.calibrations, 1);
+});
+
+/**
+ * Like {@linkcode fakeSources}, but the thread is descheduled for `pauseMs` right after it
+ * reads each of the first `pauses` ticks of the wall clock, as a busy machine does.
+ */
+function pausingSources(start: number, pauses: number, pauseMs: number) {
+  let monotonic = 0;
+  let lastWall = Math.floor(start);
+  let left = pauses;
+  return {
+    sources: {
+      monotonic: () => (monotonic += 0.00005),
+      wall: () => {
+        const wall = Math.floor(start + monotonic);
+        if (wall !== lastWall && left > 0) {
+          left--;
+          monotonic += pauseMs;
+        }
+        lastWall = wall;
+        return wall;
+      },
+    },
+    truth: () => start + monotonic,
+  };
+}
+
+Deno.test("the precise clock measures again when a pause straddles the tick it calibrates on", () => {
+  const fake = pausingSources(1_764_000_000_000.3, 1, 2.5);
+  const clock = new PreciseClock(fake.sources);
+  assert.ok(Math.abs(clock.now() - fake.truth()) < 0.001, `${clock.now() - fake.truth()} ms`);
+  assert.ok(clock.uncertainty < 0.001, `uncertainty ${clock.uncertainty} ms`);
+});
+
+Deno.test("the precise clock recalibrates at a check while its calibration is loose, and only then", () => {
+  // Every try of the first calibration is paused: the best it can do is loose.
+  const fake = pausingSources(1_764_000_000_000.6, 5, 0.2);
+  const clock = new PreciseClock(fake.sources);
+  assert.ok(clock.uncertainty > 0.05, `uncertainty ${clock.uncertainty} ms`);
+  assert.equal(clock.tighten(), true);
+  assert.ok(clock.uncertainty < 0.001, `uncertainty ${clock.uncertainty} ms`);
+  assert.ok(Math.abs(clock.now() - fake.truth()) < 0.001, `${clock.now() - fake.truth()} ms`);
+  assert.equal(clock.tighten(), false, "a tight calibration is left alone");
+  assert.equal(clock.calibrations, 2);
 });
 
 Deno.test("the real precise clock stays within a millisecond of Date.now()", () => {
