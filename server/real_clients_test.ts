@@ -17,8 +17,6 @@ import {
 } from "../testing/time_clients.ts";
 
 const ENGINES = mmsgSupported() ? ["deno", "mmsg"] as const : ["deno"] as const;
-/** How far a client's reading may be from ours: these clients print whole seconds. */
-const SECONDS_SLACK_MS = 2000;
 /** The largest offset a client may measure against the server, in seconds. */
 const OFFSET_LIMIT = 0.001;
 
@@ -38,9 +36,25 @@ function parsePrintedDate(output: string): number {
   return Date.parse(`${match[1]} ${match[2]} ${match[4]} ${match[3]} UTC`);
 }
 
-function assertNow(output: string, what: string): void {
+/**
+ * Runs a client that prints the date it was told, and checks that the date lies within the
+ * run: these clients print whole seconds, so no earlier than the second the run began in
+ * and no later than the second it ended in (some wait after the answer, e.g. `nc -w`).
+ */
+async function assertPrintsNow(what: string, run: () => Promise<string>): Promise<string> {
+  const began = Date.now();
+  const output = await run();
+  const ended = Date.now();
   const printed = parsePrintedDate(output);
-  assert.ok(Math.abs(printed - Date.now()) < SECONDS_SLACK_MS, `${what} printed ${output.trim()}`);
+  const from = Math.floor(began / 1000) * 1000;
+  const to = Math.ceil(ended / 1000) * 1000;
+  assert.ok(
+    printed >= from && printed <= to,
+    `${what} printed ${output.trim()}, run from ${new Date(began).toISOString()} to ${
+      new Date(ended).toISOString()
+    }`,
+  );
+  return output;
 }
 
 async function rdate(args: string[]): Promise<string> {
@@ -55,7 +69,7 @@ Deno.test({
   ignore: skipUnless(haveRdate, "rdate is not installed"),
   async fn() {
     await using server = start({ timePort: 0 });
-    assertNow(await rdate(["-p", "-o", `${server.ports.time}`, "127.0.0.1"]), "rdate");
+    await assertPrintsNow("rdate", () => rdate(["-p", "-o", `${server.ports.time}`, "127.0.0.1"]));
     assert.equal(server.stats.requestsRfc868, 1);
   },
 });
@@ -66,8 +80,9 @@ for (const engine of ENGINES) {
     ignore: skipUnless(haveRdate, "rdate is not installed"),
     async fn() {
       await using server = start({ timePort: 0, ntpPort: 0, udpEngine: engine });
-      assertNow(await rdate(["-p", "-u", "-o", `${server.ports.time}`, "127.0.0.1"]), "rdate -u");
-      assertNow(await rdate(["-p", "-n", "-o", `${server.ports.ntp}`, "127.0.0.1"]), "rdate -n");
+      const { time, ntp } = server.ports;
+      await assertPrintsNow("rdate -u", () => rdate(["-p", "-u", "-o", `${time}`, "127.0.0.1"]));
+      await assertPrintsNow("rdate -n", () => rdate(["-p", "-n", "-o", `${ntp}`, "127.0.0.1"]));
       assert.equal(server.stats.requestsRfc868, 1);
       assert.ok(server.stats.requestsNtp >= 1);
     },
@@ -79,9 +94,11 @@ Deno.test({
   ignore: skipUnless(hasTool("busybox"), "busybox is not installed"),
   async fn() {
     await using server = start({ timePort: 0 });
-    const result = await runTool("busybox", ["rdate", "-p", `127.0.0.1:${server.ports.time}`]);
-    assert.equal(result.code, 0, result.stderr);
-    assertNow(result.stdout, "busybox rdate");
+    await assertPrintsNow("busybox rdate", async () => {
+      const result = await runTool("busybox", ["rdate", "-p", `127.0.0.1:${server.ports.time}`]);
+      assert.equal(result.code, 0, result.stderr);
+      return result.stdout;
+    });
   },
 });
 
@@ -92,17 +109,18 @@ for (const engine of ENGINES) {
     async fn() {
       await using server = start({ daytimePort: 0, udpEngine: engine, timeZone: "UTC" });
       const port = `${server.ports.daytime}`;
-      const tcp = await runTool("nc", ["-w", "2", "127.0.0.1", port]);
-      assert.match(tcp.stdout, /^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\r\n$/);
-      assertNow(tcp.stdout, "nc");
-      const udp = await runTool(
+      const line = /^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\r\n$/;
+      const tcp = await assertPrintsNow(
         "nc",
-        ["-u", "-w", "1", "127.0.0.1", port],
-        10_000,
-        new Uint8Array([10]),
+        async () => (await runTool("nc", ["-w", "2", "127.0.0.1", port])).stdout,
       );
-      assert.match(udp.stdout, /^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\r\n$/);
-      assertNow(udp.stdout, "nc -u");
+      assert.match(tcp, line);
+      // nc -u waits its -w second after the answer before it exits.
+      const udp = await assertPrintsNow("nc -u", async () => {
+        const args = ["-u", "-w", "1", "127.0.0.1", port];
+        return (await runTool("nc", args, 10_000, new Uint8Array([10]))).stdout;
+      });
+      assert.match(udp, line);
     },
   });
 }
