@@ -47,7 +47,7 @@ const RECEIVE_SIZE = 2048;
 /** Room for the longest reply: NTP's 48 bytes, a Daytime line. */
 const REPLY_SIZE = 64;
 const KISS_RATE = referenceId("RATE");
-/** The first port a client's socket is given; below it, every port belongs to a service. */
+/** Below this port only privileged services bind; a client's socket is given one above it. */
 const FIRST_CLIENT_PORT = 1024;
 
 /**
@@ -55,8 +55,8 @@ const FIRST_CLIENT_PORT = 1024;
  * client's, and so must not be answered. Both answer any datagram: a datagram spoofed from
  * another server's service port (echo, chargen, daytime, time, …, or this server's own
  * ports, or another instance of it on the same port) would make the two answer each other
- * forever, the "Loop DoS" of CVE-2024-2169. Clients send from ephemeral ports (1024 and
- * up); inetd's internal services refuse their own ports the same way.
+ * forever, the "Loop DoS" of CVE-2024-2169. Clients send from unprivileged ports (Linux
+ * gives them 32768 and up); inetd's internal services refuse their own ports the same way.
  *
  * @example
  * ```ts
