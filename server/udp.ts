@@ -4,6 +4,7 @@ import type { AccessList } from "./access.ts";
 import { clientHost, closeQuietly } from "../lib/net.ts";
 import type { Logger } from "../lib/log.ts";
 import { type RateLimiter, RateVerdict } from "./rate_limit.ts";
+import type { ServicePorts } from "./server.ts";
 import type { ServerStats } from "./stats.ts";
 import type { DaytimeAnswer } from "../time/daytime.ts";
 import type { Rfc868Answer } from "../time/rfc868.ts";
@@ -39,7 +40,7 @@ export interface UdpHost {
   /** Whether `clock` is the system clock, so the kernel's timestamps may stand in for it. */
   readonly clockIsSystem: boolean;
   /** The server's own service ports, which Daytime and Time never answer. */
-  readonly ports: { daytime: number | null; time: number | null; ntp: number | null };
+  readonly ports: Readonly<ServicePorts>;
 }
 
 /** Larger datagrams are truncated; NTP requests with extension fields fit. */
@@ -69,10 +70,7 @@ const FIRST_CLIENT_PORT = 1024;
  * assert.equal(fromServicePort(3700, ports), true); // our own Time service
  * ```
  */
-export function fromServicePort(
-  port: number,
-  own: { daytime: number | null; time: number | null; ntp: number | null },
-): boolean {
+export function fromServicePort(port: number, own: Readonly<ServicePorts>): boolean {
   return port < FIRST_CLIENT_PORT || port === own.daytime || port === own.time ||
     port === own.ntp;
 }
