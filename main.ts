@@ -24,6 +24,7 @@ import {
   ServiceListenError,
   type ServicePorts,
 } from "./server/server.ts";
+import { REPEAT_WINDOW_MS, StopSignals } from "./lib/stop_signals.ts";
 import { UsageError } from "./lib/usage.ts";
 import { parseCidr } from "./server/access.ts";
 import { mmsgSupported } from "./server/udp_mmsg.ts";
@@ -488,15 +489,24 @@ function listeningFields(
 
 /**
  * Waits for SIGINT or SIGTERM, then stops `running` and resolves with its last
- * counters; a second signal exits at once with code 1.
+ * counters. A second signal exits at once with code 1, unless it comes within
+ * {@linkcode REPEAT_WINDOW_MS} of the first: `deno task` passes on a signal that its
+ * process group has already delivered, and one Ctrl-C must not count twice.
  */
 async function stopOnSignal(running: Running, logger: Logger): Promise<ServerStats[]> {
   const stopped = Promise.withResolvers<ServerStats[]>();
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
-  let received = 0;
+  const policy = new StopSignals();
   const onSignal = (signal: Deno.Signal) => () => {
-    received++;
-    if (received > 1) {
+    const verdict = policy.receive(performance.now());
+    if (verdict === "repeat") {
+      logger.debug("another signal at once; taken as the same stop", {
+        signal,
+        windowMs: REPEAT_WINDOW_MS,
+      });
+      return;
+    }
+    if (verdict === "force") {
       logger.warn("second signal; exiting now", { signal });
       Deno.exit(1);
     }

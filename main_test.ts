@@ -9,12 +9,14 @@ import {
   LineClient,
   runMain,
   sendUntilStalled,
+  type ServerProcess,
   startServerProcess,
   within,
   workersCommand,
 } from "./testing/test_util.ts";
 import { exchangeDatagram, ffiFlag, ntpRequest, udpClient } from "./testing/time_clients.ts";
 import { mmsgSupported } from "./server/udp_mmsg.ts";
+import { delay } from "./lib/net.ts";
 
 Deno.test("command line defaults to serving with info logs in text", () => {
   assert.deepEqual(parseCommandLine([]), {
@@ -272,28 +274,75 @@ Deno.test({
   assert.equal(events[2].requestsTime, 1);
 });
 
-Deno.test(
-  { name: "program exits at once on a second signal", ignore: Deno.build.os === "windows" },
-  async () => {
-    await using server = await startServerProcess([
-      "--host",
-      "127.0.0.1",
-      "--shutdown-timeout",
-      "60",
-    ]);
+/**
+ * `deno task start` (or another task) in a process group of its own, as a shell runs a
+ * command in a terminal: a signal to the group reaches the task runner and the server
+ * both, and the runner passes it on to the server again.
+ */
+function startTaskInGroup(args: string[], task = "start"): Promise<ServerProcess> {
+  const root = new URL(".", import.meta.url).pathname;
+  return startServerProcess(
+    ["--host", "127.0.0.1", ...args],
+    ["setsid", Deno.execPath(), "task", "--cwd", root, task],
+  );
+}
+
+// `deno task dev` runs with --watch, whose watcher follows a SIGINT with a SIGTERM of
+// its own; on SIGTERM it drains the server and then waits for a file change, as --watch
+// does whenever the program ends, so SIGTERM is tested with `start` only.
+const groupStops = [
+  ["SIGINT", "start"],
+  ["SIGTERM", "start"],
+  ["SIGINT", "dev"],
+] as const;
+for (const [signal, task] of groupStops) {
+  Deno.test({
+    name: `one ${signal} to the process group of deno task ${task} drains the server and exits 0`,
+    ignore: Deno.build.os !== "linux",
+  }, async () => {
+    // The copy deno task passes on came within a millisecond in 3 runs of 8 before this
+    // was handled (every run under dev); 6 runs at once make a regression all but certain to show.
+    await Promise.all(Array.from({ length: 6 }, async () => {
+      await using server = await startTaskInGroup([], task);
+      using client = await LineClient.connect(server.port);
+      assert.match(await client.time(), JAM_LINE);
+      Deno.kill(-server.child.pid, signal);
+      await within(10000, client.closed(), "closing the idle client");
+      const status = await within(10000, server.child.status, `exit after ${signal}`);
+      const log = await server.stderr;
+      assert.equal(status.code, 0, log);
+      assert.doesNotMatch(log, /second signal/);
+      assert.match(log, /INFO {2}stopped requestsTime=1 /);
+    }));
+  });
+}
+
+for (const how of ["deno run", "deno task start"] as const) {
+  Deno.test({
+    name: `two signals a second apart force the exit under ${how}`,
+    ignore: Deno.build.os !== "linux",
+  }, async () => {
+    const args = ["--shutdown-timeout", "60"];
+    await using server = how === "deno run"
+      ? await startServerProcess(["--host", "127.0.0.1", ...args])
+      : await startTaskInGroup(args);
+    const target = how === "deno run" ? server.child.pid : -server.child.pid;
     using client = await LineClient.connect(server.port);
     // A client that is owed answers and does not read them keeps the drain waiting.
     const { pending } = await sendUntilStalled(client.conn, 512 * 1024 * 1024);
-    server.child.kill("SIGINT");
+    Deno.kill(target, "SIGINT");
+    const first = performance.now();
     await server.logged(/shutting down/);
-    server.child.kill("SIGINT");
+    // The time between the two is what is tested: a person pressing Ctrl-C again.
+    await delay(1000 - (performance.now() - first));
+    Deno.kill(target, "SIGINT");
     const status = await within(10000, server.child.status, "exit after the second signal");
     assert.equal(status.code, 1);
     assert.match(await server.stderr, /second signal; exiting now/);
     client.close();
     await pending;
-  },
-);
+  });
+}
 
 for (const engine of ["mmsg", "deno"] as const) {
   Deno.test({
