@@ -428,17 +428,24 @@ class Server implements TimeServer, ConnectionHost {
     for (const listener of this.#listeners) closeQuietly(listener);
     for (const service of this.#udp) service.close();
     for (const timer of this.#timers) clearInterval(timer);
-    // A client waiting for a request is owed nothing; the others close after their last write.
+    // A client waiting for a request is owed nothing, nor is one lingering after its last
+    // answer: its pending read has drained what it sent, so closing it resets nothing.
+    // Connections still writing close after their last write, and linger as usual, since
+    // requests they have not read yet would turn an immediate close into a reset.
     for (const connection of this.table) {
-      if (connection.state === "reading" || connection.state === "header") {
+      const state = connection.state;
+      if (state === "reading" || state === "header" || state === "lingering") {
         this.table.close(connection, "shutdown");
       }
     }
     if (this.table.size === 0) this.#drained.resolve();
     const force = setTimeout(() => {
-      if (this.table.size > 0) {
+      let busy = 0;
+      for (const connection of this.table) if (connection.state === "writing") busy++;
+      if (busy > 0) {
         this.logger.warn("shutdown timeout; closing connections still busy", {
-          connections: this.table.size,
+          connections: busy,
+          lingering: this.table.size - busy || undefined,
         });
       }
       for (const connection of this.table) this.table.close(connection, "shutdown timeout");

@@ -199,6 +199,43 @@ Deno.test("shutdown closes clients still busy after the shutdown timeout", async
   await pending;
 });
 
+Deno.test("shutdown closes a client that has had its answers and lingers, at once", async () => {
+  const warnings: string[] = [];
+  const logger = createLogger({ level: "warn", write: (line) => warnings.push(line) });
+  const server = start({ shutdownTimeout: 30, logger });
+  // As `(printf 'TIME\nQUIT\n'; sleep 8) | nc`: answered and closed, but it keeps its side open.
+  using done = await LineClient.connect(server.addr.port);
+  await done.send("TIME\r\nQUIT\r\n");
+  assert.match(await done.readAll(), JAM_LINE);
+  using bystander = await LineClient.connect(server.addr.port);
+  assert.match(await bystander.time(), JAM_LINE);
+  await within(5000, server.shutdown(), "shutdown with a lingering client");
+  assert.equal(server.stats.connectionsOpen, 0);
+  assert.deepEqual(warnings, []);
+});
+
+Deno.test("the shutdown timeout's warning counts the busy connections, not the lingering ones", async () => {
+  const warnings: string[] = [];
+  const logger = createLogger({
+    level: "warn",
+    format: "json",
+    write: (line) => warnings.push(line),
+  });
+  const server = start({ shutdownTimeout: 0.2, logger });
+  using hog = await LineClient.connect(server.addr.port);
+  const { pending } = await sendUntilStalled(hog.conn, 512 * 1024 * 1024);
+  using done = await LineClient.connect(server.addr.port);
+  await done.send("TIME\r\nQUIT\r\n");
+  assert.match(await done.readAll(), JAM_LINE);
+  await within(5000, server.shutdown(), "shutdown");
+  const warning = warnings.map((line) => JSON.parse(line)).find((event) =>
+    event.msg.startsWith("shutdown timeout")
+  );
+  assert.equal(warning?.connections, 1, warnings.join("\n"));
+  hog.close();
+  await pending;
+});
+
 Deno.test("server closes after QUIT without a reset, even with requests still unread", async () => {
   await using server = start();
   using client = await LineClient.connect(server.addr.port);
