@@ -13,7 +13,7 @@ import {
 } from "./lib/log.ts";
 import { parseHostPort, serveMetrics } from "./server/metrics.ts";
 import { type ServerStats, sumStats } from "./server/stats.ts";
-import { startWorkers, WorkerStartError } from "./server/workers.ts";
+import { startWorkers, unreadableModules, WorkerStartError } from "./server/workers.ts";
 import { isValidTimeZone } from "./protocol.ts";
 import { formatAddress } from "./lib/net.ts";
 import {
@@ -25,9 +25,9 @@ import {
   type ServicePorts,
 } from "./server/server.ts";
 import { REPEAT_WINDOW_MS, StopSignals } from "./lib/stop_signals.ts";
-import { UsageError } from "./lib/usage.ts";
+import { attachNegativeValues, UsageError } from "./lib/usage.ts";
 import { parseCidr } from "./server/access.ts";
-import { mmsgSupported } from "./server/udp_mmsg.ts";
+import { libcMissing } from "./server/udp_mmsg.ts";
 import { askTime, CLIENT_HELP, ClientError, parseClientCommandLine } from "./client/client.ts";
 
 /** The program's version, from `deno.json`. */
@@ -38,6 +38,9 @@ const RATE_DEFAULTS = { burst: 8 } as const;
 
 /** The defaults of the command line's own flags; the server's are {@linkcode DEFAULTS}. */
 const COMMAND_LINE_DEFAULTS = { logLevel: "info", logFormat: "text", workers: 1 } as const;
+
+/** The most workers per CPU: more event loops than CPUs add memory (tens of MB each), not speed. */
+const WORKERS_PER_CPU = 2;
 
 /** The text `--help` prints. */
 export const HELP =
@@ -60,7 +63,8 @@ Options:
   --log-format FORMAT         ${LOG_FORMATS.join(", ")} (default ${COMMAND_LINE_DEFAULTS.logFormat})
   --max-connections-per-ip N  connections one client address may hold, 0 = no limit (default ${DEFAULTS.maxConnectionsPerIp})
   --proxy-protocol            expect a HAProxy PROXY header (v1 or v2) on every connection
-  --workers N|auto            event loops sharing the port, Linux only (default ${COMMAND_LINE_DEFAULTS.workers}; auto = CPUs)
+  --workers N|auto            event loops sharing the port, Linux only, at most ${WORKERS_PER_CPU} per CPU
+                              (default ${COMMAND_LINE_DEFAULTS.workers}; auto = CPUs)
   --metrics HOST:PORT         serve Prometheus metrics at http://HOST:PORT/metrics (default off)
 
 Standard time protocols (each off unless its port is given; 0 = any free port):
@@ -133,6 +137,71 @@ const FLAGS = {
   version: { type: "boolean", short: "V" },
 } as const;
 
+/** What the command line checks of the machine; tests pass their own. */
+export interface Platform {
+  readonly os: string;
+  readonly cpus: number;
+  /** What libc through FFI lacks here (see `libcMissing`); asked of the machine when absent. */
+  readonly libcMissing?: string | null;
+}
+
+/** `--workers N`: from 1 to twice the CPUs (at least 2), or throws saying why. */
+function readWorkers(text: string, cpus: number): number {
+  const max = Math.max(2, WORKERS_PER_CPU * cpus);
+  const workers = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(workers >= 1 && workers <= max)) {
+    throw new UsageError(
+      `--workers must be auto or a whole number from 1 to ${max} (${WORKERS_PER_CPU} per CPU, ` +
+        `${cpus} here: more event loops than CPUs only add memory), got "${text}"`,
+    );
+  }
+  return workers;
+}
+
+/** Whether two listening addresses can collide on one port: equal, or one of them a wildcard. */
+function hostsOverlap(a: string, b: string): boolean {
+  const wildcard = (host: string) => host === "::" || host === "0.0.0.0";
+  return a === b || wildcard(a) || wildcard(b);
+}
+
+/**
+ * Rejects two of the server's own listeners on one port and transport: the second bind
+ * would fail only after the first had started. Port 0 picks a free port for each.
+ */
+function checkPortClashes(
+  options: ServerOptions,
+  portFlag: string,
+  metrics: { hostname: string; port: number } | null,
+): void {
+  const host = options.hostname ?? DEFAULTS.hostname;
+  const uses = [
+    {
+      flag: options.port === undefined ? `the default port (${DEFAULTS.port})` : portFlag,
+      port: options.port ?? DEFAULTS.port,
+      tcp: true,
+      udp: false,
+    },
+    { flag: "--daytime-port", port: options.daytimePort, tcp: true, udp: true },
+    { flag: "--time-port", port: options.timePort, tcp: true, udp: true },
+    { flag: "--ntp-port", port: options.ntpPort, tcp: false, udp: true },
+  ];
+  if (metrics !== null && hostsOverlap(host, metrics.hostname)) {
+    uses.push({ flag: "--metrics", port: metrics.port, tcp: true, udp: false });
+  }
+  for (let i = 0; i < uses.length; i++) {
+    for (const other of uses.slice(i + 1)) {
+      const use = uses[i];
+      if (!use.port || use.port !== other.port) continue;
+      if ((use.tcp && other.tcp) || (use.udp && other.udp)) {
+        const transport = use.tcp && other.tcp ? "TCP" : "UDP";
+        throw new UsageError(
+          `${use.flag} and ${other.flag} both ask for ${transport} port ${use.port}: give each its own`,
+        );
+      }
+    }
+  }
+}
+
 /**
  * Turns the command line (and `PORT` from the environment) into what to do.
  * Throws {@linkcode UsageError} with a one-line message for any mistake.
@@ -152,14 +221,16 @@ const FLAGS = {
 export function parseCommandLine(
   args: string[],
   env: { PORT?: string } = {},
-  platform: { os: string; cpus: number; mmsg?: boolean } = {
-    os: Deno.build.os,
-    cpus: navigator.hardwareConcurrency,
-  },
+  platform: Platform = { os: Deno.build.os, cpus: navigator.hardwareConcurrency },
 ): Invocation {
   let values;
   try {
-    ({ values } = parseArgs({ args, options: FLAGS, strict: true, allowPositionals: false }));
+    ({ values } = parseArgs({
+      args: attachNegativeValues(args, FLAGS),
+      options: FLAGS,
+      strict: true,
+      allowPositionals: false,
+    }));
   } catch (error) {
     throw UsageError.fromParseArgs(error);
   }
@@ -217,7 +288,7 @@ export function parseCommandLine(
   if (values.workers !== undefined) {
     workers = values.workers === "auto"
       ? platform.cpus
-      : UsageError.integer("--workers", values.workers, 1, 1024);
+      : readWorkers(values.workers, platform.cpus);
     if (workers > 1 && platform.os !== "linux") {
       throw new UsageError(
         `--workers above 1 needs Linux, whose SO_REUSEPORT spreads connections over the workers; ` +
@@ -234,6 +305,7 @@ export function parseCommandLine(
       );
     }
   }
+  checkPortClashes(options, values.port === undefined ? "PORT (environment)" : "--port", metrics);
   const logLevel = UsageError.oneOf(
     "--log-level",
     values["log-level"] ?? COMMAND_LINE_DEFAULTS.logLevel,
@@ -251,7 +323,7 @@ export function parseCommandLine(
 function parseTimeProtocolFlags(
   values: Partial<Record<keyof typeof FLAGS, string | string[] | boolean>>,
   options: ServerOptions,
-  platform: { mmsg?: boolean },
+  platform: Platform,
 ): void {
   const text = (name: keyof typeof FLAGS) => values[name] as string | undefined;
   const ports = { "daytime-port": "daytimePort", "time-port": "timePort", "ntp-port": "ntpPort" };
@@ -262,23 +334,18 @@ function parseTimeProtocolFlags(
   if (text("ntp-stratum") !== undefined) {
     options.ntpStratum = UsageError.integer("--ntp-stratum", text("ntp-stratum")!, 1, 15);
   }
+  const missing = () => platform.libcMissing !== undefined ? platform.libcMissing : libcMissing();
   if (text("ntp-clock") !== undefined) {
     options.ntpClock = UsageError.oneOf("--ntp-clock", text("ntp-clock")!, NTP_CLOCKS);
-    if (options.ntpClock === "kernel" && !(platform.mmsg ?? mmsgSupported())) {
-      throw new UsageError(
-        "--ntp-clock kernel needs Linux and FFI permission for libc, to call adjtimex " +
-          "(deno task start and the binary grant it)",
-      );
+    const lacking = options.ntpClock === "kernel" ? missing() : null;
+    if (lacking !== null) {
+      throw new UsageError(`--ntp-clock kernel calls adjtimex in libc, so it needs ${lacking}`);
     }
   }
   if (text("udp-engine") !== undefined) {
     options.udpEngine = UsageError.oneOf("--udp-engine", text("udp-engine")!, UDP_ENGINES);
-    if (options.udpEngine === "mmsg" && !(platform.mmsg ?? mmsgSupported())) {
-      throw new UsageError(
-        "--udp-engine mmsg needs Linux on x86_64 or aarch64 and FFI permission for libc " +
-          "(deno task start and the binary grant it)",
-      );
-    }
+    const lacking = options.udpEngine === "mmsg" ? missing() : null;
+    if (lacking !== null) throw new UsageError(`--udp-engine mmsg needs ${lacking}`);
   }
   for (const name of ["allow", "deny"] as const) {
     const lists = values[name] as string[] | undefined;
@@ -293,6 +360,33 @@ function parseTimeProtocolFlags(
     }
     options[name] = ranges;
   }
+  parseRateFlags(values, options);
+  rejectFlagsWithoutEffect(values);
+}
+
+/** A flag that would change nothing is a mistake, as `--kod` without `--rate-limit` is. */
+function rejectFlagsWithoutEffect(
+  values: Partial<Record<keyof typeof FLAGS, string | string[] | boolean>>,
+): void {
+  const ntp = values["ntp-port"] !== undefined;
+  const udp = ntp || values["daytime-port"] !== undefined || values["time-port"] !== undefined;
+  const needs = (flag: keyof typeof FLAGS, what: string, given: boolean) => {
+    if (values[flag] !== undefined && !given) throw new UsageError(`--${flag} needs ${what}`);
+  };
+  const udpService = "a UDP service: --daytime-port, --time-port or --ntp-port";
+  needs("ntp-stratum", "--ntp-port: it is what SNTP replies claim", ntp);
+  needs("ntp-clock", "--ntp-port: it is what SNTP replies claim", ntp);
+  needs("udp-engine", udpService, udp);
+  needs("rate-limit", `${udpService} (it limits UDP only)`, udp);
+  needs("kod", "--ntp-port: a Kiss-o'-Death is an SNTP reply", ntp);
+}
+
+/** `--rate-limit` and the flags that shape it, into `options`. */
+function parseRateFlags(
+  values: Partial<Record<keyof typeof FLAGS, string | string[] | boolean>>,
+  options: ServerOptions,
+): void {
+  const text = (name: keyof typeof FLAGS) => values[name] as string | undefined;
   const rateFlags = ["rate-burst", "rate-leak", "kod", "max-clients"] as const;
   if (text("rate-limit") === undefined) {
     const orphan = rateFlags.find((flag) => values[flag] !== undefined);
@@ -322,29 +416,68 @@ const NTP_CLOCKS = ["local", "kernel"] as const;
 /** The values `--udp-engine` takes. */
 const UDP_ENGINES = ["auto", "mmsg", "deno"] as const;
 
-function readPort(): { PORT?: string } {
+/** The warning when `PORT` may be set but cannot be read; `deno task start` and the binary grant it. */
+const PORT_UNREADABLE = "PORT from the environment is not read without --allow-env=PORT";
+
+/** `PORT` from the environment, and whether it could be read at all. */
+function readPort(): { env: { PORT?: string }; readable: boolean } {
   const permission = Deno.permissions.querySync({ name: "env", variable: "PORT" });
-  return permission.state === "granted" ? { PORT: Deno.env.get("PORT") } : {};
+  if (permission.state !== "granted") return { env: {}, readable: false };
+  return { env: { PORT: Deno.env.get("PORT") }, readable: true };
 }
 
-function describeListenError(error: unknown, name?: string): string {
-  if (error instanceof Deno.errors.AddrInUse || name === "AddrInUse") {
-    return "address already in use";
+/** Linux's default range for the ports of client sockets (`net.ipv4.ip_local_port_range`). */
+const CLIENT_PORTS = { from: 32768, to: 60999 } as const;
+
+/**
+ * Why a listener could not bind, in the project's words. `name` stands for the error
+ * when it came from a worker, as a name; `port` is the one asked for.
+ */
+function describeListenError(error: unknown, port: number, name?: string): string {
+  const is = (type: new (...args: never[]) => Error) => error instanceof type || name === type.name;
+  if (is(Deno.errors.AddrInUse)) {
+    if (Deno.build.os !== "linux" || port < CLIENT_PORTS.from || port > CLIENT_PORTS.to) {
+      return "address already in use";
+    }
+    return `address already in use; ${port} is inside Linux's range for client sockets ` +
+      `(${CLIENT_PORTS.from}-${CLIENT_PORTS.to} by default), where an outgoing connection ` +
+      `can hold it even when nothing listens: see ss -tan | grep ':${port} '`;
   }
-  if (error instanceof Deno.errors.PermissionDenied || name === "PermissionDenied") {
+  if (is(Deno.errors.AddrNotAvailable)) {
+    return "this machine has no such address (--host takes one of its own, or :: or 0.0.0.0 for all)";
+  }
+  if (is(Deno.errors.PermissionDenied)) {
     return "permission denied (ports below 1024 need privileges)";
   }
-  if (error instanceof Deno.errors.NotCapable) {
-    return "network access not granted (run with --allow-net)";
-  }
+  if (is(Deno.errors.NotCapable)) return "network access not granted (run with --allow-net)";
   return error instanceof Error ? error.message : String(error);
+}
+
+/** The one line that says why the server (or a worker of the pool) could not start. */
+function describeStartError(error: unknown, settings: { hostname: string; port: number }): string {
+  if (error instanceof ServiceListenError) {
+    return `cannot listen on ${error.where}: ${describeListenError(error.cause, error.port)}`;
+  }
+  if (error instanceof WorkerStartError) {
+    const { errorName, listener } = error;
+    if (listener !== null) {
+      return `cannot listen on ${listener.where}: ${
+        describeListenError(error, listener.port, errorName)
+      }`;
+    }
+    if (errorName === "WorkerError") return `a worker could not start: ${error.message}`;
+  }
+  const name = error instanceof WorkerStartError ? error.errorName : undefined;
+  const where = formatAddress({ transport: "tcp", ...settings });
+  return `cannot listen on ${where}: ${describeListenError(error, settings.port, name)}`;
 }
 
 /** Runs `time-server client`: prints each answer; exit code 0, 1 (failure) or 2 (usage). */
 async function runClient(args: string[]): Promise<number> {
   let options;
+  const port = readPort();
   try {
-    options = parseClientCommandLine(args, readPort());
+    options = parseClientCommandLine(args, port.env);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
     console.error(`time-server client: ${error.message} (see --help)`);
@@ -353,6 +486,9 @@ async function runClient(args: string[]): Promise<number> {
   if (options === null) {
     console.log(CLIENT_HELP);
     return 0;
+  }
+  if (!port.readable && options.port === undefined) {
+    console.error(`time-server client: ${PORT_UNREADABLE}; asking port ${DEFAULTS.port}`);
   }
   try {
     await askTime({ ...options, onAnswer: (answer) => console.log(answer) });
@@ -371,8 +507,9 @@ async function runClient(args: string[]): Promise<number> {
 export async function main(args: string[]): Promise<number> {
   if (args[0] === "client") return await runClient(args.slice(1));
   let invocation: Invocation;
+  const port = readPort();
   try {
-    invocation = parseCommandLine(args, readPort());
+    invocation = parseCommandLine(args, port.env);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
     console.error(`time-server: ${error.message} (see --help)`);
@@ -386,35 +523,39 @@ export async function main(args: string[]): Promise<number> {
     console.log(`time-server ${VERSION}`);
     return 0;
   }
-  return await runServer(invocation);
+  return await runServer(invocation, port.readable);
 }
 
 /** Runs the server (or pool) and its metrics until a signal stops them; the exit code. */
-async function runServer(invocation: Invocation & { action: "serve" }): Promise<number> {
+async function runServer(
+  invocation: Invocation & { action: "serve" },
+  portReadable: boolean,
+): Promise<number> {
   const logger = createLogger({ level: invocation.logLevel, format: invocation.logFormat });
   const { options, workers } = invocation;
   const settings = resolveServerOptions(options);
+  const stop = listenForStop(logger);
+  if (!portReadable && options.port === undefined) {
+    logger.warn(`${PORT_UNREADABLE}; serving on the default port`, { port: settings.port });
+  }
+  const unreadable = workers > 1 ? unreadableModules() : null;
+  if (unreadable !== null) {
+    console.error(
+      `time-server: --workers needs read access to the server's modules: run with ` +
+        `--allow-read=${unreadable} (deno task start grants it)`,
+    );
+    return 1;
+  }
   let running: Running;
   try {
     running = workers > 1
       ? await startPool(workers, options, invocation.logLevel, invocation.logFormat)
       : startSingle(options, logger);
   } catch (error) {
-    if (error instanceof ServiceListenError) {
-      console.error(
-        `time-server: cannot listen on ${error.where}: ${describeListenError(error.cause)}`,
-      );
-      return 1;
-    }
-    const name = error instanceof WorkerStartError ? error.errorName : undefined;
-    if (name === "ServiceListenError") {
-      console.error(`time-server: ${(error as Error).message}`);
-      return 1;
-    }
-    const where = formatAddress({ transport: "tcp", ...settings });
-    console.error(`time-server: cannot listen on ${where}: ${describeListenError(error, name)}`);
+    console.error(`time-server: ${describeStartError(error, settings)}`);
     return 1;
   }
+  warnOfPortableEngine(running, options, logger);
   let metrics: Deno.HttpServer<Deno.NetAddr> | undefined;
   if (invocation.metrics) {
     try {
@@ -425,14 +566,15 @@ async function runServer(invocation: Invocation & { action: "serve" }): Promise<
     } catch (error) {
       await running.stop();
       const address = formatAddress({ transport: "tcp", ...invocation.metrics });
-      console.error(
-        `time-server: cannot serve metrics on ${address}: ${describeListenError(error)}`,
-      );
+      const reason = describeListenError(error, invocation.metrics.port);
+      console.error(`time-server: cannot serve metrics on ${address}: ${reason}`);
       return 1;
     }
   }
   logger.info("listening", listeningFields(running, invocation, metrics));
-  const last = await stopOnSignal(running, logger);
+  await stop.requested;
+  const last = await running.stop();
+  stop.finished();
   await metrics?.shutdown();
   if (workers > 1) {
     last.forEach((stats, worker) =>
@@ -446,6 +588,19 @@ async function runServer(invocation: Invocation & { action: "serve" }): Promise<
   }
   logger.info("stopped", { ...sumStats(last) });
   return 0;
+}
+
+/**
+ * Says once why UDP is served by the portable engine when `auto` could not choose the
+ * batched one for want of FFI: a slower, less accurate server should not be a surprise.
+ */
+function warnOfPortableEngine(running: Running, options: ServerOptions, logger: Logger): void {
+  const udp = Object.values(running.ports).some((port) => port !== null);
+  if (!udp || running.udpEngine !== "deno" || (options.udpEngine ?? "auto") !== "auto") return;
+  const lacking = libcMissing();
+  if (lacking?.startsWith("FFI")) {
+    logger.warn(`UDP is served by the portable engine: the batched one needs ${lacking}`);
+  }
 }
 
 /** What the "listening" line says: where, and every setting in force. */
@@ -487,20 +642,34 @@ function listeningFields(
   };
 }
 
+/** The stop signals as {@linkcode listenForStop} hears them. */
+interface StopRequest {
+  /** Resolves with the first SIGINT or SIGTERM. */
+  readonly requested: Promise<Deno.Signal>;
+  /** Says the stop is over: signals from now on are ignored, the process exits 0. */
+  finished(): void;
+}
+
 /**
- * Waits for SIGINT or SIGTERM, then stops `running` and resolves with its last
- * counters. A second signal exits at once with code 1, unless it comes within
- * {@linkcode REPEAT_WINDOW_MS} of the first: `deno task` passes on a signal that its
- * process group has already delivered, and one Ctrl-C must not count twice.
+ * Listens for SIGINT and SIGTERM from before the server starts until the process
+ * exits. The first asks for the stop; a second exits at once with code 1, unless it
+ * comes within {@linkcode REPEAT_WINDOW_MS} of the first: `deno task` passes on a signal
+ * that its process group has already delivered, and one Ctrl-C must not count twice.
+ *
+ * The listeners are never removed: removing Deno's last one restores the signal's
+ * default action, so a copy passed on late, after a quick drain, would kill the
+ * process before it exits 0 (exit code 143, seen under load). Installed before the
+ * "listening" line, they also stop a server signalled the moment it says it listens.
  */
-async function stopOnSignal(running: Running, logger: Logger): Promise<ServerStats[]> {
-  const stopped = Promise.withResolvers<ServerStats[]>();
+function listenForStop(logger: Logger): StopRequest {
+  const requested = Promise.withResolvers<Deno.Signal>();
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
   const policy = new StopSignals();
+  let finished = false;
   const onSignal = (signal: Deno.Signal) => () => {
     const verdict = policy.receive(performance.now());
-    if (verdict === "repeat") {
-      logger.debug("another signal at once; taken as the same stop", {
+    if (finished || verdict === "repeat") {
+      logger.debug("another signal at once, or after the stop; taken as the same stop", {
         signal,
         windowMs: REPEAT_WINDOW_MS,
       });
@@ -511,15 +680,10 @@ async function stopOnSignal(running: Running, logger: Logger): Promise<ServerSta
       Deno.exit(1);
     }
     logger.info("shutting down", { signal });
-    running.stop().then(stopped.resolve, stopped.reject);
+    requested.resolve(signal);
   };
-  const handlers = signals.map((signal) => [signal, onSignal(signal)] as const);
-  for (const [signal, handler] of handlers) Deno.addSignalListener(signal, handler);
-  try {
-    return await stopped.promise;
-  } finally {
-    for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
-  }
+  for (const signal of signals) Deno.addSignalListener(signal, onSignal(signal));
+  return { requested: requested.promise, finished: () => finished = true };
 }
 
 /** A server or a pool of workers, as main() runs it. */

@@ -1,7 +1,7 @@
 // The benchmark: starts servers as subprocesses, drives them with a load generator, prints one table.
 
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import { UsageError } from "../lib/usage.ts";
+import { attachNegativeValues, type FlagShape, UsageError } from "../lib/usage.ts";
 import { startCommand } from "../tools/start_task.ts";
 import type { LoadResult } from "./loadgen.ts";
 import { freePort } from "../lib/net.ts";
@@ -486,7 +486,9 @@ export function parseToolFlags<const T extends ParseArgsOptionsConfig>(
   options: T,
 ): ParsedValues<T> | null {
   try {
-    return parseArgs({ args, options, strict: true }).values as ParsedValues<T>;
+    const flags = options as Record<string, FlagShape>;
+    return parseArgs({ args: attachNegativeValues(args, flags), options, strict: true })
+      .values as ParsedValues<T>;
   } catch (error) {
     console.error(`${tool}: ${UsageError.fromParseArgs(error).message} (see --help)`);
     return null;

@@ -3,7 +3,7 @@
 import { parseArgs } from "node:util";
 import { delay, LineReader } from "../lib/net.ts";
 import { DEFAULT_PORT, TIME_ANSWER } from "../protocol.ts";
-import { UsageError } from "../lib/usage.ts";
+import { attachNegativeValues, UsageError } from "../lib/usage.ts";
 
 /** Options of {@linkcode askTime}. */
 export interface ClientOptions {
@@ -135,6 +135,15 @@ Options:
   --timeout SECONDS    limit for the whole exchange (default 5)
   -h, --help           print this help`;
 
+const CLIENT_FLAGS = {
+  host: { type: "string" },
+  port: { type: "string", short: "p" },
+  count: { type: "string", short: "n" },
+  interval: { type: "string" },
+  timeout: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
 /**
  * Parses the flags of `time-server client`. Throws {@linkcode UsageError} for a
  * mistake; returns `null` for `--help`.
@@ -146,16 +155,9 @@ export function parseClientCommandLine(
   let values;
   try {
     ({ values } = parseArgs({
-      args,
+      args: attachNegativeValues(args, CLIENT_FLAGS),
       strict: true,
-      options: {
-        host: { type: "string" },
-        port: { type: "string", short: "p" },
-        count: { type: "string", short: "n" },
-        interval: { type: "string" },
-        timeout: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
+      options: CLIENT_FLAGS,
     }));
   } catch (error) {
     throw UsageError.fromParseArgs(error);

@@ -115,6 +115,15 @@ Deno.test("client command line reads its flags and rejects bad ones", () => {
   ) {
     assert.throws(() => parseClientCommandLine(args), UsageError, args.join(" "));
   }
+  // A negative number is a value out of range, not a missing one.
+  const negative: [string[], string][] = [
+    [["--count", "-1"], '--count must be a whole number from 1 to 1000000, got "-1"'],
+    [["-n", "-1"], '--count must be a whole number from 1 to 1000000, got "-1"'],
+    [["--interval", "-0.5"], '--interval must be a number of seconds from 0 to 86400, got "-0.5"'],
+  ];
+  for (const [args, message] of negative) {
+    assert.throws(() => parseClientCommandLine(args), new UsageError(message));
+  }
 });
 
 const runClient = (args: string[]) => runMain(["client", ...args]);

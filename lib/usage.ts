@@ -23,6 +23,9 @@ export class UsageError extends Error {
       return new UsageError(`unexpected argument ${message.match(/'([^']*)'/)?.[1] ?? ""}`.trim());
     }
     if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+      if (option && /does not take an argument/.test(message)) {
+        return new UsageError(`${option} takes no value: give it alone to turn it on`);
+      }
       return new UsageError(option ? `${option} needs a value` : message.split("\n")[0]);
     }
     return new UsageError(message.split("\n")[0]);
@@ -55,4 +58,53 @@ export class UsageError extends Error {
     }
     return text as T;
   }
+}
+
+/** The part of a `node:util` `parseArgs` option that {@linkcode attachNegativeValues} reads. */
+export interface FlagShape {
+  readonly type: "string" | "boolean";
+  readonly short?: string;
+}
+
+/**
+ * Joins a flag that takes a value to a next argument that is a negative number
+ * (`--port -1` → `--port=-1`), which `parseArgs` would otherwise take for another flag
+ * and report as a missing value; the flag's own check then names the range allowed.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { attachNegativeValues } from "./usage.ts";
+ *
+ * const flags = { port: { type: "string", short: "p" }, kod: { type: "boolean" } } as const;
+ * assert.deepEqual(attachNegativeValues(["--port", "-1"], flags), ["--port=-1"]);
+ * assert.deepEqual(attachNegativeValues(["-p", "-1"], flags), ["--port=-1"]);
+ * assert.deepEqual(attachNegativeValues(["--kod", "-1"], flags), ["--kod", "-1"]);
+ * ```
+ */
+export function attachNegativeValues(
+  args: readonly string[],
+  flags: Readonly<Record<string, FlagShape>>,
+): string[] {
+  const takesValue = (arg: string): string | null => {
+    const long = arg.startsWith("--") ? arg.slice(2) : null;
+    for (const [name, flag] of Object.entries(flags)) {
+      if (flag.type === "string" && (name === long || (flag.short && arg === `-${flag.short}`))) {
+        return name;
+      }
+    }
+    return null;
+  };
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") return out.concat(args.slice(i));
+    const name = takesValue(arg);
+    const next = args[i + 1];
+    if (name !== null && next !== undefined && /^-\.?\d/.test(next)) {
+      out.push(`--${name}=${next}`);
+      i++;
+    } else out.push(arg);
+  }
+  return out;
 }

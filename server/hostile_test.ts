@@ -151,6 +151,9 @@ Deno.test({
     // Each visit that found the server full closed one hog; a visit frees its slot on QUIT.
     const evicted = server.stats.closedEvicted;
     assert.ok(evicted >= 1, `${evicted} evicted`);
+    // The client asking every 100 ms still holds its connection after every eviction.
+    const asked = talker.answers.length;
+    await until(() => talker.answers.length > asked, 5000, "the talker's next answer");
     // Closing the rest settles every hog's transcript; the evicted ones heard why.
     await Promise.all(hogs.map((hog) => hog.close()));
     const heard = await Promise.all(hogs.map((hog) => hog.received));
@@ -160,8 +163,8 @@ Deno.test({
     await Promise.all(hogs.map((hog) => hog.close()));
     await talker.stop();
   }
-  // The client that asked every 100 ms was never closed to make room.
-  assert.ok(talker.answers.length > 5, `${talker.answers.length} answers`);
+  // The client that asked every 100 ms was never closed to make room: a closed one reads "".
+  assert.ok(talker.answers.length >= 2, `${talker.answers.length} answers`);
   for (const answer of talker.answers) assert.match(answer, JAM_LINE);
 });
 

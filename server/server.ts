@@ -65,12 +65,15 @@ export class ServiceListenError extends Error {
   override name = "ServiceListenError";
   /** The address, protocol and transport, e.g. `[::]:123 (SNTP, UDP)`. */
   readonly where: string;
+  /** The port asked for (0: any). */
+  readonly port: number;
 
-  constructor(where: string, cause: unknown) {
+  constructor(where: string, port: number, cause: unknown) {
     super(`cannot listen on ${where}: ${cause instanceof Error ? cause.message : String(cause)}`, {
       cause,
     });
     this.where = where;
+    this.port = port;
   }
 }
 
@@ -282,7 +285,7 @@ class Server implements TimeServer, ConnectionHost {
       for (const service of this.#udp) service.close();
       throw error instanceof ServiceListenError
         ? error
-        : new ServiceListenError("a service", error);
+        : new ServiceListenError("a service", 0, error);
     }
     this.addr = this.#listener.addr;
     const accepting = Promise.all([
@@ -318,7 +321,7 @@ class Server implements TimeServer, ConnectionHost {
         try {
           listener = listen(settings, this.logger, fallback, wanted);
         } catch (error) {
-          throw new ServiceListenError(where("TCP", protocol, wanted), error);
+          throw new ServiceListenError(where("TCP", protocol, wanted), wanted, error);
         }
         const port = listener.addr.port;
         if (!settings.udp) return this.#addTcp(listener, protocol, port);
@@ -329,7 +332,7 @@ class Server implements TimeServer, ConnectionHost {
           closeQuietly(listener);
           // Port 0: the number free for TCP was taken for UDP; try another.
           if (wanted !== 0 || !(error instanceof Deno.errors.AddrInUse) || attempt >= 20) {
-            throw new ServiceListenError(where("UDP", protocol, port), error);
+            throw new ServiceListenError(where("UDP", protocol, port), port, error);
           }
         }
       }
@@ -340,7 +343,11 @@ class Server implements TimeServer, ConnectionHost {
       try {
         this.ports.ntp = this.#addUdp("ntp", hostname, settings.ntpPort).port;
       } catch (error) {
-        throw new ServiceListenError(where("UDP", "SNTP", settings.ntpPort), error);
+        throw new ServiceListenError(
+          where("UDP", "SNTP", settings.ntpPort),
+          settings.ntpPort,
+          error,
+        );
       }
     } else if (settings.ntpPort !== null) this.ports.ntp = settings.ntpPort;
   }

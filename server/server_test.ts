@@ -297,16 +297,23 @@ Deno.test({
 
 Deno.test("server logs connections at debug level with the client's IPv4 address", async () => {
   const lines: string[] = [];
+  const closed = Promise.withResolvers<void>();
   const logger = createLogger({
     level: "debug",
     format: "json",
-    write: (line) => lines.push(line),
+    write: (line) => {
+      lines.push(line);
+      if (line.includes('"msg":"connection closed"')) closed.resolve();
+    },
   });
   await using server = serve({ port: 0, logger });
   using client = await LineClient.connect(server.addr.port, "127.0.0.1");
   await client.send("QUIT\r\n");
   await client.closed();
   client.close();
+  // The server lingers until it reads the client's close; a shutdown before that would
+  // close the connection with reason "shutdown" instead.
+  await within(5000, closed.promise, "the server's close of the connection");
   await server.shutdown();
   const events = lines.map((line) => JSON.parse(line));
   const opened = events.find((event) => event.msg === "connection opened");

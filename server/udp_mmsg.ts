@@ -103,20 +103,44 @@ function open(): Libc {
   throw failure;
 }
 
+/** The flag that grants FFI for libc, as `deno task start` and the binary pass it. */
+export const LIBC_FFI_FLAG: string = `--allow-ffi=${LIBC_PATHS.join(",")}`;
+
+/**
+ * What libc through FFI (the batched engine, `adjtimex`) lacks here, as a phrase that
+ * follows "needs", or null when it can run: Linux on x86_64 or aarch64, with FFI granted
+ * for libc, which loads. The portable engine needs none of it.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { libcMissing, mmsgSupported } from "./udp_mmsg.ts";
+ *
+ * assert.equal(libcMissing() === null, mmsgSupported());
+ * ```
+ */
+export function libcMissing(): string | null {
+  const { os, arch } = Deno.build;
+  if (os !== "linux" || (arch !== "x86_64" && arch !== "aarch64")) {
+    return `Linux on x86_64 or aarch64 (this is ${os} on ${arch})`;
+  }
+  if (grantedLibc() === null) {
+    return `FFI permission for libc: run with ${LIBC_FFI_FLAG} (deno task start and the binary grant it)`;
+  }
+  try {
+    open();
+    return null;
+  } catch (error) {
+    return `libc.so.6, which did not load: ${error instanceof Error ? error.message : error}`;
+  }
+}
+
 /**
  * Tells whether the batched engine can run here: Linux on x86_64 or aarch64, with FFI
  * granted for libc, which the portable engine does not need. Loads libc to be sure.
  */
 export function mmsgSupported(): boolean {
-  if (Deno.build.os !== "linux") return false;
-  if (Deno.build.arch !== "x86_64" && Deno.build.arch !== "aarch64") return false;
-  if (grantedLibc() === null) return false;
-  try {
-    open();
-    return true;
-  } catch {
-    return false;
-  }
+  return libcMissing() === null;
 }
 
 function errno(c: Libc): number {

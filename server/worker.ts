@@ -4,7 +4,7 @@
 /// <reference lib="deno.worker" />
 
 import { createLogger } from "../lib/log.ts";
-import { serve, type TimeServer } from "./server.ts";
+import { serve, ServiceListenError, type TimeServer } from "./server.ts";
 import type { FromWorker, ToWorker, WithoutRequest } from "./workers.ts";
 
 let server: TimeServer | undefined;
@@ -33,10 +33,14 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
         udpEngine: server.udpEngine,
       });
     } catch (error) {
+      // A service's port that failed: the pool needs the cause's name to describe it.
+      const service = error instanceof ServiceListenError ? error : null;
+      const cause = service ? service.cause : error;
       reply({
         type: "error",
-        name: error instanceof Error ? error.name : "Error",
-        message: error instanceof Error ? error.message : String(error),
+        name: cause instanceof Error ? cause.name : "Error",
+        message: cause instanceof Error ? cause.message : String(cause),
+        listener: service ? { where: service.where, port: service.port } : undefined,
       });
     }
   } else if (message.type === "stats") {

@@ -36,7 +36,13 @@ export type FromWorker =
   & { request: number }
   & (
     | { type: "listening"; port: number; ports: ServicePorts; udpEngine: "deno" | "mmsg" }
-    | { type: "error"; name: string; message: string }
+    | {
+      type: "error";
+      name: string;
+      message: string;
+      /** The listener that failed, when it was a service's. */
+      listener?: { where: string; port: number };
+    }
     | { type: "stats"; stats: ServerStats }
     | { type: "stopped"; stats: ServerStats }
   );
@@ -58,12 +64,31 @@ export interface WorkerPool {
   shutdown(): Promise<ServerStats[]>;
 }
 
-/** Thrown by {@linkcode startWorkers} when a worker cannot listen; carries the original error name. */
+/**
+ * Thrown by {@linkcode startWorkers} when a worker cannot start. It carries the name of
+ * the error the worker hit (`AddrInUse`, `NotCapable`, …) and, when a service's port
+ * failed, that listener's address and port.
+ */
 export class WorkerStartError extends Error {
-  constructor(readonly errorName: string, message: string) {
+  constructor(
+    readonly errorName: string,
+    message: string,
+    readonly listener: { where: string; port: number } | null = null,
+  ) {
     super(message);
     this.name = "WorkerStartError";
   }
+}
+
+/**
+ * The folder of the server's modules when a Worker could not read them for want of
+ * `--allow-read`, or null. A compiled binary embeds its modules and needs no permission.
+ */
+export function unreadableModules(): string | null {
+  const root = new URL("..", import.meta.url);
+  if (root.protocol !== "file:" || Deno.build.standalone) return null;
+  const path = decodeURIComponent(root.pathname);
+  return Deno.permissions.querySync({ name: "read", path }).state === "granted" ? null : path;
 }
 
 class PoolWorker {
@@ -76,11 +101,26 @@ class PoolWorker {
   constructor() {
     this.#worker = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
     this.#worker.onmessage = (event: MessageEvent<FromWorker>) => {
+      this.#listening = true;
       const resolve = this.#waiting.get(event.data.request);
       this.#waiting.delete(event.data.request);
       resolve?.(event.data);
     };
+    // A worker that dies before it answers (a module it cannot load) fails the start
+    // with one line instead of taking the process down; later errors are bugs and do.
+    this.#worker.onerror = (event: ErrorEvent) => {
+      if (this.#listening) return;
+      event.preventDefault();
+      for (const [request, resolve] of this.#waiting) {
+        const message = event.message.split("\n")[0];
+        resolve({ type: "error", name: "WorkerError", message, request });
+      }
+      this.#waiting.clear();
+    };
   }
+
+  /** Whether the worker has answered once, so it runs. */
+  #listening = false;
 
   /**
    * Sends a message and resolves with the worker's reply to it. Replies are matched
@@ -153,7 +193,9 @@ export async function startWorkers(
         logLevel: log.level,
         logFormat: log.format,
       });
-      if (reply.type === "error") throw new WorkerStartError(reply.name, reply.message);
+      if (reply.type === "error") {
+        throw new WorkerStartError(reply.name, reply.message, reply.listener ?? null);
+      }
       if (reply.type === "listening") {
         port = reply.port;
         first ??= reply;

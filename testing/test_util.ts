@@ -277,12 +277,20 @@ export async function holdFrom(
   };
 }
 
-/** Runs `deno run main.ts ARGS` to completion; resolves with its exit code and output. */
+/**
+ * Runs `deno run main.ts ARGS` (or `command` ARGS) to completion; resolves with its exit
+ * code and output. `env` is added to the environment.
+ */
 export async function runMain(
   args: string[],
+  { command = [Deno.execPath(), "run", "--allow-net", "--allow-env=PORT", mainModule], env }: {
+    command?: string[];
+    env?: Record<string, string>;
+  } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", "--allow-env=PORT", mainModule, ...args],
+  const output = await new Deno.Command(command[0], {
+    args: [...command.slice(1), ...args],
+    env,
     stdin: "null",
   }).output();
   const decoder = new TextDecoder();
