@@ -700,3 +700,29 @@ Deno.test("the README's flag table lists every flag, and the docs name every tas
   const tasks = Object.keys(JSON.parse(read("./deno.json")).tasks);
   for (const task of tasks) assert.match(docs, new RegExp(`deno task ${task}\\b`), task);
 });
+
+Deno.test("bench/results keeps only the runs the docs cite, and new runs go where git ignores them", async () => {
+  const read = (path: string) => Deno.readTextFileSync(new URL(path, import.meta.url));
+  const docs = [
+    "README.md",
+    "docs/scale.md",
+    "docs/reliability.md",
+    "docs/ntp.md",
+    "bench/README.md",
+  ]
+    .map((path) => read(`./${path}`)).join("\n");
+  const kept = [...Deno.readDirSync(new URL("./bench/results/", import.meta.url))].map((e) =>
+    e.name
+  );
+  assert.ok(kept.length > 0);
+  for (const name of kept) assert.ok(docs.includes(`bench/results/${name}`), `${name} is cited`);
+  // Where the tools write by default, and that git ignores it.
+  for (const tool of ["bench/bench.ts", "bench/attack.ts"]) {
+    assert.match(read(`./${tool}`), /`\$\{root\}bench\/runs\/\$\{new Date\(\)/, tool);
+  }
+  const ignored = await new Deno.Command("git", {
+    args: ["check-ignore", "-q", "bench/runs/2026-12-01.json"],
+    cwd: new URL(".", import.meta.url).pathname,
+  }).output();
+  assert.equal(ignored.code, 0, "git ignores bench/runs/");
+});

@@ -27,7 +27,8 @@ Options:
                           --server-args="--max-connections-per-ip 50"
   --reference LIST        reference servers for the plain variant: node, c, none
                           (default node,c where ../shared/bench has them and they build)
-  --out FILE              where the JSON goes (default bench/results/<date>-attack.json)
+  --out FILE              where the JSON goes (default bench/runs/<date>-attack.json,
+                          which git ignores)
   -h, --help              print this help`;
 
 const root = new URL("..", import.meta.url).pathname;
@@ -409,6 +410,11 @@ async function runOne(
   }
 }
 
+/**
+ * The reference servers from `../shared/bench/` (the team's measuring tools, kept beside
+ * this repository, not in it) that can run here. Each one left out is named, with why,
+ * in one line on stderr.
+ */
 function referenceTargets(wanted: string[]): Target[] {
   const targets: Target[] = [];
   const has = (path: string) => {
@@ -427,18 +433,25 @@ function referenceTargets(wanted: string[]): Target[] {
       return false;
     }
   };
-  if (wanted.includes("node") && has(`${shared}node_server.mjs`) && runs("node", ["--version"])) {
-    targets.push({
-      label: "node net",
-      command: ["node", `${shared}node_server.mjs`, "{port}"],
-      proxy: false,
-    });
-  }
-  if (wanted.includes("c") && has(`${shared}epoll_server.c`)) {
-    const binary = `${Deno.makeTempDirSync()}/epoll_server`;
-    if (runs("gcc", ["-O2", "-o", binary, `${shared}epoll_server.c`])) {
-      targets.push({ label: "C epoll", command: [binary, "{port}"], proxy: false });
+  const skip = (label: string, why: string) =>
+    console.error(`attack: skipping the ${label} server: ${why}`);
+  if (wanted.includes("node")) {
+    if (!has(`${shared}node_server.mjs`)) skip("Node.js", `${shared}node_server.mjs not found`);
+    else if (!runs("node", ["--version"])) skip("Node.js", "node is not installed");
+    else {
+      targets.push({
+        label: "node net",
+        command: ["node", `${shared}node_server.mjs`, "{port}"],
+        proxy: false,
+      });
     }
+  }
+  if (wanted.includes("c")) {
+    const binary = `${Deno.makeTempDirSync()}/epoll_server`;
+    if (!has(`${shared}epoll_server.c`)) skip("C epoll", `${shared}epoll_server.c not found`);
+    else if (!runs("gcc", ["-O2", "-o", binary, `${shared}epoll_server.c`])) {
+      skip("C epoll", `gcc could not build ${shared}epoll_server.c`);
+    } else targets.push({ label: "C epoll", command: [binary, "{port}"], proxy: false });
   }
   return targets;
 }
@@ -591,7 +604,7 @@ async function main(args: string[]): Promise<number> {
   console.log();
   console.log(table(rows));
   const out = values.out ??
-    `${root}bench/results/${new Date().toISOString().slice(0, 10)}-attack.json`;
+    `${root}bench/runs/${new Date().toISOString().slice(0, 10)}-attack.json`;
   Deno.mkdirSync(new URL(".", `file://${out}`).pathname, { recursive: true });
   Deno.writeTextFileSync(
     out,

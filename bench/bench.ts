@@ -29,7 +29,7 @@ Options:
   --ntp-loadgen PATH     ntp: use a compiled shared/bench/ntp_loadgen.c instead of bench/ntp_loadgen.ts
   --ntp-echo PATH        ntp: measure a compiled shared/bench/ntp_echo_server.c too
   --offset-runs N        ntp: chronyd -Q runs per server for the offset, ~4 s each (default: --runs)
-  --out FILE             where the JSON goes (default bench/results/<date>.json)
+  --out FILE             where the JSON goes (default bench/runs/<date>.json, which git ignores)
   -h, --help             print this help`;
 
 const root = new URL("..", import.meta.url).pathname;
@@ -500,6 +500,45 @@ type ParsedValues<T extends ParseArgsOptionsConfig> = ReturnType<
   typeof parseArgs<{ options: T; strict: true }>
 >["values"];
 
+/** The team's measuring tools, kept beside this repository (`../shared/bench/`), not in it. */
+const shared = new URL("../../shared/bench/", import.meta.url).pathname;
+
+/**
+ * Says, one line each, which C tools from `../shared/bench/` this run goes without and
+ * how to add them: nothing is left out without a word.
+ */
+function sayWhatIsSkipped(
+  values: { loadgen?: string; "ntp-loadgen"?: string; "ntp-echo"?: string },
+  tcp: boolean,
+  ntp: boolean,
+): void {
+  let present = true;
+  try {
+    Deno.statSync(shared);
+  } catch {
+    present = false;
+  }
+  const from = (file: string) => `${shared}${file}${present ? "" : ", not found here"}`;
+  if (tcp && !values.loadgen) {
+    console.error(
+      `bench: driving with bench/loadgen.ts; the C load generator (${from("loadgen.c")}) ` +
+        `is used once built and given as --loadgen PATH`,
+    );
+  }
+  if (ntp && !values["ntp-loadgen"]) {
+    console.error(
+      `bench ntp: driving with bench/ntp_loadgen.ts; the C one (${from("ntp_loadgen.c")}) ` +
+        `is used once built and given as --ntp-loadgen PATH`,
+    );
+  }
+  if (ntp && !values["ntp-echo"]) {
+    console.error(
+      `bench ntp: skipping the C SNTP server (${from("ntp_echo_server.c")}): ` +
+        `build it and give it as --ntp-echo PATH`,
+    );
+  }
+}
+
 async function main(args: string[]): Promise<number> {
   const values = parseToolFlags("bench", args, FLAGS);
   if (values === null) return 2;
@@ -536,6 +575,7 @@ async function main(args: string[]): Promise<number> {
   printSetup(info, pin, values.loadgen, runs);
 
   const tcpScenarios = scenarios.filter((scenario) => scenario !== "ntp");
+  sayWhatIsSkipped(values, tcpScenarios.length > 0, scenarios.includes("ntp"));
   const rows = await runAll(
     tcpScenarios,
     servers,
@@ -559,7 +599,7 @@ async function main(args: string[]): Promise<number> {
     console.log(ntpTable(ntpRows));
   }
 
-  const out = values.out ?? `${root}bench/results/${new Date().toISOString().slice(0, 10)}.json`;
+  const out = values.out ?? `${root}bench/runs/${new Date().toISOString().slice(0, 10)}.json`;
   await Deno.mkdir(out.slice(0, out.lastIndexOf("/")), { recursive: true });
   await Deno.writeTextFile(
     out,

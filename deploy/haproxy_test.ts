@@ -130,3 +130,54 @@ Deno.test({
     "the remaining instance serving every client",
   );
 });
+
+/**
+ * The `haproxy …` commands in the README and the pages it links, with their environment:
+ * each line of a shell block that runs haproxy, joined across trailing backslashes.
+ */
+function documentedHaproxyCommands(): {
+  page: string;
+  env: Record<string, string>;
+  args: string[];
+}[] {
+  const pages = [
+    "README.md",
+    "docs/scale.md",
+    "docs/reliability.md",
+    "docs/ntp.md",
+    "deploy/README.md",
+  ];
+  const commands = [];
+  for (const page of pages) {
+    const text = Deno.readTextFileSync(new URL(`../${page}`, import.meta.url));
+    for (const block of text.matchAll(/```(?:sh|bash)?\n([\s\S]*?)```/g)) {
+      for (const line of block[1].replace(/\\\n\s*/g, " ").split("\n")) {
+        const words = line.trim().split(/\s+/);
+        const at = words.findIndex((word) => word === "haproxy");
+        if (at === -1 || words.slice(0, at).some((word) => !/^[A-Z0-9_]+=/.test(word))) continue;
+        const env = Object.fromEntries(words.slice(0, at).map((word) => word.split("=", 2)));
+        commands.push({ page, env, args: words.slice(at + 1) });
+      }
+    }
+  }
+  return commands;
+}
+
+Deno.test({
+  name: "every haproxy command the docs give passes HAProxy's own check of the configuration",
+  ignore: !haproxy,
+}, async () => {
+  const commands = documentedHaproxyCommands();
+  assert.ok(commands.length >= 1, "the docs give a haproxy command");
+  for (const { page, env, args } of commands) {
+    // -c parses and checks the configuration with the command's environment, and binds nothing.
+    const output = await new Deno.Command("haproxy", {
+      args: ["-c", ...args],
+      env,
+      cwd: new URL("..", import.meta.url).pathname,
+      stdin: "null",
+    }).output();
+    const text = new TextDecoder().decode(output.stderr) + new TextDecoder().decode(output.stdout);
+    assert.equal(output.code, 0, `${page}: haproxy ${args.join(" ")}\n${text}`);
+  }
+});
