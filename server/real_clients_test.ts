@@ -17,8 +17,15 @@ import {
 } from "../testing/time_clients.ts";
 
 const ENGINES = mmsgSupported() ? ["deno", "mmsg"] as const : ["deno"] as const;
-/** The largest offset a client may measure against the server, in seconds. */
-const OFFSET_LIMIT = 0.001;
+/**
+ * The largest offset a client may measure against the server, in seconds, by UDP engine.
+ * The batched engine stamps packets in the kernel: 1 ms, and it has never come close. The
+ * portable one stamps them in JavaScript, where an idle vCPU can take milliseconds to wake
+ * (2 of 90 single samples over 1 ms here, up to 2.5 ms): 20 ms still catches every wrong
+ * timestamp field (a wrong second, era or byte order, the 250 ms coarse clock), and how
+ * accurate it is belongs to the benchmark, which reports it (`deno task bench --scenario ntp`).
+ */
+const OFFSET_LIMIT = { mmsg: 0.001, deno: 0.020 } as const;
 
 function start(options: ServerOptions = {}): TimeServer {
   return serve({
@@ -133,7 +140,10 @@ Deno.test({
     await Promise.all(ENGINES.map(async (engine) => {
       await using server = start({ ntpPort: 0, udpEngine: engine });
       const offset = await chronydOffset(server.ports.ntp!);
-      assert.ok(Math.abs(offset) < OFFSET_LIMIT, `[${engine}] chronyd -Q: offset ${offset} s`);
+      assert.ok(
+        Math.abs(offset) < OFFSET_LIMIT[engine],
+        `[${engine}] chronyd -Q: offset ${offset} s`,
+      );
       assert.ok(server.stats.requestsNtp >= 1, `[${engine}] ${server.stats.requestsNtp} answered`);
     }));
   },
@@ -180,7 +190,8 @@ Deno.test({
     const seconds = (performance.now() - began) / 1000;
     abuser.close();
     await counting;
-    assert.ok(Math.abs(offset) < OFFSET_LIMIT, `chronyd -Q: offset ${offset} s`);
+    const limit = OFFSET_LIMIT[server.udpEngine];
+    assert.ok(Math.abs(offset) < limit, `[${server.udpEngine}] chronyd -Q: offset ${offset} s`);
     // A burst of 8, then one per 2 s: everything else was dropped.
     assert.ok(
       answered <= 8 + Math.ceil(seconds / 2) + 1,
@@ -243,13 +254,19 @@ for (const engine of ENGINES) {
         assert.equal(code, 0, `${tool}: ${stdout}${stderr}`);
         const match = stdout.match(/([+-]\d+\.\d+) \+\/- \d+\.\d+ 127\.0\.0\.1 s10 no-leap/);
         assert.ok(match, `${tool} printed: ${stdout}`);
-        assert.ok(Math.abs(Number(match[1])) < OFFSET_LIMIT, `${tool}: offset ${match[1]} s`);
+        assert.ok(
+          Math.abs(Number(match[1])) < OFFSET_LIMIT[engine],
+          `[${engine}] ${tool}: offset ${match[1]} s`,
+        );
       }
       const dig = JSON.parse(results.ntpdig.stdout);
       assert.equal(dig.stratum, 10);
       assert.equal(dig.leap, "no-leap");
       assert.equal(dig.adjusted, false);
-      assert.ok(Math.abs(dig.offset) < OFFSET_LIMIT, `ntpdig: offset ${dig.offset} s`);
+      assert.ok(
+        Math.abs(dig.offset) < OFFSET_LIMIT[engine],
+        `[${engine}] ntpdig: offset ${dig.offset} s`,
+      );
       assert.ok(results.answered >= 3);
     },
   });
