@@ -27,7 +27,7 @@ import {
 import { REPEAT_WINDOW_MS, StopSignals } from "./lib/stop_signals.ts";
 import { attachNegativeValues, UsageError } from "./lib/usage.ts";
 import { parseCidr } from "./server/access.ts";
-import { libcMissing } from "./server/udp_mmsg.ts";
+import { libcMissing } from "./lib/libc.ts";
 import { askTime, CLIENT_HELP, ClientError, parseClientCommandLine } from "./client/client.ts";
 
 /** The program's version, from `deno.json`. */

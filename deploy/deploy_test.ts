@@ -113,7 +113,7 @@ Deno.test("the container build copies every module the binary is made of", async
 });
 
 Deno.test("FFI is granted for libc's paths only, the same in every task that runs the server", async () => {
-  const { LIBC_PATHS } = await import("../server/udp_mmsg.ts");
+  const { LIBC_PATHS } = await import("../lib/libc.ts");
   const config = JSON.parse(read("./deno.json"));
   for (const task of ["start", "dev", "test"]) {
     const flags = (config.tasks[task] as string).split(/\s+/).filter((w) =>

@@ -1,7 +1,6 @@
 // One connection's life: the PROXY header, the read/answer/write loop, lingering close, and why it ended.
 
 import type { ActivityList, ActivityNode } from "./activity_list.ts";
-import type { ConnectionTable } from "./connections.ts";
 import type { AccessList } from "./access.ts";
 import type { Counted, Limits } from "./limits.ts";
 import type { Logger } from "../lib/log.ts";
@@ -43,9 +42,20 @@ export type CloseReason =
   | "reset"
   | "error";
 
+/**
+ * What a connection needs of the table that holds it: to move between the activity lists
+ * of its states, and to be closed (`ConnectionTable` in connections.ts).
+ */
+export interface ConnectionStates {
+  /** Moves the connection into `state`, at the end of its list, unless it is closed. */
+  enter(connection: Connection, state: Exclude<ConnState, "closed">): void;
+  /** Closes the connection, takes it out of its list and the limits, and records why. */
+  close(connection: Connection, reason: CloseReason): void;
+}
+
 /** What a connection needs from the server that holds it. */
 export interface ConnectionHost {
-  readonly table: ConnectionTable;
+  readonly table: ConnectionStates;
   readonly limits: Limits;
   readonly stats: ServerStats;
   readonly logger: Logger;

@@ -20,6 +20,7 @@ import {
   resolveServerOptions,
   type ServerOptions,
   type ServerSettings,
+  type ServicePorts,
 } from "./server_options.ts";
 import { newServerStats, type ServerStats } from "./stats.ts";
 import { RateLimiter } from "./rate_limit.ts";
@@ -33,10 +34,15 @@ import {
   referenceId,
   rootDispersion,
 } from "../time/ntp.ts";
-import { type KernelClockState, readKernelClock } from "./udp_mmsg.ts";
+import { type KernelClockState, readKernelClock } from "../time/kernel_clock.ts";
 import { Rfc868Answer } from "../time/rfc868.ts";
 
-export { DEFAULTS, resolveServerOptions, type ServerOptions } from "./server_options.ts";
+export {
+  DEFAULTS,
+  resolveServerOptions,
+  type ServerOptions,
+  type ServicePorts,
+} from "./server_options.ts";
 
 export interface TimeServer extends AsyncDisposable {
   /** The address the server listens on, with the port it was given. */
@@ -75,16 +81,6 @@ export class ServiceListenError extends Error {
     this.where = where;
     this.port = port;
   }
-}
-
-/** The ports of the services besides the line protocol; null when off. */
-export interface ServicePorts {
-  /** Daytime (RFC 867), TCP and UDP on the same number. */
-  daytime: number | null;
-  /** Time (RFC 868), TCP and UDP on the same number. */
-  time: number | null;
-  /** SNTP, UDP. */
-  ntp: number | null;
 }
 
 /**

@@ -2,7 +2,7 @@
 
 import type { Logger } from "../lib/log.ts";
 import { DEFAULT_MAX_LINE, DEFAULT_PORT } from "../protocol.ts";
-import type { KernelClockState } from "./udp_mmsg.ts";
+import type { KernelClockState } from "../time/kernel_clock.ts";
 
 export interface ServerOptions {
   /**
@@ -249,4 +249,14 @@ export function resolveServerOptions(options: ServerOptions): ServerSettings {
     if (options[key] !== undefined) settings[key] = options[key];
   }
   return settings as unknown as ServerSettings;
+}
+
+/** The ports of the services besides the line protocol; null when off. */
+export interface ServicePorts {
+  /** Daytime (RFC 867), TCP and UDP on the same number. */
+  daytime: number | null;
+  /** Time (RFC 868), TCP and UDP on the same number. */
+  time: number | null;
+  /** SNTP, UDP. */
+  ntp: number | null;
 }

@@ -5,7 +5,8 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { createLogger } from "../lib/log.ts";
 import { serve, type ServerOptions, type TimeServer } from "./server.ts";
-import { mmsgSupported, readKernelClock } from "./udp_mmsg.ts";
+import { mmsgSupported } from "./udp_mmsg.ts";
+import { readKernelClock } from "../time/kernel_clock.ts";
 import { JAM_LINE, LineClient, within } from "../testing/test_util.ts";
 import {
   exchangeDatagram,

@@ -4,7 +4,7 @@ import type { AccessList } from "./access.ts";
 import { clientHost, closeQuietly } from "../lib/net.ts";
 import type { Logger } from "../lib/log.ts";
 import { type RateLimiter, RateVerdict } from "./rate_limit.ts";
-import type { ServicePorts } from "./server.ts";
+import type { ServicePorts } from "./server_options.ts";
 import type { ServerStats } from "./stats.ts";
 import type { DaytimeAnswer } from "../time/daytime.ts";
 import type { Rfc868Answer } from "../time/rfc868.ts";

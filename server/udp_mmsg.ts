@@ -2,6 +2,7 @@
 // timestamps and SO_REUSEPORT, which Deno.listenDatagram does not offer.
 
 import { parseAddress } from "./access.ts";
+import { errno, type Libc, libcMissing, loadLibc } from "../lib/libc.ts";
 
 /** Datagrams taken from, and given to, the kernel per call. */
 export const BATCH = 64;
@@ -29,7 +30,6 @@ const SHUT_RDWR = 2;
 const CLOCK_REALTIME = 0;
 const EADDRINUSE = 98;
 const EACCES = 13;
-const EPERM = 1;
 /** sizeof(struct mmsghdr): a 56-byte msghdr and the 4-byte length, padded. */
 const MMSGHDR = 64;
 const IOVEC = 16;
@@ -42,99 +42,6 @@ const RECEIVE_TIMEOUT_MS = 200;
 /** The kernel's receive buffer asked for: bursts wait here instead of being dropped. */
 const RECEIVE_BUFFER = 4 * 1024 * 1024;
 
-const SYMBOLS = {
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
-  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  recvmmsg: {
-    parameters: ["i32", "buffer", "u32", "i32", "pointer"],
-    result: "i32",
-    nonblocking: true,
-  },
-  sendmmsg: { parameters: ["i32", "usize", "u32", "i32"], result: "i32" },
-  shutdown: { parameters: ["i32", "i32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
-  adjtimex: { parameters: ["buffer"], result: "i32" },
-  __errno_location: { parameters: [], result: "usize" },
-  // memcpy returns its destination: the address of a buffer, without Deno.UnsafePointer,
-  // which needs FFI permission for every library, not just libc.
-  memcpy: { parameters: ["buffer", "buffer", "usize"], result: "usize" },
-  // …and copies from an address (errno's) into a buffer.
-  copyFrom: { name: "memcpy", parameters: ["buffer", "usize", "usize"], result: "usize" },
-} as const;
-
-/**
- * Where glibc lives on the common distributions (Debian and Ubuntu on x86_64 and arm64,
- * Fedora and RHEL, Arch). `deno task start` and the binary grant FFI for these paths only
- * (`--allow-ffi=…`), and deno.json must list the same (a test checks it).
- */
-export const LIBC_PATHS: readonly string[] = [
-  "/lib/x86_64-linux-gnu/libc.so.6",
-  "/lib/aarch64-linux-gnu/libc.so.6",
-  "/lib64/libc.so.6",
-  "/usr/lib/libc.so.6",
-];
-
-type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
-let libc: Libc | null = null;
-
-/** The first of {@linkcode LIBC_PATHS} that FFI may load here, or null. */
-function grantedLibc(): string | null {
-  for (const path of LIBC_PATHS) {
-    if (Deno.permissions.querySync({ name: "ffi", path }).state === "granted") return path;
-  }
-  return null;
-}
-
-function open(): Libc {
-  if (libc !== null) return libc;
-  let failure: unknown = new Deno.errors.NotCapable("no FFI permission for libc");
-  for (const path of LIBC_PATHS) {
-    if (Deno.permissions.querySync({ name: "ffi", path }).state !== "granted") continue;
-    try {
-      libc = Deno.dlopen(path, SYMBOLS).symbols;
-      return libc;
-    } catch (error) {
-      failure = error; // not on this distribution: try the next
-    }
-  }
-  throw failure;
-}
-
-/** The flag that grants FFI for libc, as `deno task start` and the binary pass it. */
-export const LIBC_FFI_FLAG: string = `--allow-ffi=${LIBC_PATHS.join(",")}`;
-
-/**
- * What libc through FFI (the batched engine, `adjtimex`) lacks here, as a phrase that
- * follows "needs", or null when it can run: Linux on x86_64 or aarch64, with FFI granted
- * for libc, which loads. The portable engine needs none of it.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { libcMissing, mmsgSupported } from "./udp_mmsg.ts";
- *
- * assert.equal(libcMissing() === null, mmsgSupported());
- * ```
- */
-export function libcMissing(): string | null {
-  const { os, arch } = Deno.build;
-  if (os !== "linux" || (arch !== "x86_64" && arch !== "aarch64")) {
-    return `Linux on x86_64 or aarch64 (this is ${os} on ${arch})`;
-  }
-  if (grantedLibc() === null) {
-    return `FFI permission for libc: run with ${LIBC_FFI_FLAG} (deno task start and the binary grant it)`;
-  }
-  try {
-    open();
-    return null;
-  } catch (error) {
-    return `libc.so.6, which did not load: ${error instanceof Error ? error.message : error}`;
-  }
-}
-
 /**
  * Tells whether the batched engine can run here: Linux on x86_64 or aarch64, with FFI
  * granted for libc, which the portable engine does not need. Loads libc to be sure.
@@ -143,13 +50,6 @@ export function mmsgSupported(): boolean {
   return libcMissing() === null;
 }
 
-function errno(c: Libc): number {
-  const value = new Int32Array(1);
-  c.copyFrom(value, BigInt(c.__errno_location()), 4n);
-  return value[0];
-}
-
-/** The address of a buffer's first byte (the buffer must stay referenced while it is used). */
 function addressOf(c: Libc, bytes: ArrayBufferView): number {
   return Number(c.memcpy(bytes as Uint8Array<ArrayBuffer>, bytes as Uint8Array<ArrayBuffer>, 0n));
 }
@@ -191,54 +91,6 @@ export function sockaddrHost(bytes: Uint8Array, offset: number): string {
     groups.push(((bytes[a + i] << 8) | bytes[a + i + 1]).toString(16));
   }
   return groups.join(":");
-}
-
-/** What the kernel says of the system clock's synchronisation (`adjtimex`, read only). */
-export interface KernelClockState {
-  /** `TIME_OK` 0, `TIME_INS` 1 and `TIME_DEL` 2 (a leap second tonight), `TIME_ERROR` 5, … */
-  state: number;
-  /** False when `STA_UNSYNC` is set or the state is `TIME_ERROR`: no daemon disciplines it. */
-  synchronised: boolean;
-  /** The kernel's maximum error estimate, seconds (set by ntpd or chronyd, grows by 500 ppm). */
-  maxError: number;
-  /** The kernel's estimated error, seconds. */
-  estimatedError: number;
-}
-
-/** `struct timex` on Linux LP64: 208 bytes; the offsets below are from <sys/timex.h>. */
-const TIMEX_SIZE = 208;
-const STA_UNSYNC = 0x40;
-const TIME_ERROR = 5;
-
-/**
- * Reads the kernel's clock synchronisation state with `adjtimex` and `modes` = 0, which
- * changes nothing and needs no privilege. Null where the batched engine's libc is not
- * available (not Linux, or no FFI permission). Throws when the call fails: a seccomp
- * filter such as systemd's `ProtectClock=yes` refuses `adjtimex` even for reading (EPERM).
- */
-export function readKernelClock(): KernelClockState | null {
-  if (!mmsgSupported()) return null;
-  const c = open();
-  const timex = new Uint8Array(TIMEX_SIZE);
-  const state = c.adjtimex(timex);
-  if (state < 0) {
-    const code = errno(c);
-    throw new Error(
-      code === EPERM
-        ? "adjtimex was refused (EPERM): a seccomp filter, such as systemd's ProtectClock=yes, blocks it even for reading"
-        : `adjtimex failed (errno ${code})`,
-    );
-  }
-  const view = new DataView(timex.buffer);
-  const long = (offset: number) =>
-    view.getUint32(offset, true) + view.getInt32(offset + 4, true) * 0x1_0000_0000;
-  const status = view.getInt32(40, true);
-  return {
-    state,
-    synchronised: state !== TIME_ERROR && (status & STA_UNSYNC) === 0,
-    maxError: long(24) / 1e6,
-    estimatedError: long(32) / 1e6,
-  };
 }
 
 /** What `Deno.listenDatagram` would throw for a failed bind. */
@@ -294,7 +146,7 @@ export class MmsgSocket {
    * or `PermissionDenied` as `Deno.listenDatagram` would.
    */
   constructor(hostname: string, port: number, reusePort: boolean) {
-    const c = this.#c = open();
+    const c = this.#c = loadLibc();
     const words = parseAddress(hostname);
     if (words === null) {
       throw new TypeError(`the batched UDP engine needs a literal address, got "${hostname}"`);

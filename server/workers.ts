@@ -3,7 +3,7 @@
 import type { LogFormat, LogLevel } from "../lib/log.ts";
 import { SHARED_CONNECTION_SLOTS } from "./limits.ts";
 import type { ServerOptions } from "./server_options.ts";
-import type { ServicePorts } from "./server.ts";
+import type { ServicePorts } from "./server_options.ts";
 import { type ServerStats, sumStats } from "./stats.ts";
 
 /**

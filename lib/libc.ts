@@ -1,0 +1,108 @@
+// libc through Deno's FFI: the one library this server calls, for the batched UDP engine and adjtimex.
+
+const SYMBOLS = {
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  recvmmsg: {
+    parameters: ["i32", "buffer", "u32", "i32", "pointer"],
+    result: "i32",
+    nonblocking: true,
+  },
+  sendmmsg: { parameters: ["i32", "usize", "u32", "i32"], result: "i32" },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
+  adjtimex: { parameters: ["buffer"], result: "i32" },
+  __errno_location: { parameters: [], result: "usize" },
+  // memcpy returns its destination: the address of a buffer, without Deno.UnsafePointer,
+  // which needs FFI permission for every library, not just libc.
+  memcpy: { parameters: ["buffer", "buffer", "usize"], result: "usize" },
+  // …and copies from an address (errno's) into a buffer.
+  copyFrom: { name: "memcpy", parameters: ["buffer", "usize", "usize"], result: "usize" },
+} as const;
+
+/**
+ * Where glibc lives on the common distributions (Debian and Ubuntu on x86_64 and arm64,
+ * Fedora and RHEL, Arch). `deno task start` and the binary grant FFI for these paths only
+ * (`--allow-ffi=…`), and deno.json must list the same (a test checks it).
+ */
+export const LIBC_PATHS: readonly string[] = [
+  "/lib/x86_64-linux-gnu/libc.so.6",
+  "/lib/aarch64-linux-gnu/libc.so.6",
+  "/lib64/libc.so.6",
+  "/usr/lib/libc.so.6",
+];
+
+/** The libc functions this server calls. */
+export type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+let libc: Libc | null = null;
+
+/** The first of {@linkcode LIBC_PATHS} that FFI may load here, or null. */
+function grantedLibc(): string | null {
+  for (const path of LIBC_PATHS) {
+    if (Deno.permissions.querySync({ name: "ffi", path }).state === "granted") return path;
+  }
+  return null;
+}
+
+/**
+ * Loads libc from the first of {@linkcode LIBC_PATHS} that FFI may load here; throws
+ * `Deno.errors.NotCapable` when none is granted, or what `Deno.dlopen` threw.
+ */
+export function loadLibc(): Libc {
+  if (libc !== null) return libc;
+  let failure: unknown = new Deno.errors.NotCapable("no FFI permission for libc");
+  for (const path of LIBC_PATHS) {
+    if (Deno.permissions.querySync({ name: "ffi", path }).state !== "granted") continue;
+    try {
+      libc = Deno.dlopen(path, SYMBOLS).symbols;
+      return libc;
+    } catch (error) {
+      failure = error; // not on this distribution: try the next
+    }
+  }
+  throw failure;
+}
+
+/** The flag that grants FFI for libc, as `deno task start` and the binary pass it. */
+export const LIBC_FFI_FLAG: string = `--allow-ffi=${LIBC_PATHS.join(",")}`;
+
+/**
+ * What libc through FFI (the batched engine, `adjtimex`) lacks here, as a phrase that
+ * follows "needs", or null when it can run: Linux on x86_64 or aarch64, with FFI granted
+ * for libc, which loads. The portable engine needs none of it.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { libcMissing } from "./libc.ts";
+ *
+ * if (Deno.build.os !== "linux") assert.match(libcMissing()!, /^Linux on x86_64 or aarch64/);
+ * ```
+ */
+export function libcMissing(): string | null {
+  const { os, arch } = Deno.build;
+  if (os !== "linux" || (arch !== "x86_64" && arch !== "aarch64")) {
+    return `Linux on x86_64 or aarch64 (this is ${os} on ${arch})`;
+  }
+  if (grantedLibc() === null) {
+    return `FFI permission for libc: run with ${LIBC_FFI_FLAG} (deno task start and the binary grant it)`;
+  }
+  try {
+    loadLibc();
+    return null;
+  } catch (error) {
+    return `libc.so.6, which did not load: ${error instanceof Error ? error.message : error}`;
+  }
+}
+
+/** The calling thread's errno, after a call that failed. */
+export function errno(c: Libc): number {
+  const value = new Int32Array(1);
+  c.copyFrom(value, BigInt(c.__errno_location()), 4n);
+  return value[0];
+}
+
+/** The address of a buffer's first byte (the buffer must stay referenced while it is used). */
