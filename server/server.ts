@@ -25,16 +25,8 @@ import {
 import { newServerStats, type ServerStats } from "./stats.ts";
 import { RateLimiter } from "./rate_limit.ts";
 import { chooseUdpEngine, listenUdp, type UdpListener, type UdpProtocol } from "./udp.ts";
-import { PreciseClock } from "../time/clock.ts";
 import { DaytimeAnswer } from "../time/daytime.ts";
-import {
-  kernelSyncInfo,
-  measurePrecision,
-  type NtpServerInfo,
-  referenceId,
-  rootDispersion,
-} from "../time/ntp.ts";
-import { type KernelClockState, readKernelClock } from "../time/kernel_clock.ts";
+import { TimeSource } from "../time/time_source.ts";
 import { Rfc868Answer } from "../time/rfc868.ts";
 
 export {
@@ -98,10 +90,6 @@ const LINGER_SHARE = 0.1;
 const SHORTAGE_LOG_EVERY_MS = 10000;
 /** The sweep's longest period; it also ticks the coarse clock that activity is stamped with. */
 const SWEEP_MAX_MS = 250;
-/** How often the precise clock is compared with the system clock, to follow its steps. */
-const CLOCK_CHECK_MS = 1000;
-/** The precise clock recalibrates at least this often. */
-const RECALIBRATE_MS = 64_000;
 /** Accepting ticks the coarse clock too, at most this often, so eviction sees fresh time. */
 const ACCEPT_TICK_MS = 10;
 
@@ -184,8 +172,7 @@ class Server implements TimeServer, ConnectionHost {
   readonly rfc868: Rfc868Answer;
   readonly access: AccessList;
   readonly limiter: RateLimiter | null;
-  readonly clock: { now(): number };
-  readonly ntpInfo: NtpServerInfo;
+  readonly ntpTime: TimeSource;
   readonly maxLine: number;
   readonly proxyProtocol: boolean;
   readonly limits: Limits;
@@ -198,8 +185,6 @@ class Server implements TimeServer, ConnectionHost {
   readonly #listeners: Deno.TcpListener[] = [];
   readonly #udp: UdpListener[] = [];
   readonly #udpEngine: "deno" | "mmsg";
-  readonly clockIsSystem: boolean;
-  readonly #readKernelClock: () => KernelClockState | null;
   readonly #eviction: Eviction;
   readonly #peers: PeerEviction | null;
   readonly #stopAccepting = new AbortController();
@@ -227,21 +212,16 @@ class Server implements TimeServer, ConnectionHost {
       kissOfDeath: settings.kissOfDeath,
       maxClients: settings.maxClients,
     });
-    const precise = settings.ntpPort !== null && !options.clock && !options.now
-      ? new PreciseClock()
-      : null;
-    this.clock = options.clock ?? precise ?? { now: options.now ?? Date.now };
-    this.clockIsSystem = !options.clock && !options.now;
-    this.#readKernelClock = options.kernelClock ?? readKernelClock;
-    this.#udpEngine = chooseUdpEngine(settings.udpEngine, settings.hostname);
-    this.ntpInfo = {
-      leap: 0,
+    this.ntpTime = new TimeSource({
+      ntp: settings.ntpPort !== null,
       stratum: settings.ntpStratum,
-      referenceId: referenceId("LOCL"),
-      precision: measurePrecision(() => this.clock.now()),
-      rootDispersion: 0.001,
-      referenceTime: this.clock.now(),
-    };
+      source: settings.ntpClock,
+      clock: options.clock,
+      now: options.now,
+      kernelClock: options.kernelClock,
+      logger: this.logger,
+    });
+    this.#udpEngine = chooseUdpEngine(settings.udpEngine, settings.hostname);
     this.maxLine = settings.maxLine;
     this.proxyProtocol = settings.proxyProtocol;
     this.limits = new Limits({
@@ -292,10 +272,6 @@ class Server implements TimeServer, ConnectionHost {
       ...this.#udp.map((service) => service.done),
     ]);
     this.finished = Promise.all([accepting, this.#drained.promise]).then(() => {});
-    if (precise || settings.ntpClock === "kernel") {
-      this.#updateClock(precise);
-      this.#timers.push(setInterval(() => this.#updateClock(precise), CLOCK_CHECK_MS));
-    }
     this.#peers?.answer(this.stopping);
     this.#timers.push(setInterval(() => this.#sweep(), this.#sweepEveryMs));
     if (settings.statsInterval > 0 && this.logger.enabled("info")) {
@@ -369,68 +345,13 @@ class Server implements TimeServer, ConnectionHost {
     return this.#udpEngine;
   }
 
-  /**
-   * Follows steps of the system clock, and says in NTP replies how well it is known: from
-   * the calibration, and with `ntpClock: "kernel"` from the kernel's synchronisation state.
-   */
-  #updateClock(clock: PreciseClock | null): void {
-    const info = this.ntpInfo;
-    let own = 2 ** info.precision;
-    if (clock !== null) {
-      if (clock.check()) {
-        this.logger.warn("system clock stepped; recalibrated", {
-          calibrations: clock.calibrations,
-        });
-      }
-      // A calibration a busy machine made loose is tried again, not kept for a minute.
-      if (clock.tighten() && this.debug) {
-        this.logger.debug("clock calibration was loose; recalibrated", {
-          uncertaintyUs: Math.round(clock.uncertainty * 1000),
-        });
-      }
-      const now = clock.now();
-      // Recalibrate now and then anyway, so the drift allowance claimed stays small.
-      if (now - clock.calibratedAt > RECALIBRATE_MS) clock.calibrate();
-      info.referenceTime = clock.calibratedAt;
-      own = rootDispersion(clock.uncertainty, info.precision, now - clock.calibratedAt);
-    }
-    if (this.#settings.ntpClock !== "kernel") {
-      info.rootDispersion = own;
-      return;
-    }
-    let kernel: KernelClockState | null = null;
-    let unreadable = "no FFI for libc";
-    try {
-      kernel = this.#readKernelClock();
-    } catch (error) {
-      unreadable = error instanceof Error ? error.message : String(error);
-    }
-    const claimed = kernel === null
-      ? { leap: 3, stratum: 16, rootDispersion: own } // unknown: claim nothing
-      : kernelSyncInfo(kernel, this.#settings.ntpStratum, own);
-    if (claimed.leap === 3 && info.leap !== 3) {
-      if (kernel === null) {
-        this.logger.warn(
-          "cannot read the kernel's clock state; SNTP replies say the clock is not synchronised",
-          { error: unreadable },
-        );
-      } else {
-        this.logger.warn(
-          "the kernel says the system clock is not synchronised; SNTP replies say so",
-        );
-      }
-    }
-    info.leap = claimed.leap;
-    info.stratum = claimed.stratum;
-    info.rootDispersion = claimed.rootDispersion;
-  }
-
   shutdown(): Promise<void> {
     if (this.#shutdown) return this.#shutdown;
     this.#stopAccepting.abort();
     for (const listener of this.#listeners) closeQuietly(listener);
     for (const service of this.#udp) service.close();
     for (const timer of this.#timers) clearInterval(timer);
+    this.ntpTime.close();
     // A client waiting for a request is owed nothing, nor is one lingering after its last
     // answer: its pending read has drained what it sent, so closing it resets nothing.
     // Connections still writing close after their last write, and linger as usual, since

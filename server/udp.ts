@@ -25,6 +25,16 @@ import { parseAddress } from "./access.ts";
 export type UdpProtocol = "daytime" | "time" | "ntp";
 
 /** What the UDP services share with the rest of the server. */
+/** What the SNTP service needs of the server's time source. */
+export interface NtpTime {
+  /** The clock NTP timestamps are read from, ms since the epoch with sub-ms resolution. */
+  readonly clock: { now(): number };
+  /** What NTP replies say about the clock; kept up to date by its owner. */
+  readonly info: NtpServerInfo;
+  /** Whether `clock` is the system clock, so the kernel's timestamps may stand in for it. */
+  readonly isSystemClock: boolean;
+}
+
 export interface UdpHost {
   readonly stats: ServerStats;
   readonly logger: Logger;
@@ -33,12 +43,8 @@ export interface UdpHost {
   readonly limiter: RateLimiter | null;
   readonly daytime: DaytimeAnswer;
   readonly rfc868: Rfc868Answer;
-  /** The clock NTP timestamps are read from, ms since the epoch with sub-ms resolution. */
-  readonly clock: { now(): number };
-  /** What NTP replies say about the clock; kept up to date by the server. */
-  readonly ntpInfo: NtpServerInfo;
-  /** Whether `clock` is the system clock, so the kernel's timestamps may stand in for it. */
-  readonly clockIsSystem: boolean;
+  /** The time SNTP replies carry (the server's `TimeSource`). */
+  readonly ntpTime: NtpTime;
   /** The server's own service ports, which Daytime and Time never answer. */
   readonly ports: Readonly<ServicePorts>;
 }
@@ -176,7 +182,7 @@ export class Responder {
           return NTP_PACKET_LENGTH;
         }
       }
-      writeNtpReply(data, reply, receivedAt, receivedAt, this.#host.ntpInfo, dataAt, at);
+      writeNtpReply(data, reply, receivedAt, receivedAt, this.#host.ntpTime.info, dataAt, at);
       stats.requestsNtp++;
       this.stamp = true;
       return NTP_PACKET_LENGTH;
@@ -253,7 +259,8 @@ export class UdpService implements UdpListener {
   }
 
   async #serve(): Promise<void> {
-    const { stats, clock } = this.#host;
+    const { stats } = this.#host;
+    const clock = this.#host.ntpTime.clock;
     const responder = this.#responder;
     const protocol = this.protocol;
     const socket = this.socket;
@@ -327,12 +334,13 @@ export class MmsgService implements UdpListener {
 
   async #serve(): Promise<void> {
     const socket = this.#socket;
-    const { stats, clock } = this.#host;
+    const { stats } = this.#host;
+    const clock = this.#host.ntpTime.clock;
     const responder = this.#responder;
     const protocol = this.protocol;
     const { data, replies, lengths } = socket;
     // An injected clock (tests) replaces the kernel's timestamps too.
-    const kernelTime = this.#host.clockIsSystem;
+    const kernelTime = this.#host.ntpTime.isSystemClock;
     const stamped = new Uint8Array(BATCH);
     for (;;) {
       const count = await socket.receive();
