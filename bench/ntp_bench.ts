@@ -3,7 +3,7 @@
 
 import { startCommand } from "../tools/start_task.ts";
 import { freePort } from "../lib/net.ts";
-import { chronydOffset, hasTool } from "../testing/time_clients.ts";
+import { chronydOffset, hasTool } from "../tools/time_clients.ts";
 import type { NtpLoadResult } from "./ntp_loadgen.ts";
 
 const root = new URL("..", import.meta.url).pathname;

@@ -3,110 +3,12 @@
 
 import { referenceId } from "../time/ntp.ts";
 
-/**
- * As root these tools set the machine's clock unless told not to. Every run goes through
- * {@linkcode runTool}, which refuses a command line without the flag that prevents it.
- */
-function assertCannotSetClock(command: string, args: readonly string[]): void {
-  const has = (flag: string) => args.includes(flag);
-  const safe = command === "rdate"
-    ? has("-p") && !has("-s") && !has("-a")
-    : command === "busybox"
-    ? args[0] !== "rdate" || (has("-p") && !has("-s"))
-    : command === "chronyd"
-    ? has("-Q")
-    : command === "ntpdate"
-    ? has("-q")
-    : command === "sntp" || command === "ntpdig"
-    ? !args.some((arg) => /^-(s|S|-step|-slew|-settod|-adjtime)/.test(arg))
-    : true;
-  if (!safe) {
-    throw new Error(`refusing to run ${command} ${args.join(" ")}: it could set the clock`);
-  }
-}
-
-/** Whether a program is installed (on PATH). */
-export function hasTool(name: string): boolean {
-  try {
-    return new Deno.Command("sh", { args: ["-c", `command -v ${name}`], stdout: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
+export { chronydOffset, hasTool, runTool, type ToolResult } from "../tools/time_clients.ts";
 
 /** Logs why a test is skipped, so that a skipped test is never silent. */
 export function skipUnless(ready: boolean, why: string): boolean {
   if (!ready) console.log(`SKIPPED: ${why}`);
   return !ready;
-}
-
-/** What a tool printed, and how it exited. */
-export interface ToolResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * Runs a time client that cannot set the clock (see {@linkcode assertCannotSetClock}),
- * killed after `timeoutMs`.
- */
-export async function runTool(
-  command: string,
-  args: string[],
-  timeoutMs = 20_000,
-  stdin?: Uint8Array,
-): Promise<ToolResult> {
-  assertCannotSetClock(command, args);
-  const child = new Deno.Command(command, {
-    args,
-    stdin: stdin ? "piped" : "null",
-    stdout: "piped",
-    stderr: "piped",
-    // rdate and busybox print local time: make it UTC, whatever the machine's zone.
-    env: { TZ: "UTC" },
-    signal: AbortSignal.timeout(timeoutMs),
-  }).spawn();
-  if (stdin) {
-    const writer = child.stdin.getWriter();
-    await writer.write(stdin);
-    await writer.close();
-  }
-  const output = await child.output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-}
-
-/**
- * Runs `chronyd -Q` (measure only, never set) against one server and returns the offset
- * it reports, in seconds ("System clock wrong by X seconds (ignored)"); throws with its
- * output when it reports none.
- */
-export async function chronydOffset(port: number, host = "127.0.0.1"): Promise<number> {
-  // chronyd writes and removes its own pid file; a unique name lets runs overlap.
-  const pidfile = `/tmp/time-server-chronyd-${crypto.randomUUID()}.pid`;
-  {
-    const result = await runTool("chronyd", [
-      "-Q",
-      "-t",
-      "10",
-      "-u",
-      "root",
-      `server ${host} port ${port} iburst`,
-      `pidfile ${pidfile}`,
-      "cmdport 0",
-      "bindcmdaddress /",
-    ], 20_000);
-    const output = result.stdout + result.stderr;
-    const match = output.match(/System clock wrong by (-?\d+\.\d+) seconds/);
-    if (!match) throw new Error(`chronyd -Q reported no offset:\n${output}`);
-    return Number(match[1]);
-  }
 }
 
 /** Options of {@linkcode ntpRequest}. */
