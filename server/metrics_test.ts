@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { createLogger } from "../lib/log.ts";
-import { formatMetrics, parseHostPort, serveMetrics } from "./metrics.ts";
+import { formatMetrics, METRIC_FAMILIES, parseHostPort, serveMetrics } from "./metrics.ts";
 import { serve } from "./server.ts";
 import { newServerStats, type ServerStats, sumStats } from "./stats.ts";
 import { JAM_LINE, LineClient } from "../testing/test_util.ts";
@@ -179,4 +179,11 @@ Deno.test({ name: "metrics pass promtool check metrics", ignore: !promtool }, as
   const report = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
   assert.equal(output.code, 0, report);
   assert.equal(report.trim(), "", "no lint warnings");
+});
+
+Deno.test("every server counter is in exactly one metric family, and every family reads a counter", () => {
+  const counters = Object.keys(newServerStats()).sort();
+  const shown = METRIC_FAMILIES.flatMap((family) => family.samples.map(([, counter]) => counter));
+  assert.deepEqual([...shown].sort(), counters);
+  assert.equal(new Set(METRIC_FAMILIES.map((family) => family.name)).size, METRIC_FAMILIES.length);
 });
