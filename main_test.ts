@@ -726,3 +726,11 @@ Deno.test("bench/results keeps only the runs the docs cite, and new runs go wher
   }).output();
   assert.equal(ignored.code, 0, "git ignores bench/runs/");
 });
+
+Deno.test("the README stays short enough to finish: at most 12 KB", () => {
+  const size = Deno.statSync(new URL("./README.md", import.meta.url)).size;
+  assert.ok(
+    size <= 12 * 1024,
+    `README.md is ${size} bytes; the details belong in docs/ and bench/`,
+  );
+});
