@@ -1,0 +1,310 @@
+// The TCP side: accepting, admitting or refusing, the connection table and its sweep, and the drain.
+
+import { concernsOneConnection, shortageWarning } from "./accept_errors.ts";
+import type { AccessList } from "./access.ts";
+import {
+  type CloseReason,
+  Connection,
+  type ConnectionHost,
+  type TcpService,
+} from "./connection.ts";
+import { ConnectionTable } from "./connections.ts";
+import { Eviction } from "./eviction.ts";
+import { Limits } from "./limits.ts";
+import type { Logger } from "../lib/log.ts";
+import { clientHost, closeQuietly, delay, formatAddress } from "../lib/net.ts";
+import { PeerEviction } from "./peers.ts";
+import { ERR_SERVER_BUSY, type TimeAnswer } from "../protocol.ts";
+import { DEFAULTS, type ServerSettings } from "./server_options.ts";
+import type { ServerStats } from "./stats.ts";
+import type { DaytimeAnswer } from "../time/daytime.ts";
+import type { Rfc868Answer } from "../time/rfc868.ts";
+
+/**
+ * How long a connection the server is closing keeps reading (and discarding) what the
+ * client still sends, at most: see `Connection`'s lingering close.
+ */
+const LINGER_MS = 5000;
+/**
+ * Lingering connections do not count against `maxConnections`, so they get a budget
+ * of their own, a tenth of it (at least 16): past that the oldest is closed at once.
+ * Without it a client that sends QUIT and never closes could pile up descriptors.
+ */
+const LINGER_SHARE = 0.1;
+/** The shortest time between two warnings that accepting failed for want of resources. */
+const SHORTAGE_LOG_EVERY_MS = 10000;
+/** The sweep's longest period; it also ticks the coarse clock that activity is stamped with. */
+const SWEEP_MAX_MS = 250;
+/** Accepting ticks the coarse clock too, at most this often, so eviction sees fresh time. */
+const ACCEPT_TICK_MS = 10;
+
+/**
+ * How often the sweep runs, in ms: a quarter of the shortest deadline it enforces, at
+ * most {@linkcode SWEEP_MAX_MS}. One sweep over the lists beats a timer per connection
+ * reset on every request.
+ */
+function sweepPeriod(settings: ServerSettings): number {
+  const positive = (seconds: number) => seconds > 0 ? seconds * 1000 : Infinity;
+  const shortest = Math.min(
+    positive(settings.idleTimeout),
+    settings.proxyProtocol ? positive(settings.proxyHeaderTimeout) : Infinity,
+    positive(settings.evictAfter),
+  );
+  return Math.min(SWEEP_MAX_MS, Math.max(5, shortest / 4));
+}
+
+/**
+ * What the TCP side shares with the rest of the server: counters, logs, the answers, who
+ * is served (as its connections see them), and with workers the count all of them share.
+ */
+export type TcpContext =
+  & Pick<ConnectionHost, "stats" | "logger" | "time" | "daytime" | "rfc868" | "access">
+  & { readonly sharedConnections?: Int32Array };
+
+/**
+ * The TCP side of the server: it serves the listeners it is handed (the line protocol,
+ * Daytime and Time), admits each connection against the limits or makes room by
+ * eviction, sweeps deadlines, and drains. The policies it applies (limits, eviction,
+ * overload, per-address counts) are their own modules, for a second engine to share.
+ */
+export class TcpServer implements ConnectionHost {
+  readonly stats: ServerStats;
+  readonly logger: Logger;
+  readonly debug: boolean;
+  readonly time: TimeAnswer;
+  readonly daytime: DaytimeAnswer;
+  readonly rfc868: Rfc868Answer;
+  readonly access: AccessList;
+  readonly maxLine: number;
+  readonly proxyProtocol: boolean;
+  readonly limits: Limits;
+  readonly table: ConnectionTable;
+  readonly #settings: ServerSettings;
+  readonly #listeners: Deno.TcpListener[] = [];
+  readonly #accepting: Promise<void>[] = [];
+  readonly #eviction: Eviction;
+  readonly #peers: PeerEviction | null;
+  readonly #stopAccepting = new AbortController();
+  readonly stopping: AbortSignal = this.#stopAccepting.signal;
+  readonly #drained = Promise.withResolvers<void>();
+  readonly #sweepTimer: ReturnType<typeof setInterval>;
+  readonly #sweepEveryMs: number;
+  /** Wakes an accept loop backing off for want of descriptors: a connection closed. */
+  #descriptorFreed: (() => void) | null = null;
+  #lastShortageLog = -Infinity;
+  #drain: Promise<void> | null = null;
+
+  constructor(settings: ServerSettings, context: TcpContext) {
+    this.#settings = settings;
+    ({
+      stats: this.stats,
+      logger: this.logger,
+      time: this.time,
+      daytime: this.daytime,
+      rfc868: this.rfc868,
+      access: this.access,
+    } = context);
+    this.debug = this.logger.enabled("debug");
+    this.maxLine = settings.maxLine;
+    this.proxyProtocol = settings.proxyProtocol;
+    this.limits = new Limits({
+      max: settings.maxConnections,
+      maxPerAddress: settings.maxConnectionsPerIp,
+      shared: context.sharedConnections,
+    }, this.stats);
+    this.table = new ConnectionTable(this.limits, {
+      maxLingering: Math.max(16, Math.ceil(settings.maxConnections * LINGER_SHARE)),
+      evictAfterMs: settings.evictAfter * 1000,
+    });
+    this.#sweepEveryMs = sweepPeriod(settings);
+    this.#eviction = new Eviction(
+      this.table,
+      this.limits,
+      this.stats,
+      this.debug ? this.logger : null,
+      {
+        maxConnections: settings.maxConnections,
+        idleTimeoutMs: (settings.idleTimeout || DEFAULTS.idleTimeout) * 1000,
+        evictAfterMs: settings.evictAfter * 1000,
+        slackMs: this.#sweepEveryMs,
+      },
+    );
+    const shared = context.sharedConnections;
+    this.#peers = shared
+      ? new PeerEviction(shared, this.table, () => this.#eviction.evictOldest(null))
+      : null;
+    this.#peers?.answer(this.stopping);
+    this.#sweepTimer = setInterval(() => this.#sweep(), this.#sweepEveryMs);
+  }
+
+  /** Serves `listener` until the drain: its connections speak `service`. It is closed then. */
+  serve(listener: Deno.TcpListener, service: TcpService): void {
+    this.#listeners.push(listener);
+    this.#accepting.push(this.#acceptLoop(listener, service));
+  }
+
+  /** Settles when accepting has stopped and every connection is closed. */
+  get finished(): Promise<void> {
+    return Promise.all([...this.#accepting, this.#drained.promise]).then(() => {});
+  }
+
+  /**
+   * Stops accepting, closes what owes nothing, lets the rest send the answers they owe,
+   * and resolves when every connection is closed; those still busy after
+   * `shutdownTimeout` are closed anyway. Calling it again returns the same promise.
+   */
+  drain(): Promise<void> {
+    if (this.#drain) return this.#drain;
+    this.#stopAccepting.abort();
+    for (const listener of this.#listeners) closeQuietly(listener);
+    clearInterval(this.#sweepTimer);
+    // A client waiting for a request is owed nothing, nor is one lingering after its last
+    // answer: its pending read has drained what it sent, so closing it resets nothing.
+    // Connections still writing close after their last write, and linger as usual, since
+    // requests they have not read yet would turn an immediate close into a reset.
+    for (const connection of this.table) {
+      const state = connection.state;
+      if (state === "reading" || state === "header" || state === "lingering") {
+        this.table.close(connection, "shutdown");
+      }
+    }
+    if (this.table.size === 0) this.#drained.resolve();
+    const force = setTimeout(() => {
+      let busy = 0;
+      for (const connection of this.table) if (connection.state === "writing") busy++;
+      if (busy > 0) {
+        this.logger.warn("shutdown timeout; closing connections still busy", {
+          connections: busy,
+          lingering: this.table.size - busy || undefined,
+        });
+      }
+      for (const connection of this.table) this.table.close(connection, "shutdown timeout");
+    }, this.#settings.shutdownTimeout * 1000);
+    this.#drain = this.finished.finally(() => clearTimeout(force));
+    return this.#drain;
+  }
+
+  async #acceptLoop(listener: Deno.TcpListener, service: TcpService): Promise<void> {
+    const signal = this.stopping;
+    let backoff = 0;
+    while (!signal.aborted) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+        backoff = 0;
+      } catch (error) {
+        if (signal.aborted || error instanceof Deno.errors.BadResource) break;
+        if (concernsOneConnection(error)) {
+          // That connection died in the queue; the next one may be fine. Backing off
+          // here would let a storm of resets hold up everyone queued behind it.
+          this.stats.acceptAborted++;
+          continue;
+        }
+        // Out of descriptors or memory: back off, but retry as soon as a connection closes.
+        this.stats.acceptExhausted++;
+        // Log once per streak, at most every 10 s: each freed descriptor can end a streak.
+        if (backoff === 0 && performance.now() - this.#lastShortageLog >= SHORTAGE_LOG_EVERY_MS) {
+          this.#lastShortageLog = performance.now();
+          const context = { connections: this.table.size, maxConnections: this.limits.max };
+          const [msg, fields] = shortageWarning(error, context);
+          this.logger.warn(msg, fields);
+        }
+        backoff = Math.min(1000, backoff === 0 ? 5 : backoff * 2);
+        await this.#waitForDescriptor(backoff, signal);
+        continue;
+      }
+      if (performance.now() - this.table.clock >= ACCEPT_TICK_MS) this.table.tick();
+      this.#admit(conn, service);
+    }
+  }
+
+  /** Resolves after `ms`, when a connection closes, or when accepting stops. */
+  async #waitForDescriptor(ms: number, signal: AbortSignal): Promise<void> {
+    const freed = new AbortController();
+    this.#descriptorFreed = () => freed.abort();
+    await delay(ms, AbortSignal.any([signal, freed.signal]));
+    this.#descriptorFreed = null;
+  }
+
+  /**
+   * Counts a new connection against `maxConnections` and serves it. At the limit, the
+   * connection silent the longest makes room if it has been silent long enough and the
+   * newcomer may take its place; with workers, the others may make room instead.
+   * Otherwise the newcomer hears `ERR server busy`.
+   */
+  #admit(conn: Deno.TcpConn, service: TcpService): void {
+    if (this.limits.take()) return this.#serve(conn, service);
+    this.table.tick();
+    // Behind a balancer the client's address comes later, in the PROXY header.
+    const address = this.proxyProtocol ? null : clientHost(conn.remoteAddr.hostname);
+    if (this.#eviction.evictOldest(address) && this.limits.take()) {
+      return this.#serve(conn, service);
+    }
+    if (this.#peers?.mayAsk(this.limits.holds(address))) {
+      this.#peers.ask(() => this.limits.take(), this.stopping).then((taken) =>
+        taken ? this.#serve(conn, service) : this.#refuse(conn)
+      );
+      return;
+    }
+    this.#refuse(conn);
+  }
+
+  #refuse(conn: Deno.TcpConn): void {
+    this.stats.refusedBusy++;
+    if (this.debug) {
+      this.logger.debug("connection refused: server busy", {
+        peer: formatAddress(conn.remoteAddr),
+      });
+    }
+    // The answer fits in any socket buffer, so the write does not wait for the client.
+    conn.write(ERR_SERVER_BUSY).catch(() => {}).finally(() => {
+      closeQuietly(conn);
+      this.#descriptorFreed?.();
+    });
+  }
+
+  #serve(conn: Deno.TcpConn, service: TcpService): void {
+    const connection = new Connection(conn, this, service);
+    this.table.add(connection);
+    this.stats.connectionsOpen = this.table.size;
+    this.stats.connectionsTotal++;
+    connection.serve();
+  }
+
+  /** A connection is closed and done with (its `serve()` is ending). */
+  ended(connection: Connection, reason: CloseReason): void {
+    this.table.delete(connection);
+    this.stats.connectionsOpen = this.table.size;
+    this.#descriptorFreed?.();
+    if (this.debug) this.logger.debug("connection closed", { peer: connection.peer(), reason });
+    if (this.table.size === 0 && this.stopping.aborted) this.#drained.resolve();
+  }
+
+  /**
+   * Closes connections past their deadline, oldest first in each list, so the sweep
+   * costs what it closes: idle readers and stuck writers after the idle timeout (or
+   * sooner under pressure), slow PROXY headers, and lingering connections.
+   */
+  #sweep(): void {
+    const table = this.table;
+    table.tick();
+    const now = table.clock;
+    // Stamps lag the truth by up to one sweep: allow for that, so nothing closes early.
+    const slack = this.#sweepEveryMs;
+    const { idleTimeout, proxyHeaderTimeout } = this.#settings;
+    if (idleTimeout > 0) {
+      const deadline = now - idleTimeout * 1000 - slack;
+      const counted = (connection: Connection) => {
+        this.stats.closedIdle++;
+        if (this.debug) this.logger.debug("idle timeout", { peer: connection.peer() });
+      };
+      table.expire("reading", deadline, "idle timeout", counted);
+      table.expire("writing", deadline, "idle timeout", counted);
+    }
+    if (this.proxyProtocol) {
+      table.expire("header", now - proxyHeaderTimeout * 1000 - slack, "no PROXY header in time");
+    }
+    table.expire("lingering", now - LINGER_MS - slack, "linger done");
+    this.#eviction.relievePressure(now);
+  }
+}
