@@ -6,7 +6,12 @@ import type { Counted, Limits } from "./limits.ts";
 import type { Logger } from "../lib/log.ts";
 import { clientHost, formatAddress, writeAll } from "../lib/net.ts";
 import { ERR_TOO_MANY_CONNECTIONS, Session, type TimeAnswer } from "../protocol.ts";
-import { parseProxyHeader, type ProxiedAddress, PROXY_HEADER_MAX } from "./proxy.ts";
+import {
+  parseProxyHeader,
+  type ProxiedAddress,
+  PROXY_HEADER_MAX,
+  type ProxyHeader,
+} from "./proxy.ts";
 import type { ServerStats } from "./stats.ts";
 import type { DaytimeAnswer } from "../time/daytime.ts";
 import type { Rfc868Answer } from "../time/rfc868.ts";
@@ -80,14 +85,51 @@ const MAX_READ_SIZE = 16384;
 /** The most bytes discarded while lingering before the connection is closed anyway. */
 const LINGER_MAX_BYTES = 16 * 1024 * 1024;
 
-/** Tells whether an error is a client going away, which is an ordinary event. */
-function isDisconnect(error: unknown): boolean {
-  return error instanceof Deno.errors.ConnectionReset ||
-    error instanceof Deno.errors.BrokenPipe ||
-    error instanceof Deno.errors.ConnectionAborted ||
-    error instanceof Deno.errors.UnexpectedEof ||
-    error instanceof Deno.errors.NotConnected ||
-    error instanceof Deno.errors.Interrupted;
+/** The counter of the answers each one-answer service has sent. */
+const ANSWERED = {
+  daytime: "requestsDaytime",
+  time: "requestsRfc868",
+} as const satisfies Record<Exclude<TcpService, "jam">, keyof ServerStats>;
+
+/**
+ * Reads a PROXY header into `buffer`, grown as needed up to {@linkcode PROXY_HEADER_MAX}.
+ * Resolves with the buffer, how many bytes were read, and the header as parsed, or null
+ * when the client closed first. Waiting is bounded by the sweep.
+ */
+async function readProxyHeader(
+  conn: Deno.TcpConn,
+  buffer: Uint8Array<ArrayBuffer>,
+  stats: ServerStats,
+): Promise<{ buffer: Uint8Array<ArrayBuffer>; length: number; header: ProxyHeader | null }> {
+  let length = 0;
+  for (;;) {
+    if (length === buffer.length) {
+      const grown = new Uint8Array(Math.min(PROXY_HEADER_MAX, buffer.length * 4));
+      grown.set(buffer);
+      buffer = grown;
+    }
+    const n = await conn.read(buffer.subarray(length));
+    if (n === null) return { buffer, length, header: null };
+    stats.bytesReceived += n;
+    length += n;
+    const header = parseProxyHeader(buffer, length);
+    if (header.status !== "incomplete") return { buffer, length, header };
+  }
+}
+
+/**
+ * What an error says of a client going away, an ordinary event: `reset` (a reset or a
+ * broken pipe, counted), `eof`, `gone` (aborted, not connected, interrupted), or null when
+ * it is not a disconnection at all but a bug to log.
+ */
+function disconnectReason(error: unknown): "reset" | "eof" | "gone" | null {
+  const errors = Deno.errors;
+  if (error instanceof errors.ConnectionReset || error instanceof errors.BrokenPipe) return "reset";
+  if (error instanceof errors.UnexpectedEof) return "eof";
+  return error instanceof errors.ConnectionAborted || error instanceof errors.NotConnected ||
+      error instanceof errors.Interrupted
+    ? "gone"
+    : null;
 }
 
 /**
@@ -120,8 +162,7 @@ export class Connection implements ActivityNode, Counted {
   /** The client's address for logs: the one from the PROXY header when there is one. */
   peer(): string {
     const proxied = this.proxied;
-    if (proxied === null) return formatAddress(this.conn.remoteAddr);
-    return formatAddress({ transport: "tcp", hostname: proxied.hostname, port: proxied.port });
+    return formatAddress(proxied ? { transport: "tcp", ...proxied } : this.conn.remoteAddr);
   }
 
   /**
@@ -141,18 +182,26 @@ export class Connection implements ActivityNode, Counted {
 
   /** Reads the PROXY header, then goes on as {@linkcode #admitted}. */
   async #awaitHeader(): Promise<void> {
-    this.#host.table.enter(this, "header");
-    let carried: Uint8Array | null;
+    const host = this.#host;
+    host.table.enter(this, "header");
+    let read;
     try {
-      carried = await this.#readProxyHeader();
+      read = await readProxyHeader(this.conn, this.#buffer, host.stats);
     } catch (error) {
       return this.#end(this.#failed(error));
     }
-    if (carried === null) {
-      this.#host.stats.closedProxyHeader++;
+    const { buffer, length, header } = read;
+    this.#buffer = buffer;
+    if (header === null || header.status !== "ok") {
+      if (header?.status === "invalid" && host.debug) {
+        host.logger.debug("bad PROXY header", { peer: this.peer(), error: header.reason });
+      }
+      host.stats.closedProxyHeader++;
       return this.#end("no valid PROXY header");
     }
-    this.#admitted(carried.length > 0 ? carried : null);
+    this.proxied = header.source ?? null;
+    // What came after the header is pushed once; from then on only the socket is read.
+    this.#admitted(length > header.length ? buffer.subarray(header.length, length) : null);
   }
 
   /**
@@ -175,44 +224,40 @@ export class Connection implements ActivityNode, Counted {
       return this.#end("denied");
     }
     if (!host.limits.takeAddress(this, address)) {
-      this.#refuseForAddress();
+      host.stats.refusedPerIp++;
+      void this.#sendAndClose(ERR_TOO_MANY_CONNECTIONS, "per-client limit", { writing: false });
       return;
     }
-    if (this.service !== "jam") return void this.#answerOnce();
+    if (this.service !== "jam") {
+      const answer = this.service === "daytime" ? host.daytime : host.rfc868;
+      const counter = ANSWERED[this.service];
+      return void this.#sendAndClose(answer.current(), "answered", {
+        writing: true,
+        counted: () => host.stats[counter]++,
+      });
+    }
     host.table.enter(this, "reading");
     this.#answer(carried);
   }
 
   /**
-   * Daytime and Time: the answer at once, whatever the client sends (RFC 867 and 868
-   * ignore it), then the lingering close. The answer fits in any socket buffer.
+   * Sends one answer, then the lingering close: Daytime and Time answer at once whatever
+   * the client sends (RFC 867 and 868 ignore it), and a client past the per-address limit
+   * hears why. Either answer fits in any socket buffer. `counted` runs once it is written.
    */
-  async #answerOnce(): Promise<void> {
-    const host = this.#host;
-    const stats = host.stats;
+  async #sendAndClose(
+    bytes: Uint8Array,
+    reason: CloseReason,
+    options: { writing: boolean; counted?: () => void },
+  ): Promise<void> {
     try {
-      host.table.enter(this, "writing");
-      const answer = this.service === "daytime" ? host.daytime.current() : host.rfc868.current();
-      const written = await this.conn.write(answer);
-      if (written < answer.length) await writeAll(this.conn, answer, written);
-      stats.bytesSent += answer.length;
-      if (this.service === "daytime") stats.requestsDaytime++;
-      else stats.requestsRfc868++;
+      if (options.writing) this.#host.table.enter(this, "writing");
+      const written = await this.conn.write(bytes);
+      if (written < bytes.length) await writeAll(this.conn, bytes, written);
+      this.#host.stats.bytesSent += bytes.length;
+      options.counted?.();
       await this.#linger();
-      this.#end("answered");
-    } catch (error) {
-      this.#end(this.#failed(error));
-    }
-  }
-
-  async #refuseForAddress(): Promise<void> {
-    const stats = this.#host.stats;
-    stats.refusedPerIp++;
-    try {
-      await this.conn.write(ERR_TOO_MANY_CONNECTIONS);
-      stats.bytesSent += ERR_TOO_MANY_CONNECTIONS.length;
-      await this.#linger();
-      this.#end("per-client limit");
+      this.#end(reason);
     } catch (error) {
       this.#end(this.#failed(error));
     }
@@ -282,36 +327,6 @@ export class Connection implements ActivityNode, Counted {
   }
 
   /**
-   * Reads the PROXY header. Resolves with the bytes that came after it (possibly none),
-   * or null when the client sent no valid header. Waiting is bounded by the sweep.
-   */
-  async #readProxyHeader(): Promise<Uint8Array | null> {
-    let buffer = this.#buffer;
-    let length = 0;
-    for (;;) {
-      if (length === buffer.length) {
-        const grown = new Uint8Array(Math.min(PROXY_HEADER_MAX, buffer.length * 4));
-        grown.set(buffer);
-        this.#buffer = buffer = grown;
-      }
-      const n = await this.conn.read(buffer.subarray(length));
-      if (n === null) return null;
-      this.#host.stats.bytesReceived += n;
-      length += n;
-      const header = parseProxyHeader(buffer, length);
-      if (header.status === "incomplete") continue;
-      if (header.status === "invalid") {
-        if (this.#host.debug) {
-          this.#host.logger.debug("bad PROXY header", { peer: this.peer(), error: header.reason });
-        }
-        return null;
-      }
-      this.proxied = header.source ?? null;
-      return buffer.subarray(header.length, length);
-    }
-  }
-
-  /**
    * Sends FIN after the last answer, then reads and discards what the client still
    * sends until it closes too: closing a socket with unread input makes the kernel send
    * a reset, which can destroy answers the client has not read yet. The sweep bounds
@@ -331,12 +346,9 @@ export class Connection implements ActivityNode, Counted {
   /** Why the connection ended, from the error its loop threw. */
   #failed(error: unknown): CloseReason {
     if (this.state === "closed") return this.reason ?? "error";
-    if (isDisconnect(error)) {
-      if (error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe) {
-        this.#host.stats.closedReset++;
-      }
-      return error instanceof Deno.errors.UnexpectedEof ? "closed by client" : "reset";
-    }
+    const reason = disconnectReason(error);
+    if (reason === "reset") this.#host.stats.closedReset++;
+    if (reason !== null) return reason === "eof" ? "closed by client" : "reset";
     this.#host.logger.error("connection failed", {
       peer: this.peer(),
       error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),

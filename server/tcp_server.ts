@@ -1,6 +1,6 @@
 // The TCP side: accepting, admitting or refusing, the connection table and its sweep, and the drain.
 
-import { concernsOneConnection, shortageWarning } from "./accept_errors.ts";
+import { Acceptor } from "./accept_loop.ts";
 import type { AccessList } from "./access.ts";
 import {
   type CloseReason,
@@ -12,7 +12,7 @@ import { ConnectionTable } from "./connections.ts";
 import { Eviction } from "./eviction.ts";
 import { Limits } from "./limits.ts";
 import type { Logger } from "../lib/log.ts";
-import { clientHost, closeQuietly, delay, formatAddress } from "../lib/net.ts";
+import { clientHost, closeQuietly, formatAddress } from "../lib/net.ts";
 import { PeerEviction } from "./peers.ts";
 import { ERR_SERVER_BUSY, type TimeAnswer } from "../protocol.ts";
 import { DEFAULTS, type ServerSettings } from "./server_options.ts";
@@ -31,8 +31,6 @@ const LINGER_MS = 5000;
  * Without it a client that sends QUIT and never closes could pile up descriptors.
  */
 const LINGER_SHARE = 0.1;
-/** The shortest time between two warnings that accepting failed for want of resources. */
-const SHORTAGE_LOG_EVERY_MS = 10000;
 /** The sweep's longest period; it also ticks the coarse clock that activity is stamped with. */
 const SWEEP_MAX_MS = 250;
 /** Accepting ticks the coarse clock too, at most this often, so eviction sees fresh time. */
@@ -89,9 +87,7 @@ export class TcpServer implements ConnectionHost {
   readonly #drained = Promise.withResolvers<void>();
   readonly #sweepTimer: ReturnType<typeof setInterval>;
   readonly #sweepEveryMs: number;
-  /** Wakes an accept loop backing off for want of descriptors: a connection closed. */
-  #descriptorFreed: (() => void) | null = null;
-  #lastShortageLog = -Infinity;
+  readonly #acceptor: Acceptor;
   #drain: Promise<void> | null = null;
 
   constructor(settings: ServerSettings, context: TcpContext) {
@@ -133,6 +129,10 @@ export class TcpServer implements ConnectionHost {
     this.#peers = shared
       ? new PeerEviction(shared, this.table, () => this.#eviction.evictOldest(null))
       : null;
+    this.#acceptor = new Acceptor(this.stats, this.logger, () => ({
+      connections: this.table.size,
+      maxConnections: this.limits.max,
+    }));
     this.#peers?.answer(this.stopping);
     this.#sweepTimer = setInterval(() => this.#sweep(), this.#sweepEveryMs);
   }
@@ -140,7 +140,10 @@ export class TcpServer implements ConnectionHost {
   /** Serves `listener` until the drain: its connections speak `service`. It is closed then. */
   serve(listener: Deno.TcpListener, service: TcpService): void {
     this.#listeners.push(listener);
-    this.#accepting.push(this.#acceptLoop(listener, service));
+    this.#accepting.push(this.#acceptor.run(listener, this.stopping, (conn) => {
+      if (performance.now() - this.table.clock >= ACCEPT_TICK_MS) this.table.tick();
+      this.#admit(conn, service);
+    }));
   }
 
   /** Settles when accepting has stopped and every connection is closed. */
@@ -184,48 +187,6 @@ export class TcpServer implements ConnectionHost {
     return this.#drain;
   }
 
-  async #acceptLoop(listener: Deno.TcpListener, service: TcpService): Promise<void> {
-    const signal = this.stopping;
-    let backoff = 0;
-    while (!signal.aborted) {
-      let conn: Deno.TcpConn;
-      try {
-        conn = await listener.accept();
-        backoff = 0;
-      } catch (error) {
-        if (signal.aborted || error instanceof Deno.errors.BadResource) break;
-        if (concernsOneConnection(error)) {
-          // That connection died in the queue; the next one may be fine. Backing off
-          // here would let a storm of resets hold up everyone queued behind it.
-          this.stats.acceptAborted++;
-          continue;
-        }
-        // Out of descriptors or memory: back off, but retry as soon as a connection closes.
-        this.stats.acceptExhausted++;
-        // Log once per streak, at most every 10 s: each freed descriptor can end a streak.
-        if (backoff === 0 && performance.now() - this.#lastShortageLog >= SHORTAGE_LOG_EVERY_MS) {
-          this.#lastShortageLog = performance.now();
-          const context = { connections: this.table.size, maxConnections: this.limits.max };
-          const [msg, fields] = shortageWarning(error, context);
-          this.logger.warn(msg, fields);
-        }
-        backoff = Math.min(1000, backoff === 0 ? 5 : backoff * 2);
-        await this.#waitForDescriptor(backoff, signal);
-        continue;
-      }
-      if (performance.now() - this.table.clock >= ACCEPT_TICK_MS) this.table.tick();
-      this.#admit(conn, service);
-    }
-  }
-
-  /** Resolves after `ms`, when a connection closes, or when accepting stops. */
-  async #waitForDescriptor(ms: number, signal: AbortSignal): Promise<void> {
-    const freed = new AbortController();
-    this.#descriptorFreed = () => freed.abort();
-    await delay(ms, AbortSignal.any([signal, freed.signal]));
-    this.#descriptorFreed = null;
-  }
-
   /**
    * Counts a new connection against `maxConnections` and serves it. At the limit, the
    * connection silent the longest makes room if it has been silent long enough and the
@@ -259,7 +220,7 @@ export class TcpServer implements ConnectionHost {
     // The answer fits in any socket buffer, so the write does not wait for the client.
     conn.write(ERR_SERVER_BUSY).catch(() => {}).finally(() => {
       closeQuietly(conn);
-      this.#descriptorFreed?.();
+      this.#acceptor.freed();
     });
   }
 
@@ -275,7 +236,7 @@ export class TcpServer implements ConnectionHost {
   ended(connection: Connection, reason: CloseReason): void {
     this.table.delete(connection);
     this.stats.connectionsOpen = this.table.size;
-    this.#descriptorFreed?.();
+    this.#acceptor.freed();
     if (this.debug) this.logger.debug("connection closed", { peer: connection.peer(), reason });
     if (this.table.size === 0 && this.stopping.aborted) this.#drained.resolve();
   }
