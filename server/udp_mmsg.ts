@@ -101,6 +101,56 @@ function bindError(code: number, where: string): Error {
 }
 
 /**
+ * Opens a UDP socket bound to a literal address (`::` takes IPv4 too) and port, with
+ * kernel receive timestamps, a receive timeout and, when asked, `SO_REUSEPORT`. Resolves
+ * with its descriptor and the port it got. Throws `Deno.errors.AddrInUse` or
+ * `PermissionDenied` as `Deno.listenDatagram` would.
+ */
+function bindUdpSocket(
+  c: Libc,
+  hostname: string,
+  port: number,
+  reusePort: boolean,
+): { fd: number; port: number } {
+  const words = parseAddress(hostname);
+  if (words === null) {
+    throw new TypeError(`the batched UDP engine needs a literal address, got "${hostname}"`);
+  }
+  const family = words.length === 1 ? AF_INET : AF_INET6;
+  const fd = c.socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw new Error(`socket() failed (errno ${errno(c)})`);
+  const address = new Uint8Array(NAME_SLOT);
+  const length = writeSockaddr(address, words, port);
+  const where = `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+  // No SO_REUSEADDR: for UDP it would let `::` share a port another server holds on
+  // 127.0.0.1, splitting its traffic. Deno.listenDatagram does not set it either.
+  const ok = (family !== AF_INET6 || intOption(c, fd, IPPROTO_IPV6, IPV6_V6ONLY, 0)) &&
+    (!reusePort || intOption(c, fd, SOL_SOCKET, SO_REUSEPORT, 1)) &&
+    intOption(c, fd, SOL_SOCKET, SO_TIMESTAMPNS, 1) &&
+    c.setsockopt(
+        fd,
+        SOL_SOCKET,
+        SO_RCVTIMEO,
+        BigInt64Array.of(0n, BigInt(RECEIVE_TIMEOUT_MS * 1000)),
+        16,
+      ) === 0;
+  if (!ok) {
+    const code = errno(c);
+    c.close(fd);
+    throw new Error(`setsockopt failed on ${where} (errno ${code})`);
+  }
+  intOption(c, fd, SOL_SOCKET, SO_RCVBUF, RECEIVE_BUFFER); // a smaller buffer is fine too
+  if (c.bind(fd, address, length) !== 0) {
+    const code = errno(c);
+    c.close(fd);
+    throw bindError(code, where);
+  }
+  const nameLength = Uint32Array.of(NAME_SLOT);
+  c.getsockname(fd, address, nameLength);
+  return { fd, port: new DataView(address.buffer).getUint16(2) };
+}
+
+/**
  * A UDP socket read and written in batches of up to {@linkcode BATCH} datagrams. After
  * {@linkcode MmsgSocket.receive} resolves with `count`, datagram `i` is at
  * `data.subarray(i * RECEIVE_SLOT, i * RECEIVE_SLOT + lengths[i])`, its kernel receive
@@ -147,43 +197,9 @@ export class MmsgSocket {
    */
   constructor(hostname: string, port: number, reusePort: boolean) {
     const c = this.#c = loadLibc();
-    const words = parseAddress(hostname);
-    if (words === null) {
-      throw new TypeError(`the batched UDP engine needs a literal address, got "${hostname}"`);
-    }
-    const family = words.length === 1 ? AF_INET : AF_INET6;
-    const fd = c.socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) throw new Error(`socket() failed (errno ${errno(c)})`);
-    this.#fd = fd;
-    const address = new Uint8Array(NAME_SLOT);
-    const length = writeSockaddr(address, words, port);
-    const where = `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
-    // No SO_REUSEADDR: for UDP it would let `::` share a port another server holds on
-    // 127.0.0.1, splitting its traffic. Deno.listenDatagram does not set it either.
-    const ok = (family !== AF_INET6 || intOption(c, fd, IPPROTO_IPV6, IPV6_V6ONLY, 0)) &&
-      (!reusePort || intOption(c, fd, SOL_SOCKET, SO_REUSEPORT, 1)) &&
-      intOption(c, fd, SOL_SOCKET, SO_TIMESTAMPNS, 1) &&
-      c.setsockopt(
-          fd,
-          SOL_SOCKET,
-          SO_RCVTIMEO,
-          BigInt64Array.of(0n, BigInt(RECEIVE_TIMEOUT_MS * 1000)),
-          16,
-        ) === 0;
-    if (!ok) {
-      const code = errno(c);
-      c.close(fd);
-      throw new Error(`setsockopt failed on ${where} (errno ${code})`);
-    }
-    intOption(c, fd, SOL_SOCKET, SO_RCVBUF, RECEIVE_BUFFER); // a smaller buffer is fine too
-    if (c.bind(fd, address, length) !== 0) {
-      const code = errno(c);
-      c.close(fd);
-      throw bindError(code, where);
-    }
-    const nameLength = Uint32Array.of(NAME_SLOT);
-    c.getsockname(fd, address, nameLength);
-    this.port = new DataView(address.buffer).getUint16(2);
+    const bound = bindUdpSocket(c, hostname, port, reusePort);
+    this.#fd = bound.fd;
+    this.port = bound.port;
 
     const address64 = (bytes: ArrayBufferView, offset: number) => addressOf(c, bytes) + offset;
     /** Writes a 64-bit address as two 32-bit halves, little-endian. */
