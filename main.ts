@@ -137,6 +137,40 @@ const FLAGS = {
   version: { type: "boolean", short: "V" },
 } as const;
 
+/** The flags that take one value (not a switch, not repeatable). */
+type ValueFlag = {
+  [K in keyof typeof FLAGS]: (typeof FLAGS)[K] extends { type: "string"; multiple: true } ? never
+    : (typeof FLAGS)[K] extends { type: "string" } ? K
+    : never;
+}[keyof typeof FLAGS];
+
+/** The server options that are numbers, each read once from its flag. */
+type NumericOption = {
+  [K in keyof ServerOptions]-?: ServerOptions[K] extends number | null | undefined ? K : never;
+}[keyof ServerOptions];
+
+/**
+ * The numeric flags read the same way: a whole number within `range`, or `seconds`, a
+ * number of seconds from 0 to a day. The rate limit's own flags are read with it.
+ */
+const NUMERIC_FLAGS: readonly {
+  flag: ValueFlag;
+  option: NumericOption;
+  range: readonly [min: number, max: number] | "seconds";
+}[] = [
+  { flag: "port", option: "port", range: [0, 65535] },
+  { flag: "max-line", option: "maxLine", range: [1, 1048576] },
+  { flag: "idle-timeout", option: "idleTimeout", range: "seconds" },
+  { flag: "max-connections", option: "maxConnections", range: [1, 10_000_000] },
+  { flag: "evict-after", option: "evictAfter", range: "seconds" },
+  { flag: "shutdown-timeout", option: "shutdownTimeout", range: "seconds" },
+  { flag: "max-connections-per-ip", option: "maxConnectionsPerIp", range: [0, 10_000_000] },
+  { flag: "daytime-port", option: "daytimePort", range: [0, 65535] },
+  { flag: "time-port", option: "timePort", range: [0, 65535] },
+  { flag: "ntp-port", option: "ntpPort", range: [0, 65535] },
+  { flag: "ntp-stratum", option: "ntpStratum", range: [1, 15] },
+];
+
 /** What the command line checks of the machine; tests pass their own. */
 export interface Platform {
   readonly os: string;
@@ -242,8 +276,14 @@ export function parseCommandLine(
     if (values.host === "") throw new UsageError("--host must not be empty");
     options.hostname = values.host;
   }
-  if (values.port !== undefined) options.port = UsageError.integer("--port", values.port, 0, 65535);
-  else if (env.PORT !== undefined && env.PORT !== "") {
+  for (const { flag, option, range } of NUMERIC_FLAGS) {
+    const text = values[flag];
+    if (text === undefined) continue;
+    options[option] = range === "seconds"
+      ? UsageError.seconds(`--${flag}`, text)
+      : UsageError.integer(`--${flag}`, text, range[0], range[1]);
+  }
+  if (values.port === undefined && env.PORT !== undefined && env.PORT !== "") {
     options.port = UsageError.integer("PORT (environment)", env.PORT, 0, 65535);
   }
   if (values.tz !== undefined) {
@@ -253,34 +293,6 @@ export function parseCommandLine(
       );
     }
     options.timeZone = values.tz;
-  }
-  if (values["max-line"] !== undefined) {
-    options.maxLine = UsageError.integer("--max-line", values["max-line"], 1, 1048576);
-  }
-  if (values["idle-timeout"] !== undefined) {
-    options.idleTimeout = UsageError.seconds("--idle-timeout", values["idle-timeout"]);
-  }
-  if (values["max-connections"] !== undefined) {
-    options.maxConnections = UsageError.integer(
-      "--max-connections",
-      values["max-connections"],
-      1,
-      10000000,
-    );
-  }
-  if (values["evict-after"] !== undefined) {
-    options.evictAfter = UsageError.seconds("--evict-after", values["evict-after"]);
-  }
-  if (values["shutdown-timeout"] !== undefined) {
-    options.shutdownTimeout = UsageError.seconds("--shutdown-timeout", values["shutdown-timeout"]);
-  }
-  if (values["max-connections-per-ip"] !== undefined) {
-    options.maxConnectionsPerIp = UsageError.integer(
-      "--max-connections-per-ip",
-      values["max-connections-per-ip"],
-      0,
-      10000000,
-    );
   }
   if (values["proxy-protocol"]) options.proxyProtocol = true;
   parseTimeProtocolFlags(values, options, platform);
@@ -326,14 +338,6 @@ function parseTimeProtocolFlags(
   platform: Platform,
 ): void {
   const text = (name: keyof typeof FLAGS) => values[name] as string | undefined;
-  const ports = { "daytime-port": "daytimePort", "time-port": "timePort", "ntp-port": "ntpPort" };
-  for (const [flag, option] of Object.entries(ports) as [keyof typeof ports, "ntpPort"][]) {
-    const value = text(flag);
-    if (value !== undefined) options[option] = UsageError.integer(`--${flag}`, value, 0, 65535);
-  }
-  if (text("ntp-stratum") !== undefined) {
-    options.ntpStratum = UsageError.integer("--ntp-stratum", text("ntp-stratum")!, 1, 15);
-  }
   const missing = () => platform.libcMissing !== undefined ? platform.libcMissing : libcMissing();
   if (text("ntp-clock") !== undefined) {
     options.ntpClock = UsageError.oneOf("--ntp-clock", text("ntp-clock")!, NTP_CLOCKS);
