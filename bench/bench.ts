@@ -163,6 +163,115 @@ function scrapeEverySecond(port: number): AbortController {
   return controller;
 }
 
+/**
+ * The load generator's command line for one scenario against `port`: the C one from
+ * `options.loadgen`, or bench/loadgen.ts. Both read the server's RSS through its pid.
+ */
+function loadgenCommand(
+  scenario: string,
+  port: number,
+  serverPid: number,
+  options: Record<string, number | string | undefined>,
+): string[] {
+  const loadgenPath = options.loadgen as string | undefined;
+  const idleCount = Number(options.idleConnections);
+  // One loopback address gives ~28,000 client ports; spread larger loads over more.
+  const addresses = Math.max(1, Math.ceil(idleCount / 25000));
+  return loadgenPath
+    ? cLoadgenCommand(loadgenPath, scenario, port, serverPid, options)
+    : tsLoadgenCommand(scenario, port, serverPid, options, addresses);
+}
+
+/** The C load generator's command line (shared/bench/loadgen.c, `-m`, `-c`, `-d`, `-s`). */
+function cLoadgenCommand(
+  loadgenPath: string,
+  scenario: string,
+  port: number,
+  serverPid: number,
+  options: Record<string, number | string | undefined>,
+): string[] {
+  const idleCount = Number(options.idleConnections);
+  const modes: Record<string, string[]> = {
+    rr: [
+      "-m",
+      "rr",
+      "-c",
+      String(options.connections),
+      "-d",
+      "1",
+      "-s",
+      String(options.duration),
+    ],
+    pipeline: [
+      "-m",
+      "rr",
+      "-c",
+      String(options.connections),
+      "-d",
+      String(options.pipeline),
+      "-s",
+      String(options.duration),
+    ],
+    churn: ["-m", "connect", "-c", String(options.connections), "-s", String(options.duration)],
+    idle: ["-m", "idle", "-c", String(idleCount), "-s", "2"],
+  };
+  return [
+    loadgenPath,
+    "-h",
+    "127.0.0.1",
+    "-p",
+    String(port),
+    "-P",
+    String(serverPid),
+    ...modes[scenario],
+  ];
+}
+
+/** bench/loadgen.ts's command line, spread over `addresses` loopback addresses for `idle`. */
+function tsLoadgenCommand(
+  scenario: string,
+  port: number,
+  serverPid: number,
+  options: Record<string, number | string | undefined>,
+  addresses: number,
+): string[] {
+  const idleCount = Number(options.idleConnections);
+  const modes: Record<string, string[]> = {
+    rr: ["--mode", "rr", "--connections", String(options.connections), "--depth", "1"],
+    pipeline: [
+      "--mode",
+      "rr",
+      "--connections",
+      String(options.connections),
+      "--depth",
+      String(options.pipeline),
+    ],
+    churn: ["--mode", "churn", "--connections", String(options.connections)],
+    idle: [
+      "--mode",
+      "idle",
+      "--connections",
+      String(idleCount),
+      "--addresses",
+      String(addresses),
+    ],
+  };
+  return [
+    Deno.execPath(),
+    "run",
+    "--allow-net",
+    "--allow-run=ps",
+    loadgenModule,
+    "--port",
+    String(port),
+    "--duration",
+    String(options.duration),
+    "--server-pid",
+    String(serverPid),
+    ...modes[scenario],
+  ];
+}
+
 async function runScenario(
   scenario: string,
   server: Server,
@@ -182,81 +291,7 @@ async function runScenario(
   const child = await startServer(serverArgv, port);
   try {
     const loadgenPath = options.loadgen as string | undefined;
-    const idleCount = Number(options.idleConnections);
-    // One loopback address gives ~28,000 client ports; spread larger loads over more.
-    const addresses = Math.max(1, Math.ceil(idleCount / 25000));
-    let argv: string[];
-    if (loadgenPath) {
-      const modes: Record<string, string[]> = {
-        rr: [
-          "-m",
-          "rr",
-          "-c",
-          String(options.connections),
-          "-d",
-          "1",
-          "-s",
-          String(options.duration),
-        ],
-        pipeline: [
-          "-m",
-          "rr",
-          "-c",
-          String(options.connections),
-          "-d",
-          String(options.pipeline),
-          "-s",
-          String(options.duration),
-        ],
-        churn: ["-m", "connect", "-c", String(options.connections), "-s", String(options.duration)],
-        idle: ["-m", "idle", "-c", String(idleCount), "-s", "2"],
-      };
-      argv = [
-        loadgenPath,
-        "-h",
-        "127.0.0.1",
-        "-p",
-        String(port),
-        "-P",
-        String(child.pid),
-        ...modes[scenario],
-      ];
-    } else {
-      const modes: Record<string, string[]> = {
-        rr: ["--mode", "rr", "--connections", String(options.connections), "--depth", "1"],
-        pipeline: [
-          "--mode",
-          "rr",
-          "--connections",
-          String(options.connections),
-          "--depth",
-          String(options.pipeline),
-        ],
-        churn: ["--mode", "churn", "--connections", String(options.connections)],
-        idle: [
-          "--mode",
-          "idle",
-          "--connections",
-          String(idleCount),
-          "--addresses",
-          String(addresses),
-        ],
-      };
-      argv = [
-        Deno.execPath(),
-        "run",
-        "--allow-net",
-        "--allow-run=ps",
-        loadgenModule,
-        "--port",
-        String(port),
-        "--duration",
-        String(options.duration),
-        "--server-pid",
-        String(child.pid),
-        ...modes[scenario],
-      ];
-    }
+    let argv = loadgenCommand(scenario, port, child.pid, options);
     if (pin) argv = ["taskset", "-c", "1", ...argv];
     const output = await new Deno.Command(argv[0], { args: argv.slice(1), stdin: "null" }).output();
     const text = new TextDecoder().decode(output.stdout).trim().split("\n").pop() ?? "";
