@@ -135,6 +135,10 @@ function parseCLoadgen(line: string): LoadResult {
       rssAfterKiB: number("rss_after_kb"),
     };
   }
+  // srv_cpu is the server's CPU in cores over the window: per request, in µs.
+  const cpu = fields.srv_cpu === undefined || number("rps") === 0
+    ? undefined
+    : Math.round(number("srv_cpu") / number("rps") * 1e8) / 100;
   return {
     mode: fields.mode,
     completed: number("reqs"),
@@ -143,6 +147,7 @@ function parseCLoadgen(line: string): LoadResult {
     p99: number("p99_us"),
     p999: number("p999_us"),
     errors,
+    serverCpuUsPerRequest: cpu,
   };
 }
 
@@ -328,7 +333,7 @@ function table(rows: Row[], baseline: string | undefined): string {
     "p50 µs",
     "p99 µs",
     "p99.9 µs",
-    "memory",
+    "memory, or CPU",
     "errors",
     "status",
   ]];
@@ -351,6 +356,8 @@ function table(rows: Row[], baseline: string | undefined): string {
     } else {
       rate = `${format(m.rate)} ${row.scenario === "churn" ? "conn/s" : "req/s"}`;
       if (base && base !== row) ratio = `×${format(m.rate / base.median.rate, 2)}`;
+      const cpu = m.serverCpuUsPerRequest;
+      if (cpu !== undefined) memory = `server CPU ${format(cpu, 2)} µs per request`;
     }
     lines.push([
       row.scenario,

@@ -24,6 +24,8 @@ export interface LoadResult {
   rssBeforeKiB?: number;
   rssLoadedKiB?: number;
   rssAfterKiB?: number;
+  /** The server's CPU time per request (per cycle for churn), µs: from the C load generator's `srv_cpu`. */
+  serverCpuUsPerRequest?: number;
 }
 
 const encoder = new TextEncoder();

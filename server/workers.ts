@@ -7,12 +7,13 @@ import type { ServicePorts } from "./server_options.ts";
 import { type ServerStats, sumStats } from "./stats.ts";
 
 /**
- * Server options that can cross to a Worker: all but the logger and the clock, which
- * cannot be sent, and the shared counter and `reusePort`, which the pool sets itself.
+ * Server options that can cross to a Worker: all but the logger and the clocks (the
+ * answers', SNTP's and the kernel's reader), which are functions and cannot be sent, and
+ * the shared counter and `reusePort`, which the pool sets itself.
  */
 export type WorkerServerOptions = Omit<
   ServerOptions,
-  "logger" | "now" | "sharedConnections" | "reusePort"
+  "logger" | "now" | "clock" | "kernelClock" | "sharedConnections" | "reusePort"
 >;
 
 /** Messages from the pool to a worker; `request` is echoed in the reply. */
