@@ -116,6 +116,35 @@ export function listenUdp(
 }
 
 /**
+ * One received datagram as {@linkcode Responder.respond} reads it: a record each socket
+ * fills in again for every datagram, so that nothing is allocated per datagram.
+ */
+export interface Datagram {
+  /** The buffer the datagram is in: `length` bytes from `at`. */
+  data: Uint8Array;
+  at: number;
+  length: number;
+  /** The client's address, or null when no rule needs it; and its port. */
+  peer: string | null;
+  peerPort: number;
+  /** When it was received, ms since the epoch. */
+  receivedAt: number;
+}
+
+/** Daytime's and Time's counters: answered, dropped unanswered, over the rate limit. */
+const ONE_ANSWER_COUNTERS = {
+  daytime: {
+    answered: "requestsDaytime",
+    dropped: "droppedDaytime",
+    limited: "rateLimitedDaytime",
+  },
+  time: { answered: "requestsRfc868", dropped: "droppedRfc868", limited: "rateLimitedRfc868" },
+} as const satisfies Record<
+  Exclude<UdpProtocol, "ntp">,
+  Record<"answered" | "dropped" | "limited", keyof ServerStats>
+>;
+
+/**
  * What a time server answers to one datagram, without the I/O: shared by both UDP
  * engines. Each datagram is checked against the access list, then (NTP) for being a
  * client request, then against the rate limit. Daytime and Time answer any datagram, as
@@ -126,92 +155,96 @@ export function listenUdp(
  */
 export class Responder {
   readonly #host: UdpHost;
+  readonly #protocol: UdpProtocol;
   /** Whether {@linkcode respond} needs the client's address (access lists or rate limit). */
   readonly needsPeer: boolean;
   /** Whether the last reply written was an NTP reply that wants its transmit timestamp. */
   stamp = false;
 
-  constructor(host: UdpHost) {
+  constructor(host: UdpHost, protocol: UdpProtocol) {
     this.#host = host;
+    this.#protocol = protocol;
     this.needsPeer = !host.access.open || host.limiter !== null;
   }
 
   /**
-   * Writes the reply to one datagram (`length` bytes of `data` from `dataAt`, sent from
-   * `peerPort` of `peer`, which is null when no rule needs it) into `reply`
-   * at `at`; returns its length, 0 for none. Offsets rather than views: nothing is
-   * allocated per datagram. For an NTP reply (then {@linkcode stamp} is true) the transmit
-   * timestamp is left for the caller, to be read as late as possible: see
-   * {@linkcode stampTransmit}.
+   * Writes the reply to one datagram into `reply` at `at`; returns its length, 0 for
+   * none. Offsets rather than views: nothing is allocated per datagram. For an NTP reply
+   * (then {@linkcode stamp} is true) the transmit timestamp is left for the caller, to be
+   * read as late as possible: see {@linkcode stampTransmit}.
    */
-  respond(
-    protocol: UdpProtocol,
-    data: Uint8Array,
-    dataAt: number,
-    length: number,
-    peer: string | null,
-    peerPort: number,
-    receivedAt: number,
+  respond(datagram: Readonly<Datagram>, reply: Uint8Array, at: number): number {
+    this.stamp = false;
+    const protocol = this.#protocol;
+    return protocol === "ntp"
+      ? this.#ntp(datagram, reply, at)
+      : this.#oneAnswer(protocol, datagram, reply, at);
+  }
+
+  #ntp(datagram: Readonly<Datagram>, reply: Uint8Array, at: number): number {
+    const { stats, access, limiter } = this.#host;
+    const { data, at: dataAt, peer } = datagram;
+    if (peer !== null && !access.allows(peer)) {
+      stats.droppedNtp++;
+      return 0;
+    }
+    const kind = checkNtpRequest(data, datagram.length, dataAt);
+    if (kind !== NtpRequest.CLIENT) {
+      stats.droppedNtp++;
+      if (kind === NtpRequest.CONTROL) stats.droppedNtpControl++;
+      return 0;
+    }
+    if (limiter !== null) {
+      const verdict = limiter.check(clientHost(peer!));
+      stats.clientsTracked = limiter.size;
+      if (verdict === RateVerdict.DROP) {
+        stats.rateLimitedNtp++;
+        return 0;
+      }
+      if (verdict === RateVerdict.KISS) {
+        stats.rateLimitedNtp++;
+        stats.kissOfDeathSent++;
+        writeKissOfDeath(data, reply, KISS_RATE, dataAt, at);
+        return NTP_PACKET_LENGTH;
+      }
+    }
+    const receivedAt = datagram.receivedAt;
+    writeNtpReply(data, reply, receivedAt, receivedAt, this.#host.ntpTime.info, dataAt, at);
+    stats.requestsNtp++;
+    this.stamp = true;
+    return NTP_PACKET_LENGTH;
+  }
+
+  /** Daytime and Time: the answer to any datagram from a client, within the limits. */
+  #oneAnswer(
+    protocol: Exclude<UdpProtocol, "ntp">,
+    datagram: Readonly<Datagram>,
     reply: Uint8Array,
     at: number,
   ): number {
     const { stats, access, limiter } = this.#host;
-    this.stamp = false;
-    if (protocol === "ntp") {
-      if (peer !== null && !access.allows(peer)) {
-        stats.droppedNtp++;
-        return 0;
-      }
-      const kind = checkNtpRequest(data, length, dataAt);
-      if (kind !== NtpRequest.CLIENT) {
-        stats.droppedNtp++;
-        if (kind === NtpRequest.CONTROL) stats.droppedNtpControl++;
-        return 0;
-      }
-      if (limiter !== null) {
-        const verdict = limiter.check(clientHost(peer!));
-        stats.clientsTracked = limiter.size;
-        if (verdict === RateVerdict.DROP) {
-          stats.rateLimitedNtp++;
-          return 0;
-        }
-        if (verdict === RateVerdict.KISS) {
-          stats.rateLimitedNtp++;
-          stats.kissOfDeathSent++;
-          writeKissOfDeath(data, reply, KISS_RATE, dataAt, at);
-          return NTP_PACKET_LENGTH;
-        }
-      }
-      writeNtpReply(data, reply, receivedAt, receivedAt, this.#host.ntpTime.info, dataAt, at);
-      stats.requestsNtp++;
-      this.stamp = true;
-      return NTP_PACKET_LENGTH;
-    }
-    const daytime = protocol === "daytime";
-    if (fromServicePort(peerPort, this.#host.ports)) {
-      if (daytime) stats.droppedDaytime++;
-      else stats.droppedRfc868++;
+    const counters = ONE_ANSWER_COUNTERS[protocol];
+    const peer = datagram.peer;
+    if (fromServicePort(datagram.peerPort, this.#host.ports)) {
+      stats[counters.dropped]++;
       stats.droppedLoop++;
       return 0;
     }
     if (peer !== null && !access.allows(peer)) {
-      if (daytime) stats.droppedDaytime++;
-      else stats.droppedRfc868++;
+      stats[counters.dropped]++;
       return 0;
     }
     if (limiter !== null) {
       const verdict = limiter.check(clientHost(peer!));
       stats.clientsTracked = limiter.size;
       if (verdict >= RateVerdict.KISS) {
-        if (daytime) stats.rateLimitedDaytime++;
-        else stats.rateLimitedRfc868++;
+        stats[counters.limited]++;
         return 0;
       }
     }
-    const answer = daytime ? this.#host.daytime.current() : this.#host.rfc868.current();
+    const answer = (protocol === "daytime" ? this.#host.daytime : this.#host.rfc868).current();
     reply.set(answer, at);
-    if (daytime) stats.requestsDaytime++;
-    else stats.requestsRfc868++;
+    stats[counters.answered]++;
     return answer.length;
   }
 }
@@ -246,7 +279,7 @@ export class UdpService implements UdpListener {
     this.protocol = protocol;
     this.socket = socket;
     this.#host = host;
-    this.#responder = new Responder(host);
+    this.#responder = new Responder(host, protocol);
     this.done = this.#serve();
   }
 
@@ -266,6 +299,14 @@ export class UdpService implements UdpListener {
     const socket = this.socket;
     const buffer = new Uint8Array(RECEIVE_SIZE);
     const reply = new Uint8Array(REPLY_SIZE);
+    const datagram: Datagram = {
+      data: buffer,
+      at: 0,
+      length: 0,
+      peer: null,
+      peerPort: 0,
+      receivedAt: 0,
+    };
     for (;;) {
       let length: number;
       let from: Deno.NetAddr;
@@ -278,19 +319,11 @@ export class UdpService implements UdpListener {
         failed(this.#host, protocol, error);
         continue;
       }
-      const receivedAt = clock.now();
-      const peer = responder.needsPeer ? from.hostname : null;
-      const size = responder.respond(
-        protocol,
-        buffer,
-        0,
-        length,
-        peer,
-        from.port,
-        receivedAt,
-        reply,
-        0,
-      );
+      datagram.receivedAt = clock.now();
+      datagram.length = length;
+      datagram.peer = responder.needsPeer ? from.hostname : null;
+      datagram.peerPort = from.port;
+      const size = responder.respond(datagram, reply, 0);
       if (size === 0) continue;
       if (responder.stamp) stampTransmit(reply, 0, clock.now());
       try {
@@ -320,7 +353,7 @@ export class MmsgService implements UdpListener {
     this.protocol = protocol;
     this.#socket = socket;
     this.#host = host;
-    this.#responder = new Responder(host);
+    this.#responder = new Responder(host, protocol);
     this.done = this.#serve();
   }
 
@@ -337,29 +370,23 @@ export class MmsgService implements UdpListener {
     const { stats } = this.#host;
     const clock = this.#host.ntpTime.clock;
     const responder = this.#responder;
-    const protocol = this.protocol;
     const { data, replies, lengths } = socket;
     // An injected clock (tests) replaces the kernel's timestamps too.
     const kernelTime = this.#host.ntpTime.isSystemClock;
     const stamped = new Uint8Array(BATCH);
+    const datagram: Datagram = { data, at: 0, length: 0, peer: null, peerPort: 0, receivedAt: 0 };
     for (;;) {
       const count = await socket.receive();
       if (count === 0) return;
       for (let i = 0; i < count; i++) {
         let receivedAt = kernelTime ? socket.receivedAt(i) : NaN;
         if (Number.isNaN(receivedAt)) receivedAt = clock.now();
-        const peer = responder.needsPeer ? socket.peer(i) : null;
-        const length = responder.respond(
-          protocol,
-          data,
-          i * RECEIVE_SLOT,
-          lengths[i],
-          peer,
-          socket.peerPort(i),
-          receivedAt,
-          replies,
-          i * REPLY_SLOT,
-        );
+        datagram.receivedAt = receivedAt;
+        datagram.at = i * RECEIVE_SLOT;
+        datagram.length = lengths[i];
+        datagram.peer = responder.needsPeer ? socket.peer(i) : null;
+        datagram.peerPort = socket.peerPort(i);
+        const length = responder.respond(datagram, replies, i * REPLY_SLOT);
         if (length === 0) continue;
         stamped[socket.queued] = responder.stamp ? 1 : 0;
         socket.queue(i, length);
