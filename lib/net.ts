@@ -138,3 +138,56 @@ export function closeQuietly(closable: { close(): void }): void {
     // Already closed.
   }
 }
+
+function parseIPv4(text: string): number | null {
+  const parts = text.split(".");
+  if (parts.length !== 4) return null;
+  let value = 0;
+  for (const part of parts) {
+    if (!/^\d{1,3}$/.test(part) || Number(part) > 255) return null;
+    value = value * 256 + Number(part);
+  }
+  return value;
+}
+
+/**
+ * Parses an IPv4 or IPv6 address into 32-bit words: one for IPv4, four for IPv6.
+ * IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) come back as IPv4, so one rule covers
+ * both ways a dual-stack socket may report a client. Null when it is not an address.
+ */
+export function parseAddress(text: string): Uint32Array | null {
+  const zone = text.indexOf("%");
+  if (zone >= 0) text = text.slice(0, zone);
+  if (!text.includes(":")) {
+    const v4 = parseIPv4(text);
+    return v4 === null ? null : Uint32Array.of(v4);
+  }
+  const groups: number[] = [];
+  const halves = text.split("::");
+  if (halves.length > 2) return null;
+  const parseHalf = (half: string): number[] | null => {
+    if (half === "") return [];
+    const out: number[] = [];
+    const pieces = half.split(":");
+    for (let i = 0; i < pieces.length; i++) {
+      const piece = pieces[i];
+      if (i === pieces.length - 1 && piece.includes(".")) {
+        const v4 = parseIPv4(piece);
+        if (v4 === null) return null;
+        out.push(v4 >>> 16, v4 & 0xffff);
+      } else if (/^[0-9a-fA-F]{1,4}$/.test(piece)) out.push(parseInt(piece, 16));
+      else return null;
+    }
+    return out;
+  };
+  const head = parseHalf(halves[0]);
+  const tail = halves.length === 2 ? parseHalf(halves[1]) : [];
+  if (head === null || tail === null) return null;
+  if (halves.length === 1 && head.length !== 8) return null;
+  if (halves.length === 2 && head.length + tail.length > 7) return null;
+  groups.push(...head, ...new Array(8 - head.length - tail.length).fill(0), ...tail);
+  const words = new Uint32Array(4);
+  for (let i = 0; i < 4; i++) words[i] = ((groups[2 * i] << 16) | groups[2 * i + 1]) >>> 0;
+  if (words[0] === 0 && words[1] === 0 && words[2] === 0xffff) return Uint32Array.of(words[3]);
+  return words;
+}

@@ -1,7 +1,8 @@
 // Unit tests of the allow and deny lists.
 
 import assert from "node:assert/strict";
-import { AccessList, parseAddress, parseCidr } from "./access.ts";
+import { AccessList, parseCidr } from "./access.ts";
+import { parseAddress } from "../lib/net.ts";
 
 Deno.test("addresses parse in every form a socket reports them", () => {
   assert.deepEqual([...parseAddress("192.0.2.1")!], [0xc0000201]);

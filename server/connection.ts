@@ -66,9 +66,12 @@ export interface ConnectionHost {
   readonly logger: Logger;
   /** Whether debug events are logged, read once. */
   readonly debug: boolean;
-  readonly time: TimeAnswer;
-  readonly daytime: DaytimeAnswer;
-  readonly rfc868: Rfc868Answer;
+  /** The line protocol's `JAM hh:mm:ss` answer. */
+  readonly jamAnswer: TimeAnswer;
+  /** Daytime's ctime line (RFC 867). */
+  readonly daytimeAnswer: DaytimeAnswer;
+  /** Time's 32-bit seconds since 1900 (RFC 868). */
+  readonly rfc868Answer: Rfc868Answer;
   readonly access: AccessList;
   readonly maxLine: number;
   readonly proxyProtocol: boolean;
@@ -229,7 +232,7 @@ export class Connection implements ActivityNode, Counted {
       return;
     }
     if (this.service !== "jam") {
-      const answer = this.service === "daytime" ? host.daytime : host.rfc868;
+      const answer = this.service === "daytime" ? host.daytimeAnswer : host.rfc868Answer;
       const counter = ANSWERED[this.service];
       return void this.#sendAndClose(answer.current(), "answered", {
         writing: true,
@@ -279,7 +282,7 @@ export class Connection implements ActivityNode, Counted {
       const { table, stats, stopping } = this.#host;
       const conn = this.conn;
       const session = new Session({
-        time: this.#host.time,
+        time: this.#host.jamAnswer,
         maxLine: this.#host.maxLine,
         counts: stats,
       });

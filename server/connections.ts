@@ -36,8 +36,8 @@ export class ConnectionTable {
     this.#evictAfterMs = options.evictAfterMs;
   }
 
-  /** The coarse clock: `performance.now()` as of the last tick. */
-  get clock(): number {
+  /** The coarse activity clock: `performance.now()` as of the last tick. */
+  get coarseNow(): number {
     return this.#clock;
   }
 

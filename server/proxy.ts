@@ -1,5 +1,7 @@
 // The HAProxy PROXY protocol header (v1 text and v2 binary), parsed from bytes without I/O.
 
+import { parseAddress } from "../lib/net.ts";
+
 /** The most bytes a PROXY header may take here; a longer one is refused, so waiting for it is bounded. */
 export const PROXY_HEADER_MAX = 1024;
 
@@ -151,23 +153,20 @@ function parsePort(text: string): number | null {
   return port <= 65535 ? port : null;
 }
 
+/**
+ * A PROXY v1 IPv4 address: a plain dotted quad, without the leading zeros that some
+ * parsers read as octal, and without a zone.
+ */
 function isIPv4(text: string): boolean {
-  const parts = text.split(".");
-  return parts.length === 4 &&
-    parts.every((part) => /^(0|[1-9]\d{0,2})$/.test(part) && Number(part) <= 255);
+  return !text.includes(":") && !text.includes("%") && !/(^|\.)0\d/.test(text) &&
+    parseAddress(text) !== null;
 }
 
+/** A PROXY v1 IPv6 address: at most 45 characters, no zone, an embedded IPv4 as above. */
 function isIPv6(text: string): boolean {
-  if (!/^[0-9a-fA-F:.]{2,45}$/.test(text)) return false;
-  const halves = text.split("::");
-  if (halves.length > 2) return false;
-  const groups = halves.flatMap((half) => (half === "" ? [] : half.split(":")));
-  const last = groups[groups.length - 1] ?? "";
-  const words = groups.length + (last.includes(".") ? 1 : 0);
-  const wellFormed = groups.every((group, i) =>
-    /^[0-9a-fA-F]{1,4}$/.test(group) || (i === groups.length - 1 && isIPv4(group))
-  );
-  return wellFormed && (halves.length === 2 ? words < 8 : words === 8);
+  if (!text.includes(":") || text.includes("%") || text.length > 45) return false;
+  const last = text.slice(text.lastIndexOf(":") + 1);
+  return (!last.includes(".") || isIPv4(last)) && parseAddress(text) !== null;
 }
 
 /** Formats 16 bytes as IPv6 text with the longest run of zero groups compressed. */

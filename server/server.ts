@@ -150,14 +150,14 @@ class Server implements TimeServer {
     const settings = this.#settings = resolveServerOptions(options);
     const logger = this.#logger = options.logger ?? createLogger({ level: "warn" });
     const { timeZone, now } = options;
-    const daytime = new DaytimeAnswer({ timeZone, now });
-    const rfc868 = new Rfc868Answer(now);
+    const daytimeAnswer = new DaytimeAnswer({ timeZone, now });
+    const rfc868Answer = new Rfc868Answer(now);
     const access = AccessList.parse(settings.allow, settings.deny);
     this.#timeSource = new TimeSource({
       ntp: settings.ntpPort !== null,
       stratum: settings.ntpStratum,
       source: settings.ntpClock,
-      clock: options.clock,
+      clock: options.preciseClock,
       now,
       kernelClock: options.kernelClock,
       logger,
@@ -174,17 +174,17 @@ class Server implements TimeServer {
         kissOfDeath: settings.kissOfDeath,
         maxClients: settings.maxClients,
       }),
-      daytime,
-      rfc868,
+      daytimeAnswer,
+      rfc868Answer,
       ntpTime: this.#timeSource,
       ports: this.ports,
     };
     this.#tcp = new TcpServer(settings, {
       stats: this.stats,
       logger,
-      time: new TimeAnswer({ timeZone, now }),
-      daytime,
-      rfc868,
+      jamAnswer: new TimeAnswer({ timeZone, now }),
+      daytimeAnswer,
+      rfc868Answer,
       access,
       sharedConnections: options.sharedConnections,
     });

@@ -169,10 +169,11 @@ export interface ServerOptions {
    */
   udpEngine?: "auto" | "deno" | "mmsg";
   /**
-   * The clock NTP timestamps come from, ms since the epoch with sub-ms resolution.
+   * The precise clock SNTP timestamps come from, ms since the epoch with sub-ms resolution
+   * (tests); not the answers' clock, `now`.
    * @default {a PreciseClock: the system clock, calibrated against performance.now()}
    */
-  clock?: { now(): number };
+  preciseClock?: { now(): number };
   /**
    * Where `ntpClock: "kernel"` reads the kernel's synchronisation state; null when it
    * cannot (no libc), and throws when the kernel refuses (see `readKernelClock` in `udp_mmsg.ts`).
@@ -198,7 +199,7 @@ type OptionalOnly =
   | "sharedConnections"
   | "logger"
   | "now"
-  | "clock"
+  | "preciseClock"
   | "kernelClock";
 
 /** The defaults of {@linkcode ServerOptions}; the command line's help shows these too. */

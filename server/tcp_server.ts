@@ -56,7 +56,10 @@ function sweepPeriod(settings: ServerSettings): number {
  * is served (as its connections see them), and with workers the count all of them share.
  */
 export type TcpContext =
-  & Pick<ConnectionHost, "stats" | "logger" | "time" | "daytime" | "rfc868" | "access">
+  & Pick<
+    ConnectionHost,
+    "stats" | "logger" | "jamAnswer" | "daytimeAnswer" | "rfc868Answer" | "access"
+  >
   & { readonly sharedConnections?: Int32Array };
 
 /**
@@ -69,9 +72,9 @@ export class TcpServer implements ConnectionHost {
   readonly stats: ServerStats;
   readonly logger: Logger;
   readonly debug: boolean;
-  readonly time: TimeAnswer;
-  readonly daytime: DaytimeAnswer;
-  readonly rfc868: Rfc868Answer;
+  readonly jamAnswer: TimeAnswer;
+  readonly daytimeAnswer: DaytimeAnswer;
+  readonly rfc868Answer: Rfc868Answer;
   readonly access: AccessList;
   readonly maxLine: number;
   readonly proxyProtocol: boolean;
@@ -95,9 +98,9 @@ export class TcpServer implements ConnectionHost {
     ({
       stats: this.stats,
       logger: this.logger,
-      time: this.time,
-      daytime: this.daytime,
-      rfc868: this.rfc868,
+      jamAnswer: this.jamAnswer,
+      daytimeAnswer: this.daytimeAnswer,
+      rfc868Answer: this.rfc868Answer,
       access: this.access,
     } = context);
     this.debug = this.logger.enabled("debug");
@@ -141,7 +144,7 @@ export class TcpServer implements ConnectionHost {
   serve(listener: Deno.TcpListener, service: TcpService): void {
     this.#listeners.push(listener);
     this.#accepting.push(this.#acceptor.run(listener, this.stopping, (conn) => {
-      if (performance.now() - this.table.clock >= ACCEPT_TICK_MS) this.table.tick();
+      if (performance.now() - this.table.coarseNow >= ACCEPT_TICK_MS) this.table.tick();
       this.#admit(conn, service);
     }));
   }
@@ -249,7 +252,7 @@ export class TcpServer implements ConnectionHost {
   #sweep(): void {
     const table = this.table;
     table.tick();
-    const now = table.clock;
+    const now = table.coarseNow;
     // Stamps lag the truth by up to one sweep: allow for that, so nothing closes early.
     const slack = this.#sweepEveryMs;
     const { idleTimeout, proxyHeaderTimeout } = this.#settings;

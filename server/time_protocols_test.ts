@@ -149,7 +149,7 @@ for (const engine of ENGINES) {
 
   Deno.test(`[${engine}] SNTP timestamps come from an injected clock, past the 2036 wrap`, async () => {
     const at = Date.UTC(2036, 5, 1, 12, 0, 0, 250);
-    await using server = start({ ntpPort: 0, udpEngine: engine, clock: { now: () => at } });
+    await using server = start({ ntpPort: 0, udpEngine: engine, preciseClock: { now: () => at } });
     using client = udpClient();
     const bytes = await exchangeDatagram(client, server.ports.ntp!, ntpRequest());
     const view = new DataView(bytes!.buffer, bytes!.byteOffset);

@@ -19,7 +19,7 @@ import {
   writeTimestamp,
 } from "../time/ntp.ts";
 import { BATCH, MmsgSocket, mmsgSupported, RECEIVE_SLOT, REPLY_SLOT } from "./udp_mmsg.ts";
-import { parseAddress } from "./access.ts";
+import { parseAddress } from "../lib/net.ts";
 
 /** The protocols a time server speaks over UDP. */
 export type UdpProtocol = "daytime" | "time" | "ntp";
@@ -41,8 +41,8 @@ export interface UdpHost {
   readonly access: AccessList;
   /** Null when rate limiting is off. */
   readonly limiter: RateLimiter | null;
-  readonly daytime: DaytimeAnswer;
-  readonly rfc868: Rfc868Answer;
+  readonly daytimeAnswer: DaytimeAnswer;
+  readonly rfc868Answer: Rfc868Answer;
   /** The time SNTP replies carry (the server's `TimeSource`). */
   readonly ntpTime: NtpTime;
   /** The server's own service ports, which Daytime and Time never answer. */
@@ -242,7 +242,8 @@ export class Responder {
         return 0;
       }
     }
-    const answer = (protocol === "daytime" ? this.#host.daytime : this.#host.rfc868).current();
+    const answer = (protocol === "daytime" ? this.#host.daytimeAnswer : this.#host.rfc868Answer)
+      .current();
     reply.set(answer, at);
     stats[counters.answered]++;
     return answer.length;

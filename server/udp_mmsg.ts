@@ -1,7 +1,7 @@
 // A batched UDP socket for Linux through libc (FFI): recvmmsg/sendmmsg, kernel receive
 // timestamps and SO_REUSEPORT, which Deno.listenDatagram does not offer.
 
-import { parseAddress } from "./access.ts";
+import { parseAddress } from "../lib/net.ts";
 import { errno, type Libc, libcMissing, loadLibc } from "../lib/libc.ts";
 
 /** Datagrams taken from, and given to, the kernel per call. */

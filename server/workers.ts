@@ -13,7 +13,7 @@ import { type ServerStats, sumStats } from "./stats.ts";
  */
 export type WorkerServerOptions = Omit<
   ServerOptions,
-  "logger" | "now" | "clock" | "kernelClock" | "sharedConnections" | "reusePort"
+  "logger" | "now" | "preciseClock" | "kernelClock" | "sharedConnections" | "reusePort"
 >;
 
 /** Messages from the pool to a worker; `request` is echoed in the reply. */
