@@ -151,7 +151,8 @@ type NumericOption = {
 
 /**
  * The numeric flags read the same way: a whole number within `range`, or `seconds`, a
- * number of seconds from 0 to a day. The rate limit's own flags are read with it.
+ * number of seconds from 0 to a day. The rate limit's flags are read with `--rate-limit`
+ * (`parseRateFlags`), whose value they shape.
  */
 const NUMERIC_FLAGS: readonly {
   flag: ValueFlag;

@@ -12,7 +12,7 @@ import {
   PROXY_HEADER_MAX,
   type ProxyHeader,
 } from "./proxy.ts";
-import type { ServerStats } from "./stats.ts";
+import { ONE_ANSWER_COUNTERS, type ServerStats } from "./stats.ts";
 import type { DaytimeAnswer } from "../time/daytime.ts";
 import type { Rfc868Answer } from "../time/rfc868.ts";
 
@@ -87,12 +87,6 @@ const INITIAL_READ_SIZE = 256;
 const MAX_READ_SIZE = 16384;
 /** The most bytes discarded while lingering before the connection is closed anyway. */
 const LINGER_MAX_BYTES = 16 * 1024 * 1024;
-
-/** The counter of the answers each one-answer service has sent. */
-const ANSWERED = {
-  daytime: "requestsDaytime",
-  time: "requestsRfc868",
-} as const satisfies Record<Exclude<TcpService, "jam">, keyof ServerStats>;
 
 /**
  * Reads a PROXY header into `buffer`, grown as needed up to {@linkcode PROXY_HEADER_MAX}.
@@ -233,10 +227,9 @@ export class Connection implements ActivityNode, Counted {
     }
     if (this.service !== "jam") {
       const answer = this.service === "daytime" ? host.daytimeAnswer : host.rfc868Answer;
-      const counter = ANSWERED[this.service];
       return void this.#sendAndClose(answer.current(), "answered", {
         writing: true,
-        counted: () => host.stats[counter]++,
+        counter: ONE_ANSWER_COUNTERS[this.service].answered,
       });
     }
     host.table.enter(this, "reading");
@@ -246,19 +239,19 @@ export class Connection implements ActivityNode, Counted {
   /**
    * Sends one answer, then the lingering close: Daytime and Time answer at once whatever
    * the client sends (RFC 867 and 868 ignore it), and a client past the per-address limit
-   * hears why. Either answer fits in any socket buffer. `counted` runs once it is written.
+   * hears why. Either answer fits in any socket buffer. `counter` grows once it is written.
    */
   async #sendAndClose(
     bytes: Uint8Array,
     reason: CloseReason,
-    options: { writing: boolean; counted?: () => void },
+    options: { writing: boolean; counter?: keyof ServerStats },
   ): Promise<void> {
     try {
       if (options.writing) this.#host.table.enter(this, "writing");
       const written = await this.conn.write(bytes);
       if (written < bytes.length) await writeAll(this.conn, bytes, written);
       this.#host.stats.bytesSent += bytes.length;
-      options.counted?.();
+      if (options.counter) this.#host.stats[options.counter]++;
       await this.#linger();
       this.#end(reason);
     } catch (error) {

@@ -127,3 +127,19 @@ export function sumStats(all: readonly ServerStats[]): ServerStats {
   }
   return total;
 }
+
+/**
+ * The counters of the protocols that send one answer and are done, Daytime (RFC 867) and
+ * Time (RFC 868), over TCP and UDP alike: answered, dropped unanswered, over the rate limit.
+ */
+export const ONE_ANSWER_COUNTERS = {
+  daytime: {
+    answered: "requestsDaytime",
+    dropped: "droppedDaytime",
+    limited: "rateLimitedDaytime",
+  },
+  time: { answered: "requestsRfc868", dropped: "droppedRfc868", limited: "rateLimitedRfc868" },
+} as const satisfies Record<
+  "daytime" | "time",
+  Record<"answered" | "dropped" | "limited", keyof ServerStats>
+>;

@@ -5,7 +5,7 @@ import { clientHost, closeQuietly } from "../lib/net.ts";
 import type { Logger } from "../lib/log.ts";
 import { type RateLimiter, RateVerdict } from "./rate_limit.ts";
 import type { ServicePorts } from "./server_options.ts";
-import type { ServerStats } from "./stats.ts";
+import { ONE_ANSWER_COUNTERS, type ServerStats } from "./stats.ts";
 import type { DaytimeAnswer } from "../time/daytime.ts";
 import type { Rfc868Answer } from "../time/rfc868.ts";
 import {
@@ -130,19 +130,6 @@ export interface Datagram {
   /** When it was received, ms since the epoch. */
   receivedAt: number;
 }
-
-/** Daytime's and Time's counters: answered, dropped unanswered, over the rate limit. */
-const ONE_ANSWER_COUNTERS = {
-  daytime: {
-    answered: "requestsDaytime",
-    dropped: "droppedDaytime",
-    limited: "rateLimitedDaytime",
-  },
-  time: { answered: "requestsRfc868", dropped: "droppedRfc868", limited: "rateLimitedRfc868" },
-} as const satisfies Record<
-  Exclude<UdpProtocol, "ntp">,
-  Record<"answered" | "dropped" | "limited", keyof ServerStats>
->;
 
 /**
  * What a time server answers to one datagram, without the I/O: shared by both UDP
