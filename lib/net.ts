@@ -1,4 +1,4 @@
-// Socket helpers shared by the server, the client, the tools and the tests.
+// Socket and address helpers shared by the server, the client, the tools and the tests.
 
 /**
  * Writes all of `bytes` (from `written` on: what a first write already took), however
