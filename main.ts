@@ -15,7 +15,7 @@ import { parseHostPort, serveMetrics } from "./server/metrics.ts";
 import { type ServerStats, sumStats } from "./server/stats.ts";
 import { startWorkers, unreadableModules, WorkerStartError } from "./server/workers.ts";
 import { isValidTimeZone } from "./protocol.ts";
-import { formatAddress } from "./lib/net.ts";
+import { formatAddress, parseAddress } from "./lib/net.ts";
 import {
   DEFAULTS,
   resolveServerOptions,
@@ -63,6 +63,8 @@ Options:
   --log-format FORMAT         ${LOG_FORMATS.join(", ")} (default ${COMMAND_LINE_DEFAULTS.logFormat})
   --max-connections-per-ip N  connections one client address may hold, 0 = no limit (default ${DEFAULTS.maxConnectionsPerIp})
   --proxy-protocol            expect a HAProxy PROXY header (v1 or v2) on every connection
+  --tcp-engine ENGINE         deno (Deno.listen) or epoll (one epoll loop, Linux, needs FFI for
+                              libc; for very many connections) (default ${DEFAULTS.tcpEngine})
   --workers N|auto            event loops sharing the port, Linux only, at most ${WORKERS_PER_CPU} per CPU
                               (default ${COMMAND_LINE_DEFAULTS.workers}; auto = CPUs)
   --metrics HOST:PORT         serve Prometheus metrics at http://HOST:PORT/metrics (default off)
@@ -118,6 +120,7 @@ const FLAGS = {
   "log-format": { type: "string" },
   "max-connections-per-ip": { type: "string" },
   "proxy-protocol": { type: "boolean" },
+  "tcp-engine": { type: "string" },
   workers: { type: "string" },
   metrics: { type: "string" },
   "daytime-port": { type: "string" },
@@ -296,6 +299,7 @@ export function parseCommandLine(
     options.timeZone = values.tz;
   }
   if (values["proxy-protocol"]) options.proxyProtocol = true;
+  parseTcpEngine(values["tcp-engine"], options, platform);
   parseTimeProtocolFlags(values, options, platform);
   let workers: number = COMMAND_LINE_DEFAULTS.workers;
   if (values.workers !== undefined) {
@@ -330,6 +334,25 @@ export function parseCommandLine(
     LOG_FORMATS,
   );
   return { action: "serve", options, logLevel, logFormat, workers, metrics };
+}
+
+/** `--tcp-engine`, into `options`: epoll where it can run, on a literal address. */
+function parseTcpEngine(
+  value: string | undefined,
+  options: ServerOptions,
+  platform: Platform,
+): void {
+  if (value === undefined) return;
+  options.tcpEngine = UsageError.oneOf("--tcp-engine", value, TCP_ENGINES);
+  if (options.tcpEngine !== "epoll") return;
+  const lacking = platform.libcMissing !== undefined ? platform.libcMissing : libcMissing();
+  if (lacking !== null) throw new UsageError(`--tcp-engine epoll needs ${lacking}`);
+  const host = options.hostname ?? DEFAULTS.hostname;
+  if (parseAddress(host) === null) {
+    throw new UsageError(
+      `--tcp-engine epoll needs --host as an IP address such as 127.0.0.1 or ::, got "${host}"`,
+    );
+  }
 }
 
 /** The flags of the standard time protocols and of who is served, into `options`. */
@@ -417,6 +440,9 @@ function parseRateFlags(
 
 /** The values `--ntp-clock` takes. */
 const NTP_CLOCKS = ["local", "kernel"] as const;
+
+/** The values `--tcp-engine` takes. */
+const TCP_ENGINES = ["deno", "epoll"] as const;
 
 /** The values `--udp-engine` takes. */
 const UDP_ENGINES = ["auto", "mmsg", "deno"] as const;
@@ -628,6 +654,7 @@ function listeningFields(
     evictAfter: settings.evictAfter,
     maxConnectionsPerIp: settings.maxConnectionsPerIp,
     proxyProtocol: settings.proxyProtocol,
+    tcpEngine: settings.tcpEngine,
     shutdownTimeout: settings.shutdownTimeout,
     metrics: metrics ? `http://${formatAddress(metrics.addr)}/metrics` : undefined,
     daytimePort: running.ports.daytime ?? undefined,

@@ -145,6 +145,26 @@ export class LineFramer {
     return this.#partialLine();
   }
 
+  /**
+   * True while the framer holds bytes: a line begun but not ended, or pushed bytes not
+   * yet framed. A framer that holds nothing is as good as a new one.
+   */
+  get holding(): boolean {
+    return this.#pos < this.#end || (this.#partialLength > 0 && !this.#partialIsLine);
+  }
+
+  /**
+   * Copies the pushed bytes not framed yet out of the caller's chunk, so that the
+   * caller may reuse it before they are: for a reader that stops reading a client
+   * whose answers wait to be sent.
+   */
+  retain(): void {
+    if (this.#pos >= this.#end) return;
+    this.#chunk = this.#chunk.slice(this.#pos, this.#end);
+    this.#end -= this.#pos;
+    this.#pos = 0;
+  }
+
   /** Copies the last line out of `lineBuffer`; meant for tests and logs, not the hot path. */
   line(): Uint8Array {
     return this.lineBuffer.slice(this.lineStart, this.lineEnd);
@@ -474,6 +494,24 @@ export class Session {
    */
   push(chunk: Uint8Array, length: number = chunk.length): void {
     this.#framer.push(chunk, length);
+  }
+
+  /**
+   * True while the session is as good as a new one: nothing held, not closing, not
+   * ended. An engine can then share one idle session among all its idle connections,
+   * and give a connection a session of its own only while it holds something.
+   */
+  get idle(): boolean {
+    return !this.#closing && !this.#ended && !this.#framer.holding;
+  }
+
+  /**
+   * Keeps the pushed bytes not answered yet in a copy of its own (see
+   * {@linkcode LineFramer.retain}), so that the caller may reuse its read buffer while
+   * the answers wait to be sent.
+   */
+  retain(): void {
+    this.#framer.retain();
   }
 
   /** Tells the session the client sent its last byte, so an unterminated last line is answered too. */

@@ -1,4 +1,4 @@
-// libc through Deno's FFI: the one library this server calls, for the batched UDP engine and adjtimex.
+// libc through Deno's FFI: the one library this server calls, for the epoll and batched UDP engines and adjtimex.
 
 const SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
@@ -12,6 +12,25 @@ const SYMBOLS = {
   },
   sendmmsg: { parameters: ["i32", "usize", "u32", "i32"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  // The TCP engine's calls. Lengths are usize, passed as BigInt to stay on V8's fast
+  // path; ssize_t results are read as i32, which holds any length asked for here.
+  listen: { parameters: ["i32", "i32"], result: "i32" },
+  accept4: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
+  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
+  epoll_create1: { parameters: ["i32"], result: "i32" },
+  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
+  // The same wait on a thread of Deno's blocking pool, for when nothing is ready.
+  epoll_wait_blocking: {
+    name: "epoll_wait",
+    parameters: ["i32", "buffer", "i32", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
   adjtimex: { parameters: ["buffer"], result: "i32" },
@@ -109,3 +128,6 @@ export function errno(c: Libc): number {
 }
 
 /** The address of a buffer's first byte (the buffer must stay referenced while it is used). */
+export function bufferAddress(c: Libc, bytes: ArrayBufferView): number {
+  return Number(c.memcpy(bytes as Uint8Array<ArrayBuffer>, bytes as Uint8Array<ArrayBuffer>, 0n));
+}

@@ -61,19 +61,27 @@ export class Acceptor {
           continue;
         }
         // Out of descriptors or memory: back off, but retry as soon as a connection closes.
-        this.#stats.acceptExhausted++;
-        // Log once per streak, at most every 10 s: each freed descriptor can end a streak.
-        if (backoff === 0 && performance.now() - this.#lastShortageLog >= SHORTAGE_LOG_EVERY_MS) {
-          this.#lastShortageLog = performance.now();
-          const [msg, fields] = shortageWarning(error, this.#load());
-          this.#logger.warn(msg, fields);
-        }
-        backoff = Math.min(1000, backoff === 0 ? 5 : backoff * 2);
+        backoff = this.shortage(error, backoff);
         await this.#waitForDescriptor(backoff, signal);
         continue;
       }
       accepted(conn);
     }
+  }
+
+  /**
+   * Counts an accept that failed for want of descriptors or memory, and warns of it once
+   * per streak (at most every 10 s: each freed descriptor can end a streak). Returns how
+   * long to back off: 5 ms after `backoff` 0 (the streak's first), then doubling to 1 s.
+   */
+  shortage(error: unknown, backoff: number): number {
+    this.#stats.acceptExhausted++;
+    if (backoff === 0 && performance.now() - this.#lastShortageLog >= SHORTAGE_LOG_EVERY_MS) {
+      this.#lastShortageLog = performance.now();
+      const [msg, fields] = shortageWarning(error, this.#load());
+      this.#logger.warn(msg, fields);
+    }
+    return Math.min(1000, backoff === 0 ? 5 : backoff * 2);
   }
 
   /** Resolves after `ms`, when a connection closes, or when accepting stops. */

@@ -1,11 +1,8 @@
 // One connection's life: the PROXY header, the read/answer/write loop, lingering close, and why it ended.
 
-import type { ActivityList, ActivityNode } from "./activity_list.ts";
-import type { AccessList } from "./access.ts";
-import type { Counted, Limits } from "./limits.ts";
-import type { Logger } from "../lib/log.ts";
+import type { CloseReason, LiveState } from "./connections.ts";
 import { clientHost, formatAddress, writeAll } from "../lib/net.ts";
-import { ERR_TOO_MANY_CONNECTIONS, Session, type TimeAnswer } from "../protocol.ts";
+import { ERR_SERVER_BUSY, ERR_TOO_MANY_CONNECTIONS, Session } from "../protocol.ts";
 import {
   parseProxyHeader,
   type ProxiedAddress,
@@ -13,80 +10,10 @@ import {
   type ProxyHeader,
 } from "./proxy.ts";
 import { ONE_ANSWER_COUNTERS, type ServerStats } from "./stats.ts";
-import type { DaytimeAnswer } from "../time/daytime.ts";
-import type { Rfc868Answer } from "../time/rfc868.ts";
-
-/**
- * What a TCP listener speaks: the line protocol (`TIME` → `JAM hh:mm:ss`), or one of the
- * protocols that send one answer and close, Daytime (RFC 867) and Time (RFC 868).
- */
-export type TcpService = "jam" | "daytime" | "time";
-
-/**
- * Where a connection is in its life, as Go's `ConnState`. It decides what the sweep
- * and eviction may do: only `header` and `reading` connections owe the client nothing
- * and may be closed to make room.
- */
-export type ConnState = "header" | "reading" | "writing" | "lingering" | "closed";
-
-/** Why a connection ended, for the debug log. */
-export type CloseReason =
-  | "closed by client"
-  | "quit"
-  | "shutdown"
-  | "shutdown timeout"
-  | "idle timeout"
-  | "evicted"
-  | "per-client limit"
-  | "no valid PROXY header"
-  | "no PROXY header in time"
-  | "answered"
-  | "denied"
-  | "linger done"
-  | "linger limit"
-  | "reset"
-  | "error";
-
-/**
- * What a connection needs of the table that holds it: to move between the activity lists
- * of its states, and to be closed (`ConnectionTable` in connections.ts).
- */
-export interface ConnectionStates {
-  /** Moves the connection into `state`, at the end of its list, unless it is closed. */
-  enter(connection: Connection, state: Exclude<ConnState, "closed">): void;
-  /** Closes the connection, takes it out of its list and the limits, and records why. */
-  close(connection: Connection, reason: CloseReason): void;
-}
-
-/** What a connection needs from the server that holds it. */
-export interface ConnectionHost {
-  readonly table: ConnectionStates;
-  readonly limits: Limits;
-  readonly stats: ServerStats;
-  readonly logger: Logger;
-  /** Whether debug events are logged, read once. */
-  readonly debug: boolean;
-  /** The line protocol's `JAM hh:mm:ss` answer. */
-  readonly jamAnswer: TimeAnswer;
-  /** Daytime's ctime line (RFC 867). */
-  readonly daytimeAnswer: DaytimeAnswer;
-  /** Time's 32-bit seconds since 1900 (RFC 868). */
-  readonly rfc868Answer: Rfc868Answer;
-  readonly access: AccessList;
-  readonly maxLine: number;
-  readonly proxyProtocol: boolean;
-  /** Aborts when the server stops accepting: connections waiting for a request end. */
-  readonly stopping: AbortSignal;
-  /** Called once, when the connection is closed and done with. */
-  ended(connection: Connection, reason: CloseReason): void;
-}
+import { LINGER_MAX_BYTES, MAX_READ_SIZE, type TcpHost, type TcpService } from "./tcp_host.ts";
 
 /** Bytes of the read buffer a connection starts with; grown for clients that pipeline. */
 const INITIAL_READ_SIZE = 256;
-/** The largest read buffer a connection grows to. */
-const MAX_READ_SIZE = 16384;
-/** The most bytes discarded while lingering before the connection is closed anyway. */
-const LINGER_MAX_BYTES = 16 * 1024 * 1024;
 
 /**
  * Reads a PROXY header into `buffer`, grown as needed up to {@linkcode PROXY_HEADER_MAX}.
@@ -133,27 +60,30 @@ function disconnectReason(error: unknown): "reset" | "eof" | "gone" | null {
  * One accepted connection, counted against the limits, served by {@linkcode Connection.serve}
  * until the client quits or goes, or the server closes it.
  */
-export class Connection implements ActivityNode, Counted {
+export class Connection {
   readonly conn: Deno.TcpConn;
+  /** Its slot in the host's table, which keeps its state and counts. */
+  readonly slot: number;
   readonly service: TcpService;
-  state: ConnState = "reading";
-  counted = true;
-  ipKey: string | null = null;
   /** The real client, from the PROXY header; null: the socket's peer. */
   proxied: ProxiedAddress | null = null;
-  /** Why the server closed it, once it has. */
-  reason: CloseReason | null = null;
-  lastActive = 0;
-  list: ActivityList<this> | null = null;
-  prev: this | null = null;
-  next: this | null = null;
-  readonly #host: ConnectionHost;
+  readonly #host: TcpHost;
+  readonly #onEnd: (connection: Connection) => void;
   #buffer = new Uint8Array(INITIAL_READ_SIZE);
 
-  constructor(conn: Deno.TcpConn, host: ConnectionHost, service: TcpService = "jam") {
+  /** @param onEnd Called once, after `host.ended`, when the connection is done with. */
+  constructor(
+    conn: Deno.TcpConn,
+    slot: number,
+    host: TcpHost,
+    service: TcpService,
+    onEnd: (connection: Connection) => void,
+  ) {
     this.conn = conn;
+    this.slot = slot;
     this.service = service;
     this.#host = host;
+    this.#onEnd = onEnd;
   }
 
   /** The client's address for logs: the one from the PROXY header when there is one. */
@@ -180,7 +110,7 @@ export class Connection implements ActivityNode, Counted {
   /** Reads the PROXY header, then goes on as {@linkcode #admitted}. */
   async #awaitHeader(): Promise<void> {
     const host = this.#host;
-    host.table.enter(this, "header");
+    this.#enter("header");
     let read;
     try {
       read = await readProxyHeader(this.conn, this.#buffer, host.stats);
@@ -194,11 +124,21 @@ export class Connection implements ActivityNode, Counted {
         host.logger.debug("bad PROXY header", { peer: this.peer(), error: header.reason });
       }
       host.stats.closedProxyHeader++;
-      return this.#end("no valid PROXY header");
+      if (header === null) return this.#end("no valid PROXY header");
+      // What the client sent after it must not turn the close into a reset.
+      return void this.#sendAndClose(null, "no valid PROXY header", { writing: false });
     }
     this.proxied = header.source ?? null;
     // What came after the header is pushed once; from then on only the socket is read.
     this.#admitted(length > header.length ? buffer.subarray(header.length, length) : null);
+  }
+
+  /**
+   * Tells a connection the server could not admit that it is busy, then closes it as any
+   * other: lingering, so that requests it sent first do not turn the close into a reset.
+   */
+  refuse(): void {
+    void this.#sendAndClose(ERR_SERVER_BUSY, "busy", { writing: false });
   }
 
   /**
@@ -220,7 +160,7 @@ export class Connection implements ActivityNode, Counted {
       host.stats.closedDenied++;
       return this.#end("denied");
     }
-    if (!host.limits.takeAddress(this, address)) {
+    if (!host.limits.takeAddress(this.slot, address)) {
       host.stats.refusedPerIp++;
       void this.#sendAndClose(ERR_TOO_MANY_CONNECTIONS, "per-client limit", { writing: false });
       return;
@@ -232,25 +172,28 @@ export class Connection implements ActivityNode, Counted {
         counter: ONE_ANSWER_COUNTERS[this.service].answered,
       });
     }
-    host.table.enter(this, "reading");
+    this.#enter("reading");
     this.#answer(carried);
   }
 
   /**
-   * Sends one answer, then the lingering close: Daytime and Time answer at once whatever
-   * the client sends (RFC 867 and 868 ignore it), and a client past the per-address limit
-   * hears why. Either answer fits in any socket buffer. `counter` grows once it is written.
+   * Sends one answer (or none: null), then the lingering close: Daytime and Time answer at
+   * once whatever the client sends (RFC 867 and 868 ignore it), a client past the
+   * per-address limit hears why, and one with a bad PROXY header hears nothing. Either
+   * answer fits in any socket buffer. `counter` grows once it is written.
    */
   async #sendAndClose(
-    bytes: Uint8Array,
+    bytes: Uint8Array | null,
     reason: CloseReason,
     options: { writing: boolean; counter?: keyof ServerStats },
   ): Promise<void> {
     try {
-      if (options.writing) this.#host.table.enter(this, "writing");
-      const written = await this.conn.write(bytes);
-      if (written < bytes.length) await writeAll(this.conn, bytes, written);
-      this.#host.stats.bytesSent += bytes.length;
+      if (options.writing) this.#enter("writing");
+      if (bytes !== null) {
+        const written = await this.conn.write(bytes);
+        if (written < bytes.length) await writeAll(this.conn, bytes, written);
+        this.#host.stats.bytesSent += bytes.length;
+      }
       if (options.counter) this.#host.stats[options.counter]++;
       await this.#linger();
       this.#end(reason);
@@ -259,10 +202,16 @@ export class Connection implements ActivityNode, Counted {
     }
   }
 
+  #enter(state: LiveState): void {
+    this.#host.table.enter(this.slot, state);
+  }
+
   #end(reason: CloseReason): void {
-    reason = this.reason ?? reason;
-    this.#host.table.close(this, reason);
-    this.#host.ended(this, reason);
+    const table = this.#host.table;
+    reason = table.reason(this.slot) ?? reason;
+    table.close(this.slot, reason);
+    this.#host.ended(this.slot, reason);
+    this.#onEnd(this);
   }
 
   /**
@@ -273,6 +222,7 @@ export class Connection implements ActivityNode, Counted {
   async #answer(carried: Uint8Array | null): Promise<void> {
     try {
       const { table, stats, stopping } = this.#host;
+      const slot = this.slot;
       const conn = this.conn;
       const session = new Session({
         time: this.#host.jamAnswer,
@@ -288,13 +238,13 @@ export class Connection implements ActivityNode, Counted {
         let out = session.pull();
         if (out.length > 0) {
           do {
-            table.enter(this, "writing");
+            table.enter(slot, "writing");
             const written = await conn.write(out);
             if (written < out.length) await writeAll(conn, out, written);
             stats.bytesSent += out.length;
             out = session.pull();
           } while (out.length > 0);
-          table.enter(this, "reading");
+          table.enter(slot, "reading");
         }
         if (ended) return this.#end("closed by client");
         if (session.closing || stopping.aborted) {
@@ -329,7 +279,7 @@ export class Connection implements ActivityNode, Counted {
    * the wait.
    */
   async #linger(): Promise<void> {
-    this.#host.table.enter(this, "lingering");
+    this.#enter("lingering");
     await this.conn.closeWrite();
     let discarded = 0;
     while (discarded < LINGER_MAX_BYTES) {
@@ -341,7 +291,8 @@ export class Connection implements ActivityNode, Counted {
 
   /** Why the connection ended, from the error its loop threw. */
   #failed(error: unknown): CloseReason {
-    if (this.state === "closed") return this.reason ?? "error";
+    const table = this.#host.table;
+    if (table.state(this.slot) === "closed") return table.reason(this.slot) ?? "error";
     const reason = disconnectReason(error);
     if (reason === "reset") this.#host.stats.closedReset++;
     if (reason !== null) return reason === "eof" ? "closed by client" : "reset";

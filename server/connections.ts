@@ -1,25 +1,99 @@
 // A server's live connections, by state, oldest activity first; and the coarse clock that stamps them.
 
-import { ActivityList } from "./activity_list.ts";
-import type { CloseReason, Connection, ConnState } from "./connection.ts";
+import { ActivityLists, NO_SLOT } from "./activity_list.ts";
 import type { Limits } from "./limits.ts";
-import { closeQuietly } from "../lib/net.ts";
-import { ERR_IDLE_EVICTED } from "../protocol.ts";
 
 /**
- * Every live connection, each in the activity list of its state, so that the longest
- * silent one is found in O(1) and a sweep touches only the connections it closes.
- * Entering a state stamps a connection with the coarse clock, which ticks with the
- * sweep and with accepting; the request path reads it instead of the system clock.
+ * Where a connection is in its life, as Go's `ConnState`. It decides what the sweep
+ * and eviction may do: only `header` and `reading` connections owe the client nothing
+ * and may be closed to make room.
+ */
+export type ConnState = "header" | "reading" | "writing" | "lingering" | "closed";
+
+/** The states a connection lives in, each with its activity list. */
+export type LiveState = Exclude<ConnState, "closed">;
+
+/** Why a connection ended, for the debug log. */
+export type CloseReason =
+  | "closed by client"
+  | "quit"
+  | "shutdown"
+  | "shutdown timeout"
+  | "idle timeout"
+  | "evicted"
+  | "per-client limit"
+  | "no valid PROXY header"
+  | "no PROXY header in time"
+  | "answered"
+  | "denied"
+  | "busy"
+  | "linger done"
+  | "linger limit"
+  | "reset"
+  | "error";
+
+/** Every {@linkcode CloseReason}, numbered by its place: a slot keeps the number. */
+const CLOSE_REASONS: readonly CloseReason[] = [
+  "closed by client",
+  "quit",
+  "shutdown",
+  "shutdown timeout",
+  "idle timeout",
+  "evicted",
+  "per-client limit",
+  "no valid PROXY header",
+  "no PROXY header in time",
+  "answered",
+  "denied",
+  "busy",
+  "linger done",
+  "linger limit",
+  "reset",
+  "error",
+];
+const NO_REASON = 255;
+
+/** The states by number; the live ones are also the numbers of their activity lists. */
+const STATES: readonly ConnState[] = ["header", "reading", "writing", "lingering", "closed"];
+const LIST: Record<LiveState, number> = { header: 0, reading: 1, writing: 2, lingering: 3 };
+const CLOSED = 4;
+/** A slot no connection holds. */
+const FREE = 5;
+const READING = LIST.reading;
+const HEADER = LIST.header;
+const LINGERING = LIST.lingering;
+
+/**
+ * What the table needs of the engine that holds a slot's socket. Each engine frees the
+ * slots it opened ({@linkcode ConnectionTable.free}) once it is done with their sockets.
+ */
+export interface SlotSockets {
+  /** Closes the slot's socket now. */
+  closeSocket(slot: number): void;
+  /** Sends `ERR idle, closed to make room`, then closes the slot's socket. */
+  evictSocket(slot: number): void;
+  /** The slot's client address, for logs. */
+  peer(slot: number): string;
+}
+
+/**
+ * Every live connection, as a numbered slot in the activity list of its state, so that
+ * the longest silent one is found in O(1) and a sweep touches only the connections it
+ * closes. What the table keeps of a slot is a few bytes in typed arrays, so an engine
+ * with no object per connection keeps none here either. Entering a state stamps a slot
+ * with the coarse clock, which ticks with the sweep and with accepting; the request
+ * path reads it instead of the system clock.
  */
 export class ConnectionTable {
-  readonly #all = new Set<Connection>();
-  readonly #lists: Record<Exclude<ConnState, "closed">, ActivityList<Connection>> = {
-    header: new ActivityList(),
-    reading: new ActivityList(),
-    writing: new ActivityList(),
-    lingering: new ActivityList(),
-  };
+  readonly #lists: ActivityLists;
+  #state: Uint8Array;
+  #reason: Uint8Array;
+  /** Which engine holds each slot: an index into `#engines`. */
+  #engineOf: Uint8Array;
+  readonly #engines: SlotSockets[] = [];
+  readonly #free: number[] = [];
+  #capacity: number;
+  #size = 0;
   readonly #limits: Limits;
   readonly #maxLingering: number;
   readonly #evictAfterMs: number;
@@ -34,6 +108,12 @@ export class ConnectionTable {
     this.#limits = limits;
     this.#maxLingering = options.maxLingering;
     this.#evictAfterMs = options.evictAfterMs;
+    const capacity = this.#capacity = 1024;
+    this.#lists = new ActivityLists(4, capacity);
+    this.#state = new Uint8Array(capacity).fill(FREE);
+    this.#reason = new Uint8Array(capacity).fill(NO_REASON);
+    this.#engineOf = new Uint8Array(capacity);
+    for (let slot = capacity - 1; slot >= 0; slot--) this.#free.push(slot);
   }
 
   /** The coarse activity clock: `performance.now()` as of the last tick. */
@@ -41,22 +121,62 @@ export class ConnectionTable {
     return this.#clock;
   }
 
-  /** How many connections are open, lingering ones included. */
+  /** How many slots are held, lingering connections included. */
   get size(): number {
-    return this.#all.size;
+    return this.#size;
   }
 
-  /** Every open connection. */
-  [Symbol.iterator](): IterableIterator<Connection> {
-    return this.#all.values();
+  /** Every slot held, in no particular order. */
+  *[Symbol.iterator](): IterableIterator<number> {
+    const state = this.#state;
+    for (let slot = 0; slot < this.#capacity; slot++) if (state[slot] !== FREE) yield slot;
   }
 
-  add(connection: Connection): void {
-    this.#all.add(connection);
+  /**
+   * Takes a slot for a connection whose socket `engine` holds, in state `reading` but
+   * in no list until it {@linkcode enter}s one.
+   */
+  open(engine: SlotSockets): number {
+    if (this.#free.length === 0) this.#grow();
+    const slot = this.#free.pop()!;
+    let index = this.#engines.indexOf(engine);
+    if (index < 0) index = this.#engines.push(engine) - 1;
+    this.#engineOf[slot] = index;
+    this.#state[slot] = READING;
+    this.#reason[slot] = NO_REASON;
+    this.#size++;
+    return slot;
   }
 
-  delete(connection: Connection): void {
-    this.#all.delete(connection);
+  /** Gives a slot back once its engine is done with its socket; it may be taken again. */
+  free(slot: number): void {
+    if (this.#state[slot] === FREE) return;
+    this.#lists.remove(slot);
+    this.#limits.release(slot);
+    this.#state[slot] = FREE;
+    this.#free.push(slot);
+    this.#size--;
+  }
+
+  /** The state of a slot that is held. */
+  state(slot: number): ConnState {
+    return STATES[this.#state[slot]];
+  }
+
+  /** Why the server closed the slot's connection, once it has. */
+  reason(slot: number): CloseReason | null {
+    const reason = this.#reason[slot];
+    return reason === NO_REASON ? null : CLOSE_REASONS[reason];
+  }
+
+  /** When the slot last entered a state, on the coarse clock. */
+  lastActive(slot: number): number {
+    return this.#lists.lastActive(slot);
+  }
+
+  /** The slot's client address, for logs. */
+  peer(slot: number): string {
+    return this.#engines[this.#engineOf[slot]].peer(slot);
   }
 
   /** Advances the coarse clock, and remembers when it did for {@linkcode silentBefore}. */
@@ -79,32 +199,36 @@ export class ConnectionTable {
   }
 
   /**
-   * Moves a connection into `state`, at the end of its list, unless it is closed. A
+   * Moves a slot into `state`, at the end of its list, unless it is closed. A
    * connection that starts lingering stops counting against the limits, within a
    * budget of its own: past it, the oldest lingering one is closed.
    */
-  enter(connection: Connection, state: Exclude<ConnState, "closed">): void {
-    if (connection.state === "closed") return;
-    connection.state = state;
-    const list = this.#lists[state];
-    list.append(connection, this.#clock);
-    if (state !== "lingering") return;
-    this.#limits.release(connection);
-    if (list.size > this.#maxLingering) this.close(list.oldest!, "linger limit");
+  enter(slot: number, state: LiveState): void {
+    if (this.#state[slot] >= CLOSED) return;
+    const list = LIST[state];
+    this.#state[slot] = list;
+    this.#lists.append(slot, list, this.#clock);
+    if (list !== LINGERING) return;
+    this.#limits.release(slot);
+    if (this.#lists.size(LINGERING) > this.#maxLingering) {
+      this.close(this.#lists.oldest(LINGERING), "linger limit");
+    }
   }
 
   /**
-   * Closes a connection (at once unless `now` is false), takes it out of its list and
-   * the limits, and records why. Closing a closed connection only closes its socket.
+   * Closes a connection (its socket at once unless `now` is false), takes it out of its
+   * list and the limits, and records why. Closing a closed one only closes its socket.
    */
-  close(connection: Connection, reason: CloseReason, now = true): void {
-    connection.list?.remove(connection);
-    if (connection.state !== "closed") {
-      connection.state = "closed";
-      connection.reason = reason;
-      this.#limits.release(connection);
+  close(slot: number, reason: CloseReason, now = true): void {
+    const state = this.#state[slot];
+    if (state === FREE) return;
+    this.#lists.remove(slot);
+    if (state !== CLOSED) {
+      this.#state[slot] = CLOSED;
+      this.#reason[slot] = CLOSE_REASONS.indexOf(reason);
+      this.#limits.release(slot);
     }
-    if (now) closeQuietly(connection.conn);
+    if (now) this.#engines[this.#engineOf[slot]].closeSocket(slot);
   }
 
   /**
@@ -113,19 +237,21 @@ export class ConnectionTable {
    * line. A client that does not read could stall that write: it waits in the
    * lingering list, whose deadline closes it then.
    */
-  evict(connection: Connection): void {
-    const conn = connection.conn;
-    this.close(connection, "evicted", false);
-    this.#lists.lingering.append(connection, this.#clock);
-    conn.write(ERR_IDLE_EVICTED).catch(() => {}).finally(() => closeQuietly(conn));
+  evict(slot: number): void {
+    this.close(slot, "evicted", false);
+    this.#lists.append(slot, LINGERING, this.#clock);
+    this.#engines[this.#engineOf[slot]].evictSocket(slot);
   }
 
-  /** The connection owing nothing (waiting for a request or a PROXY header) silent the longest. */
-  oldestSilent(): Connection | null {
-    const reading = this.#lists.reading.oldest;
-    const header = this.#lists.header.oldest;
-    if (reading === null || header === null) return reading ?? header;
-    return header.lastActive < reading.lastActive ? header : reading;
+  /**
+   * The slot owing nothing (waiting for a request or a PROXY header) silent the longest,
+   * or {@linkcode NO_SLOT}.
+   */
+  oldestSilent(): number {
+    const lists = this.#lists;
+    const reading = lists.oldest(READING), header = lists.oldest(HEADER);
+    if (reading === NO_SLOT || header === NO_SLOT) return reading === NO_SLOT ? header : reading;
+    return lists.lastActive(header) < lists.lastActive(reading) ? header : reading;
   }
 
   /**
@@ -133,16 +259,34 @@ export class ConnectionTable {
    * calls `each` before closing each one.
    */
   expire(
-    state: Exclude<ConnState, "closed">,
+    state: LiveState,
     deadline: number,
     reason: CloseReason,
-    each?: (connection: Connection) => void,
+    each?: (slot: number) => void,
   ): void {
-    const list = this.#lists[state];
-    for (let oldest = list.oldest; oldest !== null && oldest.lastActive < deadline;) {
+    const lists = this.#lists, list = LIST[state];
+    for (let oldest = lists.oldest(list); oldest !== NO_SLOT;) {
+      if (lists.lastActive(oldest) >= deadline) return;
       each?.(oldest);
       this.close(oldest, reason);
-      oldest = list.oldest;
+      // An engine that closes at once has freed the slot; one that closes later has
+      // taken it out of the list: either way the next oldest is at the head now.
+      oldest = lists.oldest(list);
     }
+  }
+
+  #grow(): void {
+    const old = this.#capacity, capacity = old * 2;
+    const widen = (array: Uint8Array, fill: number) => {
+      const made = new Uint8Array(capacity).fill(fill);
+      made.set(array);
+      return made;
+    };
+    this.#state = widen(this.#state, FREE);
+    this.#reason = widen(this.#reason, NO_REASON);
+    this.#engineOf = widen(this.#engineOf, 0);
+    this.#lists.grow(capacity);
+    for (let slot = capacity - 1; slot >= old; slot--) this.#free.push(slot);
+    this.#capacity = capacity;
   }
 }

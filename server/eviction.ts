@@ -1,6 +1,6 @@
 // Making room: closing the connections silent the longest, at the limit and past the high-water mark.
 
-import type { Connection } from "./connection.ts";
+import { NO_SLOT } from "./activity_list.ts";
 import type { ConnectionTable } from "./connections.ts";
 import type { Limits } from "./limits.ts";
 import type { Logger } from "../lib/log.ts";
@@ -50,13 +50,13 @@ export class Eviction {
    * newcomer from `address` (null: not known yet) may replace it ({@linkcode mayReplace}).
    */
   evictOldest(address: string | null): boolean {
-    const oldest = this.#table.oldestSilent();
-    if (oldest === null || oldest.lastActive >= this.#table.silentBefore()) return false;
+    const table = this.#table;
+    const oldest = table.oldestSilent();
+    if (oldest === NO_SLOT || table.lastActive(oldest) >= table.silentBefore()) return false;
     const limits = this.#limits;
     const newcomer = { address, holds: limits.holds(address) };
-    if (!mayReplace(newcomer, { address: oldest.ipKey, holds: limits.holds(oldest.ipKey) })) {
-      return false;
-    }
+    const victim = limits.addressOf(oldest);
+    if (!mayReplace(newcomer, { address: victim, holds: limits.holds(victim) })) return false;
     this.#evict(oldest);
     return true;
   }
@@ -76,14 +76,14 @@ export class Eviction {
     const deadline = Math.min(now - timeout - slackMs, this.#table.silentBefore());
     for (let left = over; left > 0; left--) {
       const oldest = this.#table.oldestSilent();
-      if (oldest === null || oldest.lastActive >= deadline) return;
+      if (oldest === NO_SLOT || this.#table.lastActive(oldest) >= deadline) return;
       this.#evict(oldest);
     }
   }
 
-  #evict(connection: Connection): void {
+  #evict(slot: number): void {
     this.#stats.closedEvicted++;
-    this.#logger?.debug("evicted to make room", { peer: connection.peer() });
-    this.#table.evict(connection);
+    this.#logger?.debug("evicted to make room", { peer: this.#table.peer(slot) });
+    this.#table.evict(slot);
   }
 }

@@ -9,25 +9,45 @@ export const SHARED_EVICTIONS_WANTED = 1;
 /** How many `Int32` slots a `sharedConnections` array needs. */
 export const SHARED_CONNECTION_SLOTS = 2;
 
-/** What {@linkcode Limits} keeps on each connection it counts. */
-export interface Counted {
-  /** True while the connection counts against the limit. */
-  counted: boolean;
-  /** The client address it counts under, once it does. */
-  ipKey: string | null;
-}
+/** The address number of a slot that counts under none. */
+const NO_ADDRESS = -1;
 
 /**
  * Counts connections against `maxConnections` (shared through Atomics when workers
  * share one array) and under their client address, and lets go of both in one place,
- * {@linkcode Limits.release}.
+ * {@linkcode Limits.release}. Connections are numbered slots: what is kept of each is
+ * a byte and a number in typed arrays, and each address's name is held once, however
+ * many connections it has.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Limits } from "./limits.ts";
+ * import { newServerStats } from "./stats.ts";
+ *
+ * const limits = new Limits({ max: 2, maxPerAddress: 1 }, newServerStats());
+ * assert.ok(limits.take(0) && limits.takeAddress(0, "192.0.2.1"));
+ * assert.ok(limits.take(1));
+ * assert.ok(!limits.takeAddress(1, "192.0.2.1"), "one per address");
+ * assert.ok(!limits.take(2), "two in all");
+ * limits.release(0);
+ * assert.equal(limits.holds("192.0.2.1"), 0);
+ * ```
  */
 export class Limits {
   readonly #max: number;
   readonly #maxPerAddress: number;
   readonly #shared: Int32Array | undefined;
   readonly #stats: ServerStats;
-  readonly #perAddress = new Map<string, number>();
+  /** Whether each slot counts against the limit. */
+  #counted = new Uint8Array(1024);
+  /** The address number each slot counts under, or {@linkcode NO_ADDRESS}. */
+  #addressOf = new Int32Array(1024).fill(NO_ADDRESS);
+  readonly #numbers = new Map<string, number>();
+  /** By address number: its name and how many slots count under it. */
+  readonly #names: string[] = [];
+  readonly #counts: number[] = [];
+  readonly #freeNumbers: number[] = [];
   #active = 0;
 
   constructor(
@@ -51,10 +71,10 @@ export class Limits {
   }
 
   /**
-   * Counts one more connection against the limit; false, and nothing counted, when
-   * full. The connection then starts with `counted` true.
+   * Counts one more connection, in `slot`, against the limit; false, and nothing
+   * counted, when full.
    */
-  take(): boolean {
+  take(slot: number): boolean {
     const shared = this.#shared;
     if (shared) {
       if (Atomics.add(shared, SHARED_OPEN, 1) >= this.#max) {
@@ -65,40 +85,72 @@ export class Limits {
       return false;
     }
     this.#active++;
+    if (slot >= this.#counted.length) this.#grow(slot);
+    this.#counted[slot] = 1;
     return true;
   }
 
   /** How many connections `address` holds here (0 for null: not known yet). */
   holds(address: string | null): number {
-    return address === null ? 0 : this.#perAddress.get(address) ?? 0;
+    if (address === null) return 0;
+    const number = this.#numbers.get(address);
+    return number === undefined ? 0 : this.#counts[number];
   }
 
-  /** Counts `entry` under `address`; false if the address already holds `maxConnectionsPerIp`. */
-  takeAddress(entry: Counted, address: string): boolean {
-    const count = this.holds(address);
-    if (this.#maxPerAddress > 0 && count >= this.#maxPerAddress) return false;
-    this.#perAddress.set(address, count + 1);
-    this.#stats.addressesTracked = this.#perAddress.size;
-    entry.ipKey = address;
+  /** The address `slot` counts under, or null. */
+  addressOf(slot: number): string | null {
+    const number = slot < this.#addressOf.length ? this.#addressOf[slot] : NO_ADDRESS;
+    return number === NO_ADDRESS ? null : this.#names[number];
+  }
+
+  /** Counts `slot` under `address`; false if the address already holds `maxConnectionsPerIp`. */
+  takeAddress(slot: number, address: string): boolean {
+    let number = this.#numbers.get(address);
+    if (number === undefined) {
+      number = this.#freeNumbers.pop() ?? this.#names.length;
+      this.#names[number] = address;
+      this.#counts[number] = 0;
+      this.#numbers.set(address, number);
+      this.#stats.addressesTracked = this.#numbers.size;
+    } else if (this.#maxPerAddress > 0 && this.#counts[number] >= this.#maxPerAddress) {
+      return false;
+    }
+    this.#counts[number]++;
+    if (slot >= this.#addressOf.length) this.#grow(slot);
+    this.#addressOf[slot] = number;
     return true;
   }
 
-  /** Stops counting `entry`, against the limit and under its address; safe to call twice. */
-  release(entry: Counted): void {
-    if (entry.counted) {
-      entry.counted = false;
+  /** Stops counting `slot`, against the limit and under its address; safe to call twice. */
+  release(slot: number): void {
+    if (slot >= this.#counted.length) return;
+    if (this.#counted[slot] === 1) {
+      this.#counted[slot] = 0;
       this.#active--;
       if (this.#shared) {
         Atomics.sub(this.#shared, SHARED_OPEN, 1);
         Atomics.notify(this.#shared, SHARED_OPEN);
       }
     }
-    if (entry.ipKey !== null) {
-      const count = this.#perAddress.get(entry.ipKey)! - 1;
-      if (count === 0) this.#perAddress.delete(entry.ipKey);
-      else this.#perAddress.set(entry.ipKey, count);
-      this.#stats.addressesTracked = this.#perAddress.size;
-      entry.ipKey = null;
+    const number = this.#addressOf[slot];
+    if (number !== NO_ADDRESS) {
+      this.#addressOf[slot] = NO_ADDRESS;
+      if (--this.#counts[number] === 0) {
+        this.#numbers.delete(this.#names[number]);
+        this.#names[number] = "";
+        this.#freeNumbers.push(number);
+        this.#stats.addressesTracked = this.#numbers.size;
+      }
     }
+  }
+
+  #grow(slot: number): void {
+    const capacity = Math.max(slot + 1, this.#counted.length * 2);
+    const counted = new Uint8Array(capacity);
+    counted.set(this.#counted);
+    this.#counted = counted;
+    const addressOf = new Int32Array(capacity).fill(NO_ADDRESS);
+    addressOf.set(this.#addressOf);
+    this.#addressOf = addressOf;
   }
 }

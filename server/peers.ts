@@ -1,5 +1,6 @@
 // Workers making room for each other: a full worker asks, through shared memory, the others to evict.
 
+import { NO_SLOT } from "./activity_list.ts";
 import type { ConnectionTable } from "./connections.ts";
 import { SHARED_EVICTIONS_WANTED, SHARED_OPEN } from "./limits.ts";
 
@@ -81,9 +82,10 @@ export class PeerEviction {
       const wanted = Atomics.load(shared, SHARED_EVICTIONS_WANTED);
       if (wanted > 0) {
         this.#table.tick();
-        const oldest = this.#table.oldestSilent();
+        const table = this.#table;
+        const oldest = table.oldestSilent();
         if (
-          oldest !== null && oldest.lastActive < this.#table.silentBefore() &&
+          oldest !== NO_SLOT && table.lastActive(oldest) < table.silentBefore() &&
           Atomics.compareExchange(shared, SHARED_EVICTIONS_WANTED, wanted, wanted - 1) === wanted
         ) {
           this.#evict();

@@ -1,7 +1,6 @@
 // The server: what its TCP and UDP sides share, the ports they listen on, and one order to stop them.
 
 import { AccessList } from "./access.ts";
-import type { TcpService } from "./connection.ts";
 import { createLogger, type Logger } from "../lib/log.ts";
 import { closeQuietly, formatAddress } from "../lib/net.ts";
 import { TimeAnswer } from "../protocol.ts";
@@ -13,6 +12,7 @@ import {
 } from "./server_options.ts";
 import { newServerStats, type ServerStats } from "./stats.ts";
 import { RateLimiter } from "./rate_limit.ts";
+import type { TcpEngine, TcpService } from "./tcp_host.ts";
 import { TcpServer } from "./tcp_server.ts";
 import {
   chooseUdpEngine,
@@ -39,6 +39,8 @@ export interface TimeServer extends AsyncDisposable {
   readonly ports: Readonly<ServicePorts>;
   /** Which UDP engine serves the UDP services: `mmsg` (batched, FFI) or `deno`. */
   readonly udpEngine: "deno" | "mmsg";
+  /** Which TCP engine serves the line protocol: `deno` (`Deno.listen`) or `epoll` (FFI). */
+  readonly tcpEngine: TcpEngine;
   /** Live counters; read them, do not change them. */
   readonly stats: Readonly<ServerStats>;
   /** Settles when the server has stopped and every connection is closed. */
@@ -77,22 +79,40 @@ function isSetupError(error: unknown): boolean {
     error instanceof Deno.errors.NotCapable;
 }
 
+/**
+ * Binds with `bind` on the settings' host; where the host was left to its default `::`
+ * and IPv6 is off, on IPv4 instead, with a warning.
+ */
+function bindWithFallback<T>(
+  settings: ServerSettings,
+  logger: Logger,
+  fallback: boolean,
+  bind: (hostname: string) => T,
+): T {
+  try {
+    return bind(settings.hostname);
+  } catch (error) {
+    if (!fallback || isSetupError(error)) throw error;
+    logger.warn("IPv6 is unavailable; listening on IPv4 only", {
+      error: error instanceof Error ? error.message : String(error),
+    });
+    return bind("0.0.0.0");
+  }
+}
+
 function listen(
   settings: ServerSettings,
   logger: Logger,
   fallback: boolean,
   port = settings.port,
 ): Deno.TcpListener {
-  const { hostname, reusePort } = settings;
-  try {
-    return Deno.listen({ hostname, port, transport: "tcp", reusePort });
-  } catch (error) {
-    if (!fallback || isSetupError(error)) throw error;
-    logger.warn("IPv6 is unavailable; listening on IPv4 only", {
-      error: error instanceof Error ? error.message : String(error),
-    });
-    return Deno.listen({ hostname: "0.0.0.0", port, transport: "tcp", reusePort });
-  }
+  const reusePort = settings.reusePort;
+  return bindWithFallback(
+    settings,
+    logger,
+    fallback,
+    (hostname) => Deno.listen({ hostname, port, transport: "tcp", reusePort }),
+  );
 }
 
 /** Logs the counters at info level every `seconds`, when they changed; returns the timer. */
@@ -137,6 +157,7 @@ class Server implements TimeServer {
   readonly ports: ServicePorts = { daytime: null, time: null, ntp: null };
   readonly finished: Promise<void>;
   readonly udpEngine: "deno" | "mmsg";
+  readonly tcpEngine: TcpEngine;
   readonly #settings: ServerSettings;
   readonly #logger: Logger;
   readonly #tcp: TcpServer;
@@ -190,17 +211,29 @@ class Server implements TimeServer {
     });
     const fallback = options.hostname === undefined;
     const tcpListeners: [Deno.TcpListener, TcpService][] = [];
+    this.tcpEngine = settings.tcpEngine;
+    let bound = false;
     try {
-      const jam = listen(settings, logger, fallback);
-      tcpListeners.push([jam, "jam"]);
-      this.addr = jam.addr;
+      if (settings.tcpEngine === "epoll") {
+        this.addr = bindWithFallback(
+          settings,
+          logger,
+          fallback,
+          (hostname) => this.#tcp.listenEpoll(hostname, settings.port),
+        );
+      } else {
+        const jam = listen(settings, logger, fallback);
+        tcpListeners.push([jam, "jam"]);
+        this.addr = jam.addr;
+      }
+      bound = true;
       this.#listenServices(fallback, tcpListeners);
     } catch (error) {
       for (const [listener] of tcpListeners) closeQuietly(listener);
       for (const service of this.#udp) service.close();
       this.#timeSource.close();
       void this.#tcp.drain();
-      if (tcpListeners.length === 0) throw error;
+      if (!bound) throw error;
       throw error instanceof ServiceListenError
         ? error
         : new ServiceListenError("a service", 0, error);

@@ -169,6 +169,14 @@ export interface ServerOptions {
    */
   udpEngine?: "auto" | "deno" | "mmsg";
   /**
+   * Which engine serves the line protocol: `deno`, `Deno.listen` with an async loop per
+   * connection; or `epoll`, one epoll loop through FFI to libc (Linux on x86_64 or
+   * aarch64, needs `--allow-ffi` for libc) with no object per idle connection, for very
+   * many connections. Daytime and Time over TCP stay on `Deno.listen` either way.
+   * @default {"deno"}
+   */
+  tcpEngine?: "deno" | "epoll";
+  /**
    * The precise clock SNTP timestamps come from, ms since the epoch with sub-ms resolution
    * (tests); not the answers' clock, `now`.
    * @default {a PreciseClock: the system clock, calibrated against performance.now()}
@@ -228,6 +236,7 @@ export const DEFAULTS: Readonly<ServerSettings> = {
   maxClients: 16384,
   udp: true,
   udpEngine: "auto",
+  tcpEngine: "deno",
   ntpClock: "local",
 };
 

@@ -1,28 +1,24 @@
-// The TCP side: accepting, admitting or refusing, the connection table and its sweep, and the drain.
+// The TCP side: admitting or refusing, the connection table and its sweep, and the drain, for both engines.
 
 import { Acceptor } from "./accept_loop.ts";
 import type { AccessList } from "./access.ts";
-import {
-  type CloseReason,
-  Connection,
-  type ConnectionHost,
-  type TcpService,
-} from "./connection.ts";
-import { ConnectionTable } from "./connections.ts";
+import { type CloseReason, ConnectionTable, type SlotSockets } from "./connections.ts";
+import { DenoEngine } from "./deno_engine.ts";
+import { EpollEngine } from "./epoll_engine.ts";
 import { Eviction } from "./eviction.ts";
 import { Limits } from "./limits.ts";
 import type { Logger } from "../lib/log.ts";
-import { clientHost, closeQuietly, formatAddress } from "../lib/net.ts";
 import { PeerEviction } from "./peers.ts";
-import { ERR_SERVER_BUSY, type TimeAnswer } from "../protocol.ts";
+import type { TimeAnswer } from "../protocol.ts";
 import { DEFAULTS, type ServerSettings } from "./server_options.ts";
 import type { ServerStats } from "./stats.ts";
+import type { TcpHost, TcpService } from "./tcp_host.ts";
 import type { DaytimeAnswer } from "../time/daytime.ts";
 import type { Rfc868Answer } from "../time/rfc868.ts";
 
 /**
  * How long a connection the server is closing keeps reading (and discarding) what the
- * client still sends, at most: see `Connection`'s lingering close.
+ * client still sends, at most: see the lingering close in `Connection` and `EpollEngine`.
  */
 const LINGER_MS = 5000;
 /**
@@ -51,24 +47,35 @@ function sweepPeriod(settings: ServerSettings): number {
   return Math.min(SWEEP_MAX_MS, Math.max(5, shortest / 4));
 }
 
+/** What an engine offers the TCP side besides its sockets. */
+interface Engine extends SlotSockets {
+  /** Stops accepting. */
+  stop(): void;
+  /** A descriptor was freed: accepting held back for want of one may go on. */
+  freed(): void;
+  /** Settles when the engine has stopped accepting and let go of its listeners. */
+  readonly finished: Promise<void>;
+}
+
 /**
  * What the TCP side shares with the rest of the server: counters, logs, the answers, who
  * is served (as its connections see them), and with workers the count all of them share.
  */
 export type TcpContext =
   & Pick<
-    ConnectionHost,
+    TcpHost,
     "stats" | "logger" | "jamAnswer" | "daytimeAnswer" | "rfc868Answer" | "access"
   >
   & { readonly sharedConnections?: Int32Array };
 
 /**
  * The TCP side of the server: it serves the listeners it is handed (the line protocol,
- * Daytime and Time), admits each connection against the limits or makes room by
- * eviction, sweeps deadlines, and drains. The policies it applies (limits, eviction,
- * overload, per-address counts) are their own modules, for a second engine to share.
+ * Daytime and Time) through an engine, `Deno.listen` or epoll, admits each connection
+ * against the limits or makes room by eviction, sweeps deadlines, and drains. The
+ * policies it applies (limits, eviction, overload, per-address counts) are their own
+ * modules, and both engines' connections live in one table.
  */
-export class TcpServer implements ConnectionHost {
+export class TcpServer implements TcpHost {
   readonly stats: ServerStats;
   readonly logger: Logger;
   readonly debug: boolean;
@@ -81,16 +88,17 @@ export class TcpServer implements ConnectionHost {
   readonly limits: Limits;
   readonly table: ConnectionTable;
   readonly #settings: ServerSettings;
-  readonly #listeners: Deno.TcpListener[] = [];
-  readonly #accepting: Promise<void>[] = [];
   readonly #eviction: Eviction;
   readonly #peers: PeerEviction | null;
   readonly #stopAccepting = new AbortController();
   readonly stopping: AbortSignal = this.#stopAccepting.signal;
   readonly #drained = Promise.withResolvers<void>();
-  readonly #sweepTimer: ReturnType<typeof setInterval>;
   readonly #sweepEveryMs: number;
   readonly #acceptor: Acceptor;
+  readonly #deno: DenoEngine;
+  #epoll: EpollEngine | null = null;
+  #sweepTimer: ReturnType<typeof setInterval> | undefined;
+  #lastSweep = performance.now();
   #drain: Promise<void> | null = null;
 
   constructor(settings: ServerSettings, context: TcpContext) {
@@ -136,22 +144,37 @@ export class TcpServer implements ConnectionHost {
       connections: this.table.size,
       maxConnections: this.limits.max,
     }));
+    this.#deno = new DenoEngine(this, this.#acceptor, () => this.#tickForAccept());
     this.#peers?.answer(this.stopping);
     this.#sweepTimer = setInterval(() => this.#sweep(), this.#sweepEveryMs);
   }
 
-  /** Serves `listener` until the drain: its connections speak `service`. It is closed then. */
+  /** Serves a `Deno.listen` listener until the drain: its connections speak `service`. */
   serve(listener: Deno.TcpListener, service: TcpService): void {
-    this.#listeners.push(listener);
-    this.#accepting.push(this.#acceptor.run(listener, this.stopping, (conn) => {
-      if (performance.now() - this.table.coarseNow >= ACCEPT_TICK_MS) this.table.tick();
-      this.#admit(conn, service);
-    }));
+    this.#deno.serve(listener, service);
+  }
+
+  /**
+   * Binds the line protocol's listener on the epoll engine and serves it until the
+   * drain. From then on that engine's loop drives the sweep, once per batch of events,
+   * so that deadlines hold however busy the loop is. Throws what `Deno.listen` would.
+   */
+  listenEpoll(hostname: string, port: number): Deno.NetAddr {
+    const epoll = new EpollEngine(this, this.#acceptor, {
+      beforeBatch: (now) => this.#beforeBatch(now),
+      waitMs: this.#sweepEveryMs,
+    });
+    const addr = epoll.listen(hostname, port, this.#settings.reusePort);
+    this.#epoll = epoll;
+    clearInterval(this.#sweepTimer);
+    this.#sweepTimer = undefined;
+    return addr;
   }
 
   /** Settles when accepting has stopped and every connection is closed. */
   get finished(): Promise<void> {
-    return Promise.all([...this.#accepting, this.#drained.promise]).then(() => {});
+    return Promise.all(this.#engines().map((engine) => engine.finished))
+      .then(() => this.#drained.promise);
   }
 
   /**
@@ -162,86 +185,80 @@ export class TcpServer implements ConnectionHost {
   drain(): Promise<void> {
     if (this.#drain) return this.#drain;
     this.#stopAccepting.abort();
-    for (const listener of this.#listeners) closeQuietly(listener);
+    for (const engine of this.#engines()) engine.stop();
     clearInterval(this.#sweepTimer);
+    const table = this.table;
     // A client waiting for a request is owed nothing, nor is one lingering after its last
     // answer: its pending read has drained what it sent, so closing it resets nothing.
     // Connections still writing close after their last write, and linger as usual, since
     // requests they have not read yet would turn an immediate close into a reset.
-    for (const connection of this.table) {
-      const state = connection.state;
+    for (const slot of [...table]) {
+      const state = table.state(slot);
       if (state === "reading" || state === "header" || state === "lingering") {
-        this.table.close(connection, "shutdown");
+        table.close(slot, "shutdown");
       }
     }
-    if (this.table.size === 0) this.#drained.resolve();
+    if (table.size === 0) this.#drained.resolve();
     const force = setTimeout(() => {
       let busy = 0;
-      for (const connection of this.table) if (connection.state === "writing") busy++;
+      for (const slot of table) if (table.state(slot) === "writing") busy++;
       if (busy > 0) {
         this.logger.warn("shutdown timeout; closing connections still busy", {
           connections: busy,
-          lingering: this.table.size - busy || undefined,
+          lingering: table.size - busy || undefined,
         });
       }
-      for (const connection of this.table) this.table.close(connection, "shutdown timeout");
+      for (const slot of [...table]) table.close(slot, "shutdown timeout");
     }, this.#settings.shutdownTimeout * 1000);
     this.#drain = this.finished.finally(() => clearTimeout(force));
     return this.#drain;
   }
 
   /**
-   * Counts a new connection against `maxConnections` and serves it. At the limit, the
-   * connection silent the longest makes room if it has been silent long enough and the
-   * newcomer may take its place; with workers, the others may make room instead.
-   * Otherwise the newcomer hears `ERR server busy`.
+   * Counts a new connection against `maxConnections`. At the limit, the connection
+   * silent the longest makes room if it has been silent long enough and the newcomer
+   * may take its place; with workers, the others may make room instead.
    */
-  #admit(conn: Deno.TcpConn, service: TcpService): void {
-    if (this.limits.take()) return this.#serve(conn, service);
+  admit(slot: number, address: string | null): boolean | Promise<boolean> {
+    if (this.limits.take(slot)) return true;
     this.table.tick();
-    // Behind a balancer the client's address comes later, in the PROXY header.
-    const address = this.proxyProtocol ? null : clientHost(conn.remoteAddr.hostname);
-    if (this.#eviction.evictOldest(address) && this.limits.take()) {
-      return this.#serve(conn, service);
-    }
+    if (this.#eviction.evictOldest(address) && this.limits.take(slot)) return true;
     if (this.#peers?.mayAsk(this.limits.holds(address))) {
-      this.#peers.ask(() => this.limits.take(), this.stopping).then((taken) =>
-        taken ? this.#serve(conn, service) : this.#refuse(conn)
-      );
-      return;
+      return this.#peers.ask(() => this.limits.take(slot), this.stopping);
     }
-    this.#refuse(conn);
+    return false;
   }
 
-  #refuse(conn: Deno.TcpConn): void {
-    this.stats.refusedBusy++;
-    if (this.debug) {
-      this.logger.debug("connection refused: server busy", {
-        peer: formatAddress(conn.remoteAddr),
-      });
-    }
-    // The answer fits in any socket buffer, so the write does not wait for the client.
-    conn.write(ERR_SERVER_BUSY).catch(() => {}).finally(() => {
-      closeQuietly(conn);
-      this.#acceptor.freed();
-    });
-  }
-
-  #serve(conn: Deno.TcpConn, service: TcpService): void {
-    const connection = new Connection(conn, this, service);
-    this.table.add(connection);
+  opened(_slot: number): void {
     this.stats.connectionsOpen = this.table.size;
     this.stats.connectionsTotal++;
-    connection.serve();
   }
 
-  /** A connection is closed and done with (its `serve()` is ending). */
-  ended(connection: Connection, reason: CloseReason): void {
-    this.table.delete(connection);
+  refused(_slot: number, peer: () => string): void {
+    this.stats.refusedBusy++;
+    if (this.debug) this.logger.debug("connection refused: server busy", { peer: peer() });
+  }
+
+  ended(slot: number, reason: CloseReason): void {
+    if (this.debug) this.logger.debug("connection closed", { peer: this.table.peer(slot), reason });
+    this.table.free(slot);
     this.stats.connectionsOpen = this.table.size;
-    this.#acceptor.freed();
-    if (this.debug) this.logger.debug("connection closed", { peer: connection.peer(), reason });
+    for (const engine of this.#engines()) engine.freed();
     if (this.table.size === 0 && this.stopping.aborted) this.#drained.resolve();
+  }
+
+  #engines(): Engine[] {
+    return this.#epoll === null ? [this.#deno] : [this.#deno, this.#epoll];
+  }
+
+  #tickForAccept(): void {
+    if (performance.now() - this.table.coarseNow >= ACCEPT_TICK_MS) this.table.tick();
+  }
+
+  /** The epoll loop has a batch of events at `now`: tick, and sweep when it is due. */
+  #beforeBatch(now: number): void {
+    if (now - this.#lastSweep >= this.#sweepEveryMs) this.#sweep();
+    else if (now - this.table.coarseNow >= ACCEPT_TICK_MS) this.table.tick();
   }
 
   /**
@@ -252,15 +269,15 @@ export class TcpServer implements ConnectionHost {
   #sweep(): void {
     const table = this.table;
     table.tick();
-    const now = table.coarseNow;
+    const now = this.#lastSweep = table.coarseNow;
     // Stamps lag the truth by up to one sweep: allow for that, so nothing closes early.
     const slack = this.#sweepEveryMs;
     const { idleTimeout, proxyHeaderTimeout } = this.#settings;
     if (idleTimeout > 0) {
       const deadline = now - idleTimeout * 1000 - slack;
-      const counted = (connection: Connection) => {
+      const counted = (slot: number) => {
         this.stats.closedIdle++;
-        if (this.debug) this.logger.debug("idle timeout", { peer: connection.peer() });
+        if (this.debug) this.logger.debug("idle timeout", { peer: table.peer(slot) });
       };
       table.expire("reading", deadline, "idle timeout", counted);
       table.expire("writing", deadline, "idle timeout", counted);

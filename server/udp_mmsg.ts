@@ -2,7 +2,25 @@
 // timestamps and SO_REUSEPORT, which Deno.listenDatagram does not offer.
 
 import { parseAddress } from "../lib/net.ts";
-import { errno, type Libc, libcMissing, loadLibc } from "../lib/libc.ts";
+import { bufferAddress, errno, type Libc, libcMissing, loadLibc } from "../lib/libc.ts";
+import {
+  AF_INET,
+  AF_INET6,
+  bindError,
+  intOption,
+  IPPROTO_IPV6,
+  IPV6_V6ONLY,
+  SHUT_RDWR,
+  SO_RCVBUF,
+  SO_REUSEPORT,
+  SOCK_CLOEXEC,
+  SOCK_DGRAM,
+  SOCKADDR_SLOT,
+  sockaddrHost,
+  sockaddrPort,
+  SOL_SOCKET,
+  writeSockaddr,
+} from "../lib/sockets.ts";
 
 /** Datagrams taken from, and given to, the kernel per call. */
 export const BATCH = 64;
@@ -11,30 +29,16 @@ export const RECEIVE_SLOT = 2048;
 /** Bytes kept for each reply. */
 export const REPLY_SLOT = 64;
 
-// Linux's ABI on x86_64 and aarch64 (LP64): the constants and struct layouts used below.
-const AF_INET = 2;
-const AF_INET6 = 10;
-const SOCK_DGRAM = 2;
-const SOCK_CLOEXEC = 0x80000;
-const SOL_SOCKET = 1;
-const SO_RCVBUF = 8;
-const SO_REUSEPORT = 15;
 const SO_RCVTIMEO = 20;
 const SO_TIMESTAMPNS = 35;
 const SCM_TIMESTAMPNS = SO_TIMESTAMPNS;
-const IPPROTO_IPV6 = 41;
-const IPV6_V6ONLY = 26;
 const MSG_DONTWAIT = 0x40;
 const MSG_WAITFORONE = 0x10000;
-const SHUT_RDWR = 2;
 const CLOCK_REALTIME = 0;
-const EADDRINUSE = 98;
-const EACCES = 13;
 /** sizeof(struct mmsghdr): a 56-byte msghdr and the 4-byte length, padded. */
 const MMSGHDR = 64;
 const IOVEC = 16;
-/** Room for a sockaddr_in6 (28 bytes). */
-const NAME_SLOT = 32;
+const NAME_SLOT = SOCKADDR_SLOT;
 /** Room for one SCM_TIMESTAMPNS message (CMSG_SPACE(16) = 32) and a spare. */
 const CONTROL_SLOT = 64;
 /** How long a receive blocks before it looks whether the socket is closing, in ms. */
@@ -48,56 +52,6 @@ const RECEIVE_BUFFER = 4 * 1024 * 1024;
  */
 export function mmsgSupported(): boolean {
   return libcMissing() === null;
-}
-
-function addressOf(c: Libc, bytes: ArrayBufferView): number {
-  return Number(c.memcpy(bytes as Uint8Array<ArrayBuffer>, bytes as Uint8Array<ArrayBuffer>, 0n));
-}
-
-function intOption(c: Libc, fd: number, level: number, name: number, value: number): boolean {
-  return c.setsockopt(fd, level, name, Int32Array.of(value), 4) === 0;
-}
-
-/** Writes a sockaddr for a literal address and port; returns its length. */
-function writeSockaddr(bytes: Uint8Array, words: Uint32Array, port: number): number {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  bytes.fill(0);
-  view.setUint16(2, port);
-  if (words.length === 1) {
-    view.setUint16(0, AF_INET, true);
-    view.setUint32(4, words[0]);
-    return 16;
-  }
-  view.setUint16(0, AF_INET6, true);
-  for (let i = 0; i < 4; i++) view.setUint32(8 + 4 * i, words[i]);
-  return 28;
-}
-
-/**
- * The client's address from a sockaddr the kernel wrote, as `Deno.NetAddr.hostname`
- * would say it: dotted IPv4 (IPv4-mapped IPv6 too), or IPv6 in full hex groups.
- */
-export function sockaddrHost(bytes: Uint8Array, offset: number): string {
-  const family = bytes[offset] | (bytes[offset + 1] << 8);
-  if (family === AF_INET) {
-    return `${bytes[offset + 4]}.${bytes[offset + 5]}.${bytes[offset + 6]}.${bytes[offset + 7]}`;
-  }
-  const a = offset + 8;
-  let mapped = bytes[a + 10] === 0xff && bytes[a + 11] === 0xff;
-  for (let i = 0; i < 10 && mapped; i++) mapped = bytes[a + i] === 0;
-  if (mapped) return `${bytes[a + 12]}.${bytes[a + 13]}.${bytes[a + 14]}.${bytes[a + 15]}`;
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) {
-    groups.push(((bytes[a + i] << 8) | bytes[a + i + 1]).toString(16));
-  }
-  return groups.join(":");
-}
-
-/** What `Deno.listenDatagram` would throw for a failed bind. */
-function bindError(code: number, where: string): Error {
-  if (code === EADDRINUSE) return new Deno.errors.AddrInUse(`address in use: ${where}`);
-  if (code === EACCES) return new Deno.errors.PermissionDenied(`permission denied: ${where}`);
-  return new Error(`cannot bind ${where} (errno ${code})`);
 }
 
 /**
@@ -201,7 +155,7 @@ export class MmsgSocket {
     this.#fd = bound.fd;
     this.port = bound.port;
 
-    const address64 = (bytes: ArrayBufferView, offset: number) => addressOf(c, bytes) + offset;
+    const address64 = (bytes: ArrayBufferView, offset: number) => bufferAddress(c, bytes) + offset;
     /** Writes a 64-bit address as two 32-bit halves, little-endian. */
     const put = (ints: Uint32Array, at: number, value: number) => {
       ints[at] = value % 0x1_0000_0000;
@@ -221,7 +175,7 @@ export class MmsgSocket {
       put(this.#sendInts, at + 4, address64(this.#sendIovecs, i * IOVEC));
       this.#sendInts[at + 6] = 1;
     }
-    this.#sendAddress = addressOf(c, this.#sendHeaders);
+    this.#sendAddress = bufferAddress(c, this.#sendHeaders);
   }
 
   /**
@@ -289,8 +243,7 @@ export class MmsgSocket {
 
   /** The port datagram `i` was sent from. */
   peerPort(i: number): number {
-    const at = i * NAME_SLOT;
-    return (this.#names[at + 2] << 8) | this.#names[at + 3];
+    return sockaddrPort(this.#names, i * NAME_SLOT);
   }
 
   /** Queues the reply in slot `i`, `length` bytes, to the sender of datagram `i`. */

@@ -3,6 +3,7 @@
 import net from "node:net";
 import { LineReader, writeAll } from "../lib/net.ts";
 import { TIME_ANSWER } from "../protocol.ts";
+import type { TcpEngine } from "../server/tcp_host.ts";
 
 export { freePort } from "../lib/net.ts";
 
@@ -349,4 +350,21 @@ export function resetStorm(port: number, count: number, hostname = "127.0.0.1"):
       socket.on("error", () => {});
       socket.once("close", () => resolve());
     }))).then(() => {});
+}
+
+/** The TCP engines every server test runs on. */
+export const TCP_ENGINES: readonly TcpEngine[] = ["deno", "epoll"];
+
+/**
+ * Registers a test once for each of {@linkcode TCP_ENGINES}, named after the engine,
+ * so that every behaviour of the server is checked on both.
+ */
+export function engineTest(
+  definition: string | Omit<Deno.TestDefinition, "fn">,
+  fn: (tcpEngine: TcpEngine) => void | Promise<void>,
+): void {
+  const base = typeof definition === "string" ? { name: definition } : definition;
+  for (const tcpEngine of TCP_ENGINES) {
+    Deno.test({ ...base, name: `${base.name} (${tcpEngine} engine)`, fn: () => fn(tcpEngine) });
+  }
 }
