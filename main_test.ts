@@ -4,10 +4,12 @@ import assert from "node:assert/strict";
 import { HELP, parseCommandLine, VERSION } from "./main.ts";
 import { UsageError } from "./lib/usage.ts";
 import {
+  engineTest,
   freePort,
   JAM_LINE,
   LineClient,
   mainModule,
+  onEngine,
   runMain,
   sendUntilStalled,
   type ServerProcess,
@@ -55,13 +57,15 @@ Deno.test("command line reads every flag", () => {
       "--max-connections-per-ip",
       "3",
       "--proxy-protocol",
+      "--tcp-engine",
+      "epoll",
       "--workers",
       "2",
       "--metrics",
       "[::1]:9464",
     ],
     {},
-    { os: "linux", cpus: 2 },
+    { os: "linux", cpus: 2, libcMissing: null },
   );
   assert.deepEqual(invocation, {
     action: "serve",
@@ -76,6 +80,7 @@ Deno.test("command line reads every flag", () => {
       shutdownTimeout: 0,
       maxConnectionsPerIp: 3,
       proxyProtocol: true,
+      tcpEngine: "epoll",
     },
     logLevel: "debug",
     logFormat: "json",
@@ -144,9 +149,15 @@ Deno.test("command line refuses the batched engine and the kernel's clock withou
     () => parseCommandLine([...ntp, "--ntp-clock", "kernel"], {}, noFfi),
     new UsageError(`--ntp-clock kernel calls adjtimex in libc, so it needs ${lacking}`),
   );
-  // The portable engine needs none of it.
+  assert.throws(
+    () => parseCommandLine(["--tcp-engine", "epoll"], {}, noFfi),
+    new UsageError(`--tcp-engine epoll needs ${lacking}`),
+  );
+  // The portable engines need none of it.
   const portable = parseCommandLine([...ntp, "--udp-engine", "deno"], {}, noFfi);
   assert.equal(portable.action === "serve" && portable.options.udpEngine, "deno");
+  const deno = parseCommandLine(["--tcp-engine", "deno"], {}, noFfi);
+  assert.equal(deno.action === "serve" && deno.options.tcpEngine, "deno");
 });
 
 Deno.test("command line takes PORT from the environment unless --port is given", () => {
@@ -260,6 +271,11 @@ Deno.test("command line rejects bad input with a one-line message naming the fla
     [["--port=-1"], /^--port must be a whole number from 0 to 65535, got "-1"$/],
     [["--port", "1.5"], /--port must be/],
     [["--tz", "Mars/Base"], /^--tz must be an IANA time zone/],
+    [["--tcp-engine", "uring"], /^--tcp-engine must be one of deno, epoll, got "uring"$/],
+    [
+      ["--tcp-engine", "epoll", "--host", "localhost"],
+      /^--tcp-engine epoll needs --host as an IP address such as 127\.0\.0\.1 or ::, got "localhost"$/,
+    ],
     [["--max-line", "0"], /^--max-line must be/],
     [
       ["--idle-timeout", "-1"],
@@ -477,11 +493,13 @@ Deno.test({
 });
 
 // Windows has no SIGTERM, and child processes cannot be sent SIGINT there.
-Deno.test({
+engineTest({
   name: "program serves TIME and exits 0 on SIGTERM, draining first",
   ignore: Deno.build.os === "windows",
-}, async () => {
-  await using server = await startServerProcess(["--host", "127.0.0.1", "--log-format", "json"]);
+}, async (tcpEngine) => {
+  await using server = await startServerProcess(
+    ...onEngine(tcpEngine, ["--host", "127.0.0.1", "--log-format", "json"]),
+  );
   using client = await LineClient.connect(server.port);
   assert.match(await client.time(), JAM_LINE);
   server.child.kill("SIGTERM");
@@ -516,14 +534,14 @@ const groupStops = [
   ["SIGINT", "dev"],
 ] as const;
 for (const [signal, task] of groupStops) {
-  Deno.test({
+  engineTest({
     name: `one ${signal} to the process group of deno task ${task} drains the server once`,
     ignore: Deno.build.os !== "linux",
-  }, async () => {
+  }, async (tcpEngine) => {
     // The copy deno task passes on came within a millisecond in 3 runs of 8 before this
     // was handled (every run under dev); 6 runs at once make a regression all but certain to show.
     await Promise.all(Array.from({ length: 6 }, async () => {
-      await using server = await startTaskInGroup([], task);
+      await using server = await startTaskInGroup(["--tcp-engine", tcpEngine], task);
       using client = await LineClient.connect(server.port);
       assert.match(await client.time(), JAM_LINE);
       Deno.kill(-server.child.pid, signal);
@@ -542,14 +560,14 @@ for (const [signal, task] of groupStops) {
 }
 
 for (const how of ["deno run", "deno task start"] as const) {
-  Deno.test({
+  engineTest({
     name: `two signals a second apart force the exit under ${how}`,
     ignore: Deno.build.os !== "linux",
-  }, async () => {
+  }, async (tcpEngine) => {
     const args = ["--shutdown-timeout", "60"];
     await using server = how === "deno run"
-      ? await startServerProcess(["--host", "127.0.0.1", ...args])
-      : await startTaskInGroup(args);
+      ? await startServerProcess(...onEngine(tcpEngine, ["--host", "127.0.0.1", ...args]))
+      : await startTaskInGroup([...args, "--tcp-engine", tcpEngine]);
     const target = how === "deno run" ? server.child.pid : -server.child.pid;
     using client = await LineClient.connect(server.port);
     // A client that is owed answers and does not read them keeps the drain waiting.
@@ -606,14 +624,15 @@ for (const engine of ["mmsg", "deno"] as const) {
   });
 }
 
-Deno.test({
+engineTest({
   name: "program with --workers 2 serves from both workers and drains both on SIGTERM",
   ignore: Deno.build.os !== "linux",
-}, async () => {
-  await using server = await startServerProcess(
+}, async (tcpEngine) => {
+  await using server = await startServerProcess(...onEngine(
+    tcpEngine,
     ["--host", "127.0.0.1", "--workers", "2", "--log-level", "debug", "--log-format", "json"],
     workersCommand,
-  );
+  ));
   // The kernel spreads connections over the workers by a hash of their addresses:
   // with 40 of them, both get some unless something is wrong (odds 2 in 2^40).
   const clients = 40;
@@ -634,15 +653,16 @@ Deno.test({
   assert.equal(stopped.requestsTime, clients);
 });
 
-Deno.test({
+engineTest({
   name: "program with --workers serves metrics while it drains, then exits 0",
   ignore: Deno.build.os !== "linux",
-}, async () => {
+}, async (tcpEngine) => {
   const metricsPort = freePort();
-  await using server = await startServerProcess(
+  await using server = await startServerProcess(...onEngine(
+    tcpEngine,
     ["--host", "127.0.0.1", "--workers", "2", "--metrics", `127.0.0.1:${metricsPort}`],
     workersCommand,
-  );
+  ));
   // A client that is owed answers and does not read them keeps the drain going.
   using client = await LineClient.connect(server.port);
   const { pending } = await sendUntilStalled(client.conn, 512 * 1024 * 1024);

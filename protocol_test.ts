@@ -346,3 +346,22 @@ Deno.test("framer reads only the given length of a reused buffer", () => {
   assert.equal(decoder.decode(framer.line()), "QUIT");
   assert.equal(framer.next(), Frame.None);
 });
+
+Deno.test("a session is idle until it holds a partial line, and keeps unanswered bytes in a copy", () => {
+  const time = new TimeAnswer({ timeZone: "UTC", now: () => Date.UTC(2026, 0, 1, 9, 5, 3) });
+  const session = new Session({ time, outputLimit: 14 });
+  const buffer = new TextEncoder().encode("TIME\nTIME\nTI");
+  assert.ok(session.idle);
+  session.push(buffer);
+  assert.equal(new TextDecoder().decode(session.pull()), "JAM 09:05:03\r\n");
+  // The output limit stopped the pull: the rest is held, and survives the buffer's reuse.
+  assert.ok(!session.idle);
+  session.retain();
+  buffer.fill(0x78);
+  assert.equal(new TextDecoder().decode(session.pull()), "JAM 09:05:03\r\n");
+  assert.equal(session.pull().length, 0);
+  assert.ok(!session.idle, "TI is a line begun");
+  session.push(new TextEncoder().encode("ME\n"));
+  assert.equal(session.pull().length, 14);
+  assert.ok(session.idle);
+});

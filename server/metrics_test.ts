@@ -5,7 +5,7 @@ import { createLogger } from "../lib/log.ts";
 import { formatMetrics, METRIC_FAMILIES, parseHostPort, serveMetrics } from "./metrics.ts";
 import { serve } from "./server.ts";
 import { newServerStats, type ServerStats, sumStats } from "./stats.ts";
-import { JAM_LINE, LineClient } from "../testing/test_util.ts";
+import { engineTest, JAM_LINE, LineClient } from "../testing/test_util.ts";
 
 const zero: ServerStats = newServerStats();
 
@@ -104,51 +104,54 @@ async function scrape(port: number): Promise<{ text: string; contentType: string
   return { text: await response.text(), contentType: response.headers.get("content-type") };
 }
 
-Deno.test("metrics scraped during a small load add up to what the clients did", async () => {
-  const logger = createLogger({ level: "error" });
-  await using server = serve({ hostname: "127.0.0.1", port: 0, logger, maxLine: 16 });
-  const metrics = serveMetrics({ hostname: "127.0.0.1", port: 0 }, () => server.stats, {
-    version: "9.9.9",
-    startTimeSeconds: 1764000000,
-  }, logger);
-  try {
-    const clients = 20;
-    await Promise.all(Array.from({ length: clients }, async () => {
-      using client = await LineClient.connect(server.addr.port);
-      for (let i = 0; i < 3; i++) {
-        assert.match(await client.time(), JAM_LINE);
-      }
-      await client.send("HELLO\r\n");
-      assert.equal(await client.readLine(), "ERR unknown command\r\n");
-      await client.send("QUIT\r\n");
-      assert.equal(await client.readAll(), "");
-    }));
-    using long = await LineClient.connect(server.addr.port);
-    await long.send("x".repeat(17));
-    assert.equal(await long.readAll(), "ERR line too long\r\n");
+engineTest(
+  "metrics scraped during a small load add up to what the clients did",
+  async (tcpEngine) => {
+    const logger = createLogger({ level: "error" });
+    await using server = serve({ tcpEngine, hostname: "127.0.0.1", port: 0, logger, maxLine: 16 });
+    const metrics = serveMetrics({ hostname: "127.0.0.1", port: 0 }, () => server.stats, {
+      version: "9.9.9",
+      startTimeSeconds: 1764000000,
+    }, logger);
+    try {
+      const clients = 20;
+      await Promise.all(Array.from({ length: clients }, async () => {
+        using client = await LineClient.connect(server.addr.port);
+        for (let i = 0; i < 3; i++) {
+          assert.match(await client.time(), JAM_LINE);
+        }
+        await client.send("HELLO\r\n");
+        assert.equal(await client.readLine(), "ERR unknown command\r\n");
+        await client.send("QUIT\r\n");
+        assert.equal(await client.readAll(), "");
+      }));
+      using long = await LineClient.connect(server.addr.port);
+      await long.send("x".repeat(17));
+      assert.equal(await long.readAll(), "ERR line too long\r\n");
 
-    const { text, contentType } = await scrape(metrics.addr.port);
-    assert.equal(contentType, "text/plain; version=0.0.4; charset=utf-8");
-    const values = samples(text);
-    assert.equal(values.get("timeserver_connections_total"), clients + 1);
-    assert.equal(values.get('timeserver_requests_total{command="time"}'), clients * 3);
-    assert.equal(values.get('timeserver_requests_total{command="unknown"}'), clients);
-    assert.equal(values.get('timeserver_requests_total{command="quit"}'), clients);
-    assert.equal(values.get('timeserver_errors_total{kind="line_too_long"}'), 1);
-    assert.equal(values.get("timeserver_bytes_received_total"), clients * (3 * 6 + 7 + 6) + 17);
-    assert.equal(
-      values.get("timeserver_bytes_sent_total"),
-      clients * (3 * 14 + "ERR unknown command\r\n".length) + "ERR line too long\r\n".length,
-    );
-    assert.equal(values.get('timeserver_build_info{version="9.9.9"}'), 1);
+      const { text, contentType } = await scrape(metrics.addr.port);
+      assert.equal(contentType, "text/plain; version=0.0.4; charset=utf-8");
+      const values = samples(text);
+      assert.equal(values.get("timeserver_connections_total"), clients + 1);
+      assert.equal(values.get('timeserver_requests_total{command="time"}'), clients * 3);
+      assert.equal(values.get('timeserver_requests_total{command="unknown"}'), clients);
+      assert.equal(values.get('timeserver_requests_total{command="quit"}'), clients);
+      assert.equal(values.get('timeserver_errors_total{kind="line_too_long"}'), 1);
+      assert.equal(values.get("timeserver_bytes_received_total"), clients * (3 * 6 + 7 + 6) + 17);
+      assert.equal(
+        values.get("timeserver_bytes_sent_total"),
+        clients * (3 * 14 + "ERR unknown command\r\n".length) + "ERR line too long\r\n".length,
+      );
+      assert.equal(values.get('timeserver_build_info{version="9.9.9"}'), 1);
 
-    const notFound = await fetch(`http://127.0.0.1:${metrics.addr.port}/`);
-    assert.equal(notFound.status, 404);
-    await notFound.body?.cancel();
-  } finally {
-    await metrics.shutdown();
-  }
-});
+      const notFound = await fetch(`http://127.0.0.1:${metrics.addr.port}/`);
+      assert.equal(notFound.status, 404);
+      await notFound.body?.cancel();
+    } finally {
+      await metrics.shutdown();
+    }
+  },
+);
 
 function hasPromtool(): boolean {
   try {

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { createLogger } from "../lib/log.ts";
+import { engineTest } from "../testing/test_util.ts";
 import { serve, type ServerOptions, type TimeServer } from "./server.ts";
 import { mmsgSupported } from "./udp_mmsg.ts";
 import { readKernelClock } from "../time/kernel_clock.ts";
@@ -61,33 +62,49 @@ async function assertBystanderServed(server: TimeServer): Promise<void> {
   assert.match(await within(2000, bystander.time(), "the bystander's answer"), JAM_LINE);
 }
 
-Deno.test("daytime over TCP sends one ctime line in the zone asked for, then closes", async () => {
-  const at = Date.UTC(2026, 10, 5, 3, 5, 47);
-  await using server = start({ daytimePort: 0, timeZone: "Asia/Jakarta", now: () => at });
-  const answer = await within(2000, readAll(server.ports.daytime!), "the daytime answer");
-  assert.equal(decoder.decode(answer), "Thu Nov  5 10:05:47 2026\r\n");
-  // Whatever the client sends is ignored: still one line, then the close.
-  const again = await within(2000, readAll(server.ports.daytime!, "hello?\r\n"), "the answer");
-  assert.equal(decoder.decode(again), "Thu Nov  5 10:05:47 2026\r\n");
-  await assertBystanderServed(server);
-  assert.equal(server.stats.requestsDaytime, 2);
-});
+engineTest(
+  "daytime over TCP sends one ctime line in the zone asked for, then closes",
+  async (tcpEngine) => {
+    const at = Date.UTC(2026, 10, 5, 3, 5, 47);
+    await using server = start({
+      tcpEngine,
+      daytimePort: 0,
+      timeZone: "Asia/Jakarta",
+      now: () => at,
+    });
+    const answer = await within(2000, readAll(server.ports.daytime!), "the daytime answer");
+    assert.equal(decoder.decode(answer), "Thu Nov  5 10:05:47 2026\r\n");
+    // Whatever the client sends is ignored: still one line, then the close.
+    const again = await within(2000, readAll(server.ports.daytime!, "hello?\r\n"), "the answer");
+    assert.equal(decoder.decode(again), "Thu Nov  5 10:05:47 2026\r\n");
+    await assertBystanderServed(server);
+    assert.equal(server.stats.requestsDaytime, 2);
+  },
+);
 
-Deno.test("the Time protocol over TCP counts seconds from 1900 and wraps in 2036", async () => {
-  let now = Date.UTC(2036, 1, 7, 6, 28, 15);
-  await using server = start({ timePort: 0, now: () => now });
-  const before = await readAll(server.ports.time!);
-  assert.equal(before.length, 4);
-  assert.equal(new DataView(before.buffer).getUint32(0), 0xffffffff);
-  now += 1000;
-  const after = await readAll(server.ports.time!);
-  assert.equal(new DataView(after.buffer).getUint32(0), 0, "era 1 starts at 0");
-});
+engineTest(
+  "the Time protocol over TCP counts seconds from 1900 and wraps in 2036",
+  async (tcpEngine) => {
+    let now = Date.UTC(2036, 1, 7, 6, 28, 15);
+    await using server = start({ tcpEngine, timePort: 0, now: () => now });
+    const before = await readAll(server.ports.time!);
+    assert.equal(before.length, 4);
+    assert.equal(new DataView(before.buffer).getUint32(0), 0xffffffff);
+    now += 1000;
+    const after = await readAll(server.ports.time!);
+    assert.equal(new DataView(after.buffer).getUint32(0), 0, "era 1 starts at 0");
+  },
+);
 
 for (const engine of ENGINES) {
   Deno.test(`[${engine}] daytime and time over UDP answer any datagram, even an empty one`, async () => {
     const at = Date.UTC(2026, 10, 25, 3, 5, 47);
-    await using server = start({ daytimePort: 0, timePort: 0, now: () => at, udpEngine: engine });
+    await using server = start({
+      daytimePort: 0,
+      timePort: 0,
+      now: () => at,
+      udpEngine: engine,
+    });
     assert.equal(server.udpEngine, engine);
     using client = udpClient();
     for (
@@ -149,7 +166,11 @@ for (const engine of ENGINES) {
 
   Deno.test(`[${engine}] SNTP timestamps come from an injected clock, past the 2036 wrap`, async () => {
     const at = Date.UTC(2036, 5, 1, 12, 0, 0, 250);
-    await using server = start({ ntpPort: 0, udpEngine: engine, preciseClock: { now: () => at } });
+    await using server = start({
+      ntpPort: 0,
+      udpEngine: engine,
+      preciseClock: { now: () => at },
+    });
     using client = udpClient();
     const bytes = await exchangeDatagram(client, server.ports.ntp!, ntpRequest());
     const view = new DataView(bytes!.buffer, bytes!.byteOffset);
@@ -245,18 +266,31 @@ for (const engine of ENGINES) {
   });
 }
 
-Deno.test("a denied address is closed at once over TCP, on every listener, while others are served", async () => {
-  await using server = start({ daytimePort: 0, hostname: "0.0.0.0", deny: ["127.0.0.2"] });
-  for (const port of [server.addr.port, server.ports.daytime!]) {
-    const received = await within(2000, bytesFrom("127.0.0.2", port), "the close");
-    assert.equal(received, 0, "closed without a byte");
-  }
-  assert.equal(server.stats.closedDenied, 2);
-  await assertBystanderServed(server);
-});
+engineTest(
+  "a denied address is closed at once over TCP, on every listener, while others are served",
+  async (tcpEngine) => {
+    await using server = start({
+      tcpEngine,
+      daytimePort: 0,
+      hostname: "0.0.0.0",
+      deny: ["127.0.0.2"],
+    });
+    for (const port of [server.addr.port, server.ports.daytime!]) {
+      const received = await within(2000, bytesFrom("127.0.0.2", port), "the close");
+      assert.equal(received, 0, "closed without a byte");
+    }
+    assert.equal(server.stats.closedDenied, 2);
+    await assertBystanderServed(server);
+  },
+);
 
-Deno.test("with an allow list, only its ranges are served", async () => {
-  await using server = start({ daytimePort: 0, hostname: "0.0.0.0", allow: ["127.0.0.1/32"] });
+engineTest("with an allow list, only its ranges are served", async (tcpEngine) => {
+  await using server = start({
+    tcpEngine,
+    daytimePort: 0,
+    hostname: "0.0.0.0",
+    allow: ["127.0.0.1/32"],
+  });
   using outsider = udpClient("127.0.0.4");
   await outsider.send(new Uint8Array(1), {
     transport: "udp",
@@ -286,21 +320,25 @@ Deno.test("a UDP flood from a thousand addresses keeps the rate limiter's table 
   assert.ok(server.stats.clientsTracked <= 100, `${server.stats.clientsTracked} clients tracked`);
 });
 
-Deno.test("Daytime and Time over TCP share the connection limit and the PROXY protocol", async () => {
-  await using server = start({
-    daytimePort: 0,
-    proxyProtocol: true,
-    hostname: "0.0.0.0",
-    deny: ["192.0.2.1"],
-  });
-  const port = server.ports.daytime!;
-  // Behind a balancer the address in the header is the client: this one is denied.
-  const denied = await readAll(port, "PROXY TCP4 192.0.2.1 127.0.0.1 5000 13\r\n");
-  assert.equal(denied.length, 0);
-  const allowed = await readAll(port, "PROXY TCP4 198.51.100.1 127.0.0.1 5000 13\r\n");
-  assert.match(decoder.decode(allowed), /^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\r\n$/);
-  assert.equal(server.stats.closedDenied, 1);
-});
+engineTest(
+  "Daytime and Time over TCP share the connection limit and the PROXY protocol",
+  async (tcpEngine) => {
+    await using server = start({
+      tcpEngine,
+      daytimePort: 0,
+      proxyProtocol: true,
+      hostname: "0.0.0.0",
+      deny: ["192.0.2.1"],
+    });
+    const port = server.ports.daytime!;
+    // Behind a balancer the address in the header is the client: this one is denied.
+    const denied = await readAll(port, "PROXY TCP4 192.0.2.1 127.0.0.1 5000 13\r\n");
+    assert.equal(denied.length, 0);
+    const allowed = await readAll(port, "PROXY TCP4 198.51.100.1 127.0.0.1 5000 13\r\n");
+    assert.match(decoder.decode(allowed), /^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\r\n$/);
+    assert.equal(server.stats.closedDenied, 1);
+  },
+);
 
 Deno.test({
   name: "with --ntp-clock kernel, replies carry the kernel's synchronisation state",

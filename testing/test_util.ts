@@ -4,6 +4,7 @@ import net from "node:net";
 import { LineReader, writeAll } from "../lib/net.ts";
 import { TIME_ANSWER } from "../protocol.ts";
 import type { TcpEngine } from "../server/tcp_host.ts";
+import { LIBC_FFI_FLAG } from "../lib/libc.ts";
 
 export { freePort } from "../lib/net.ts";
 
@@ -200,7 +201,7 @@ export interface ServerProcess extends LoggedProcess {
  */
 export async function startServerProcess(
   args: string[],
-  command: string[] = [Deno.execPath(), "run", "--allow-net", "--allow-env=PORT", mainModule],
+  command: string[] = serverCommand,
   env?: Record<string, string>,
 ): Promise<ServerProcess> {
   const hasPort = args.some((arg) => arg === "-p" || arg.startsWith("--port"));
@@ -220,6 +221,33 @@ export async function startServerProcess(
 
 /** The path of `main.ts`, for running it in a subprocess. */
 export const mainModule: string = new URL("../main.ts", import.meta.url).pathname;
+
+/** `deno run main.ts` with the least the `deno` engine needs: the network and `PORT`. */
+export const serverCommand: string[] = [
+  Deno.execPath(),
+  "run",
+  "--allow-net",
+  "--allow-env=PORT",
+  mainModule,
+];
+
+/**
+ * A server's flags and command line (a `deno run …` command), in the order
+ * {@linkcode startServerProcess} takes them, for `tcpEngine`: the epoll engine adds
+ * `--tcp-engine` and FFI for libc, as `deno task start` grants it.
+ */
+export function onEngine(
+  tcpEngine: TcpEngine,
+  args: string[],
+  command: string[] = serverCommand,
+): [args: string[], command: string[]] {
+  if (tcpEngine === "deno") return [args, command];
+  const run = command.indexOf("run") + 1;
+  return [
+    [...args, "--tcp-engine", tcpEngine],
+    [...command.slice(0, run), LIBC_FFI_FLAG, ...command.slice(run)],
+  ];
+}
 
 /** `deno run main.ts` as `deno task start` runs it, for `--workers`: Workers read the modules. */
 export const workersCommand: string[] = [
