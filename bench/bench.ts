@@ -20,10 +20,13 @@ Options:
   --pipeline N           requests in flight per connection in "pipeline" (default 32)
   --idle-connections N   connections held in "idle" (default 10000)
   --log-level LIST       log levels to run this project's server at (default info)
+  --tcp-engine LIST      TCP engines to run this project's server with: deno, epoll (default deno)
   --server-args LIST     extra flags for this project's server, one variant per ";"-separated
                          item, e.g. "--workers 1;--workers 2" or ";--metrics 127.0.0.1:{metrics}"
                          ({metrics} is a free port; a server with --metrics is scraped every second)
   --server-cmd CMD       a server to measure instead, with {port} for the port; repeatable
+  --also-cmd CMD         a server to measure as well as this project's, e.g. "node
+                         ../shared/bench/node_server.mjs {port}"; repeatable
   --baseline-cmd CMD     a server to compare with in the same run; ratios are against it
   --loadgen PATH         use a compiled shared/bench/loadgen.c instead of bench/loadgen.ts
   --ntp-loadgen PATH     ntp: use a compiled shared/bench/ntp_loadgen.c instead of bench/ntp_loadgen.ts
@@ -296,8 +299,15 @@ async function runScenario(
   const child = await startServer(serverArgv, port);
   try {
     const loadgenPath = options.loadgen as string | undefined;
-    let argv = loadgenCommand(scenario, port, child.pid, options);
-    if (pin) argv = ["taskset", "-c", "1", ...argv];
+    const pinned = (argv: string[]) => pin ? ["taskset", "-c", "1", ...argv] : argv;
+    if (scenario === "idle") {
+      // A second of connect churn first, on every server: the code a server runs for its
+      // first connections is paged in once, and is not memory per idle connection.
+      const warmUp = pinned(loadgenCommand("churn", port, child.pid, { ...options, duration: 1 }));
+      await new Deno.Command(warmUp[0], { args: warmUp.slice(1), stdout: "null", stderr: "null" })
+        .output();
+    }
+    const argv = pinned(loadgenCommand(scenario, port, child.pid, options));
     const output = await new Deno.Command(argv[0], { args: argv.slice(1), stdin: "null" }).output();
     const text = new TextDecoder().decode(output.stdout).trim().split("\n").pop() ?? "";
     if (!output.success || text === "") {
@@ -405,17 +415,26 @@ function serversToRun(
   values: {
     "server-cmd"?: string[];
     "log-level": string;
+    "tcp-engine": string;
     "server-args"?: string;
+    "also-cmd"?: string[];
     "idle-connections": string;
   },
 ): Server[] {
   const idleConnections = Number(values["idle-connections"]);
-  return values["server-cmd"]?.map((cmd) => ({
+  const other = (cmd: string) => ({
     label: cmd.replace(/\s*(--port|-p)[= ]\{port\}/, "").slice(0, 48),
     command: cmd.split(/\s+/),
-  })) ?? values["log-level"].split(",").flatMap((level) =>
-    (values["server-args"] ?? "").split(";").map((variant) => ({
-      label: `time-server (log ${level}${variant.trim() ? `, ${variant.trim()}` : ""})`,
+  });
+  if (values["server-cmd"]) return values["server-cmd"].map(other);
+  const variants = values["tcp-engine"].split(",").flatMap((engine) =>
+    (values["server-args"] ?? "").split(";").map((variant) =>
+      engine === "deno" ? variant.trim() : `--tcp-engine ${engine} ${variant.trim()}`.trim()
+    )
+  );
+  const ours = values["log-level"].split(",").flatMap((level) =>
+    variants.map((variant) => ({
+      label: `time-server (log ${level}${variant ? `, ${variant}` : ""})`,
       command: [
         ...startCommand(),
         "--port",
@@ -426,12 +445,11 @@ function serversToRun(
         // past which the server closes silent connections (see Reliability in the README).
         "--max-connections",
         String(Math.max(10000, 2 * idleConnections)),
-        ...variant.trim().split(/\s+/).filter((word) =>
-          word !== ""
-        ),
+        ...variant.split(/\s+/).filter((word) => word !== ""),
       ],
     }))
   );
+  return [...ours, ...(values["also-cmd"] ?? []).map(other)];
 }
 
 /**
@@ -507,6 +525,8 @@ const FLAGS = {
   pipeline: { type: "string", default: "32" },
   "idle-connections": { type: "string", default: "10000" },
   "log-level": { type: "string", default: "info" },
+  "tcp-engine": { type: "string", default: "deno" },
+  "also-cmd": { type: "string", multiple: true },
   "server-args": { type: "string" },
   "server-cmd": { type: "string", multiple: true },
   "baseline-cmd": { type: "string" },

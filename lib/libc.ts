@@ -30,6 +30,12 @@ const SYMBOLS = {
     result: "i32",
     nonblocking: true,
   },
+  // A wait bounded in nanoseconds (glibc 2.35, Linux 5.11); null where it is missing.
+  epoll_pwait2: {
+    parameters: ["i32", "buffer", "i32", "buffer", "pointer"],
+    result: "i32",
+    optional: true,
+  },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },

@@ -39,6 +39,8 @@ export class Epoll {
   readonly #events = new Uint32Array(MAX_EVENTS * LAYOUT.words);
   readonly #one = new Uint32Array(4);
   readonly #eight = new Uint8Array(8);
+  readonly #timespec = new BigInt64Array(2);
+  #pauseUs = 0;
   #waiting: Promise<number> | null = null;
 
   /** Creates the instance and its wake-up eventfd; throws when the kernel refuses. */
@@ -71,6 +73,22 @@ export class Epoll {
   /** The events ready now, without waiting and without leaving this thread. */
   poll(): number {
     const n = this.#c.epoll_wait(this.#fd, this.#events, MAX_EVENTS, 0);
+    return n < 0 ? 0 : this.#drop(n);
+  }
+
+  /**
+   * Waits up to `microseconds` for events on this thread, which blocks everything else
+   * meanwhile; 0 where the kernel or libc has no `epoll_pwait2`. For a loop that is
+   * busy: the next event is likely that close, and a wait on the pool costs more.
+   */
+  pause(microseconds: number): number {
+    const pwait2 = this.#c.epoll_pwait2;
+    if (pwait2 === null) return 0;
+    if (this.#pauseUs !== microseconds) {
+      this.#pauseUs = microseconds;
+      this.#timespec[1] = BigInt(microseconds * 1000);
+    }
+    const n = pwait2(this.#fd, this.#events, MAX_EVENTS, this.#timespec, null);
     return n < 0 ? 0 : this.#drop(n);
   }
 
