@@ -339,6 +339,8 @@ export class TimeAnswer {
   /** Copies of `#bytes` back to back, for answering many requests at once; rebuilt each second. */
   #block: Uint8Array = new Uint8Array(0);
   #blockSecond = NaN;
+  /** The last run handed out, reused while the same count is asked for from the same block. */
+  #run: Uint8Array = this.#block;
 
   /**
    * @param options.timeZone An IANA time zone; the system's local zone when left out.
@@ -384,7 +386,11 @@ export class TimeAnswer {
       this.#block = block;
       this.#blockSecond = this.#second;
     }
-    return block.subarray(0, count * TIME_ANSWER_LENGTH);
+    const length = count * TIME_ANSWER_LENGTH;
+    const run = this.#run;
+    // A pipelining client asks for the same run again and again: no view made each time.
+    if (run.buffer === block.buffer && run.length === length) return run;
+    return this.#run = block.subarray(0, length);
   }
 
   /** Formats the answer for a given instant (milliseconds since the epoch), uncached. */

@@ -19,6 +19,7 @@ Options:
                           half-open, churn, or all (default all); comma-separated
   --variant LIST          plain, workers (--workers 2), proxy (--proxy-protocol),
                           or all (default all)
+  --tcp-engine LIST       TCP engines to run each variant on: deno, epoll (default both)
   --seconds N             attack length per scenario (default 5)
   --max-connections N     the server's --max-connections (default 1000)
   --reconnect-ms N        how long a hog the server closed waits before it connects
@@ -505,10 +506,23 @@ function table(rows: Row[]): string {
 /** The servers to attack: ours in each variant, and for the plain one the references. */
 function targetsToRun(
   variants: string[],
+  engines: string[],
   maxConnections: number,
   serverArgs: string,
   references: string,
 ): Target[] {
+  return engines.flatMap((engine) =>
+    ourTargets(variants, maxConnections, [
+      ...(engine === "deno" ? [] : ["--tcp-engine", engine]),
+      ...serverArgs.split(/\s+/).filter((arg) => arg !== ""),
+    ]).map((target) =>
+      engine === "deno" ? target : { ...target, label: `${target.label} (${engine})` }
+    )
+  ).concat(variants.includes("plain") ? referenceTargets(references.split(",")) : []);
+}
+
+/** This project's server in each variant, with `args`. */
+function ourTargets(variants: string[], maxConnections: number, args: string[]): Target[] {
   const ours = [
     ...startCommand(),
     "--host",
@@ -518,11 +532,7 @@ function targetsToRun(
     "--log-level",
     "warn",
   ];
-  const limits = [
-    "--max-connections",
-    String(maxConnections),
-    ...serverArgs.split(/\s+/).filter((arg) => arg !== ""),
-  ];
+  const limits = ["--max-connections", String(maxConnections), ...args];
   const targets: Target[] = [];
   if (variants.includes("plain")) {
     targets.push({ label: "time-server", command: [...ours, ...limits], proxy: false });
@@ -541,15 +551,13 @@ function targetsToRun(
       proxy: true,
     });
   }
-  if (variants.includes("plain")) {
-    targets.push(...referenceTargets(references.split(",")));
-  }
   return targets;
 }
 
 const FLAGS = {
   scenario: { type: "string", default: "all" },
   variant: { type: "string", default: "all" },
+  "tcp-engine": { type: "string", default: "deno,epoll" },
   seconds: { type: "string", default: "5" },
   "max-connections": { type: "string", default: "1000" },
   "reconnect-ms": { type: "string", default: "1000" },
@@ -571,10 +579,11 @@ async function main(args: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  let scenarios: Scenario[], variants: (typeof VARIANTS[number])[];
+  let scenarios: Scenario[], variants: (typeof VARIANTS[number])[], engines: string[];
   try {
     scenarios = list(values.scenario, SCENARIOS, "scenario");
     variants = list(values.variant, VARIANTS, "variant");
+    engines = list(values["tcp-engine"], ["deno", "epoll"] as const, "tcp-engine");
   } catch (error) {
     console.error(`attack: ${(error as Error).message}`);
     return 2;
@@ -582,7 +591,13 @@ async function main(args: string[]): Promise<number> {
   const seconds = Number(values.seconds);
   const maxConnections = Number(values["max-connections"]);
   const reconnectMs = Number(values["reconnect-ms"]);
-  const targets = targetsToRun(variants, maxConnections, values["server-args"], values.reference);
+  const targets = targetsToRun(
+    variants,
+    engines,
+    maxConnections,
+    values["server-args"],
+    values.reference,
+  );
   console.log(
     `machine: ${navigator.hardwareConcurrency} CPUs, ${Deno.build.os}; ` +
       `${seconds} s per attack, --max-connections ${maxConnections}, ` +

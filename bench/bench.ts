@@ -6,6 +6,7 @@ import { startCommand } from "../tools/start_task.ts";
 import type { LoadResult } from "./loadgen.ts";
 import { freePort } from "../lib/net.ts";
 import { ntpBench, type NtpRow, ntpTable } from "./ntp_bench.ts";
+import { DEADLINE_IDLE_TIMEOUT, measureDeadlines } from "./deadlines.ts";
 
 const HELP = `Usage: deno task bench [options]
 
@@ -13,12 +14,17 @@ Starts each server as a subprocess on a free port, drives it with the load gener
 (bench/loadgen.ts, or the C one with --loadgen), prints one table and writes it as JSON.
 
 Options:
-  --scenario LIST        rr, pipeline, churn, idle, ntp, or all (default all); comma-separated
+  --scenario LIST        rr, pipeline, churn, idle, deadlines, ntp, or all (default all);
+                         comma-separated. deadlines: how late --idle-timeout 1 closes silent
+                         connections under the rr load (p50, p99, max in µs; this server only)
   --duration SECONDS     measured seconds per run, after 1 s of warm-up (default 5)
   --runs N               runs per scenario; the table shows medians (default 3)
   --connections N        connections for rr, pipeline and churn (default 50)
   --pipeline N           requests in flight per connection in "pipeline" (default 32)
-  --idle-connections N   connections held in "idle" (default 10000)
+  --idle-connections LIST
+                         connections held in "idle" (default 10000); with two sizes, e.g.
+                         5000,15000, the table adds each server's memory per connection
+                         between them, free of what a server pages in once
   --log-level LIST       log levels to run this project's server at (default info)
   --tcp-engine LIST      TCP engines to run this project's server with: deno, epoll (default deno)
   --server-args LIST     extra flags for this project's server, one variant per ";"-separated
@@ -280,12 +286,49 @@ function tsLoadgenCommand(
   ];
 }
 
+/**
+ * The "deadlines" scenario: the `rr` load saturates the server while silent connections
+ * wait for its idle timeout; the result's percentiles are how late they were closed.
+ */
+async function deadlinesUnderLoad(
+  port: number,
+  pid: number,
+  options: Record<string, number | string | undefined>,
+  pinned: (argv: string[]) => string[],
+): Promise<LoadResult> {
+  const argv = pinned(loadgenCommand("rr", port, pid, { ...options, duration: 8 }));
+  const load = new Deno.Command(argv[0], { args: argv.slice(1), stdin: "null" }).output();
+  await new Promise((resolve) => setTimeout(resolve, 1500)); // the load's warm-up, and more
+  const { lateUs, missed } = await measureDeadlines(port);
+  const output = await load;
+  const text = new TextDecoder().decode(output.stdout).trim().split("\n").pop() ?? "";
+  const loaded = options.loadgen ? parseCLoadgen(text) : JSON.parse(text) as LoadResult;
+  const at = (q: number) =>
+    Math.round(lateUs[Math.min(lateUs.length - 1, Math.floor(q * lateUs.length))] ?? 0);
+  return {
+    mode: "deadlines",
+    completed: lateUs.length,
+    rate: loaded.rate,
+    p50: at(0.5),
+    p99: at(0.99),
+    p999: Math.round(lateUs.at(-1) ?? 0),
+    errors: missed + loaded.errors,
+    serverCpuUsPerRequest: loaded.serverCpuUsPerRequest,
+  };
+}
+
 async function runScenario(
   scenario: string,
   server: Server,
   options: Record<string, number | string | undefined>,
   pin: boolean,
 ): Promise<LoadResult> {
+  // "idle:N": the idle scenario with N connections, one of several sizes.
+  const [name, size] = scenario.split(":");
+  if (size !== undefined) {
+    const result = await runScenario(name, server, { ...options, idleConnections: size }, pin);
+    return { ...result, mode: scenario };
+  }
   const port = freePort("0.0.0.0");
   const metricsPort = freePort();
   const command = server.command.map((part) =>
@@ -296,17 +339,13 @@ async function runScenario(
   const workersAt = command.indexOf("--workers");
   const multi = workersAt !== -1 && command[workersAt + 1] !== "1";
   const serverArgv = pin && !multi ? ["taskset", "-c", "0", ...command] : command;
-  const child = await startServer(serverArgv, port);
+  const deadlines = scenario === "deadlines";
+  const args = deadlines ? ["--idle-timeout", String(DEADLINE_IDLE_TIMEOUT)] : [];
+  const child = await startServer([...serverArgv, ...args], port);
   try {
     const loadgenPath = options.loadgen as string | undefined;
     const pinned = (argv: string[]) => pin ? ["taskset", "-c", "1", ...argv] : argv;
-    if (scenario === "idle") {
-      // A second of connect churn first, on every server: the code a server runs for its
-      // first connections is paged in once, and is not memory per idle connection.
-      const warmUp = pinned(loadgenCommand("churn", port, child.pid, { ...options, duration: 1 }));
-      await new Deno.Command(warmUp[0], { args: warmUp.slice(1), stdout: "null", stderr: "null" })
-        .output();
-    }
+    if (deadlines) return await deadlinesUnderLoad(port, child.pid, options, pinned);
     const argv = pinned(loadgenCommand(scenario, port, child.pid, options));
     const output = await new Deno.Command(argv[0], { args: argv.slice(1), stdin: "null" }).output();
     const text = new TextDecoder().decode(output.stdout).trim().split("\n").pop() ?? "";
@@ -351,7 +390,7 @@ function table(rows: Row[], baseline: string | undefined): string {
     const m = row.median;
     const base = rows.find((r) => r.server === baseline && r.scenario === row.scenario);
     let rate = "", ratio = "", memory = "";
-    if (row.scenario === "idle") {
+    if (row.scenario.startsWith("idle")) {
       const perConn = ((m.rssLoadedKiB! - m.rssBeforeKiB!) * 1024) / Math.max(1, m.held!);
       const perConnAfter = ((m.rssAfterKiB! - m.rssBeforeKiB!) * 1024) / Math.max(1, m.held!);
       rate = `${format(m.held!)} held, burst ${format(m.burstSeconds!, 2)} s`;
@@ -363,6 +402,11 @@ function table(rows: Row[], baseline: string | undefined): string {
       if (base && base !== row) {
         ratio = `burst ×${format(m.burstSeconds! / base.median.burstSeconds!, 2)}`;
       }
+    } else if (row.scenario === "deadlines") {
+      rate = `${format(m.rate)} req/s of load`;
+      memory = `${m.completed} closed after ${DEADLINE_IDLE_TIMEOUT} s + p50 ${
+        format(m.p50 / 1000)
+      } ms, p99 ${format(m.p99 / 1000)} ms, max ${format(m.p999 / 1000)} ms`;
     } else {
       rate = `${format(m.rate)} ${row.scenario === "churn" ? "conn/s" : "req/s"}`;
       if (base && base !== row) ratio = `×${format(m.rate / base.median.rate, 2)}`;
@@ -389,6 +433,25 @@ function table(rows: Row[], baseline: string | undefined): string {
       cell.padEnd(widths.filter((_, c) => keep[c])[column])
     ).join("  ").trimEnd()
   ).join("\n");
+}
+
+/**
+ * Each server's RSS per idle connection between the smallest and the largest `idle`
+ * size: what one more connection costs, without the code and buffers a server pages in
+ * once (which a single size divides among its connections).
+ */
+function marginalMemory(rows: Row[], sizes: string[]): string {
+  const lines = [`idle: RSS per connection between ${sizes[0]} and ${sizes.at(-1)} held`];
+  for (const server of new Set(rows.map((row) => row.server))) {
+    const at = (size: string) =>
+      rows.find((r) => r.server === server && r.scenario === `idle:${size}`);
+    const small = at(sizes[0]), large = at(sizes.at(-1)!);
+    if (!small || !large) continue;
+    const bytes = (large.median.rssLoadedKiB! - small.median.rssLoadedKiB!) * 1024 /
+      Math.max(1, large.median.held! - small.median.held!);
+    lines.push(`  ${server.padEnd(48)} ${format(bytes)} B/conn`);
+  }
+  return lines.join("\n");
 }
 
 function machine(): Record<string, string | number> {
@@ -421,9 +484,9 @@ function serversToRun(
     "idle-connections": string;
   },
 ): Server[] {
-  const idleConnections = Number(values["idle-connections"]);
+  const idleConnections = Math.max(...values["idle-connections"].split(",").map(Number));
   const other = (cmd: string) => ({
-    label: cmd.replace(/\s*(--port|-p)[= ]\{port\}/, "").slice(0, 48),
+    label: cmd.replace(/\s*((--port|-p)[= ])?\{port\}/, "").slice(0, 48),
     command: cmd.split(/\s+/),
   });
   if (values["server-cmd"]) return values["server-cmd"].map(other);
@@ -468,6 +531,8 @@ async function runAll(
     const failed = servers.map(() => false);
     for (let run = 0; run < runs; run++) {
       for (const [i, server] of servers.entries()) {
+        // Only this project's server has an idle timeout to measure.
+        if (scenario === "deadlines" && !server.label.startsWith("time-server")) continue;
         try {
           const result = await measure(scenario, server);
           results[i].push(result);
@@ -608,7 +673,7 @@ async function main(args: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  const all = ["rr", "pipeline", "churn", "idle", "ntp"];
+  const all = ["rr", "pipeline", "churn", "idle", "deadlines", "ntp"];
   const scenarios = values.scenario === "all" ? all : values.scenario.split(",");
   for (const scenario of scenarios) {
     if (!all.includes(scenario)) {
@@ -636,7 +701,10 @@ async function main(args: string[]): Promise<number> {
   const info = machine();
   printSetup(info, pin, values.loadgen, runs);
 
-  const tcpScenarios = scenarios.filter((scenario) => scenario !== "ntp");
+  const idleSizes = values["idle-connections"].split(",");
+  const tcpScenarios = scenarios.filter((scenario) => scenario !== "ntp").flatMap((scenario) =>
+    scenario === "idle" && idleSizes.length > 1 ? idleSizes.map((n) => `idle:${n}`) : [scenario]
+  );
   sayWhatIsSkipped(values, tcpScenarios.length > 0, scenarios.includes("ntp"));
   const rows = await runAll(
     tcpScenarios,
@@ -645,6 +713,7 @@ async function main(args: string[]): Promise<number> {
     (scenario, server) => runScenario(scenario, server, options, pin),
   );
   if (rows.length > 0) console.log(table(rows, baseline));
+  if (idleSizes.length > 1) console.log(`\n${marginalMemory(rows, idleSizes)}`);
   let ntpRows: NtpRow[] = [];
   if (scenarios.includes("ntp")) {
     ntpRows = await ntpBench({

@@ -88,6 +88,13 @@ export class EpollConnections {
   /** The client (the PROXY header's, and the socket's), kept for the debug log only. */
   readonly #proxied: (ProxiedAddress | undefined)[] = [];
   readonly #peers: (string | undefined)[] = [];
+  readonly #sparse: unknown[][] = [
+    this.#sessions,
+    this.#pending,
+    this.#headers,
+    this.#proxied,
+    this.#peers,
+  ];
   #idle: Session;
   readonly #buffer = new Uint8Array(MAX_READ_SIZE);
   readonly #address = new Uint8Array(SOCKADDR_SLOT);
@@ -403,8 +410,8 @@ export class EpollConnections {
     this.#mode[fd] = FREE;
     this.#generation[fd] = 0;
     this.#headerLength[fd] = 0;
-    this.#sessions[fd] = this.#pending[fd] = this.#headers[fd] = undefined;
-    this.#proxied[fd] = this.#peers[fd] = undefined;
+    // Cleared only where set: writing undefined would grow each array to every descriptor.
+    for (const sparse of this.#sparse) if (sparse[fd] !== undefined) sparse[fd] = undefined;
     this.#count--;
     this.#released();
   }
