@@ -361,6 +361,11 @@ async function runOne(
       : 0;
     const established = performance.now() + 10000;
     await waitUntil(() => attack.count() >= holding || performance.now() > established);
+    // Silent hogs make room once silent for --evict-after (1 s, the default): start the
+    // bystander then, so that every server is measured from the same state. Sooner, what
+    // it met would depend on how fast a server accepted the hogs: a slow accept overflows
+    // the listen queue, and the hogs it drops connect 1 s later, when they are retried.
+    if (scenario === "silent-hog") await new Promise((resolve) => setTimeout(resolve, 1000));
     const latencies: number[] = [];
     let visits = 0, served = 0, busy = 0;
     let lastFailureS: number | null = null;

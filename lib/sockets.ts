@@ -158,8 +158,11 @@ export function failAndClose(c: Libc, fd: number, call: string): Error {
   return errnoError(call, code);
 }
 
-/** How many connections may wait in the kernel's accept queue; it caps this at `somaxconn`. */
-const LISTEN_BACKLOG = 4096;
+/**
+ * How many connections may wait in the kernel's accept queue: 511, as `Deno.listen` asks
+ * (`ss -ltn` shows it), so that both TCP engines meet a burst of connections the same way.
+ */
+const LISTEN_BACKLOG = 511;
 
 /**
  * Opens a non-blocking TCP listener on a literal address (`::` takes IPv4 too) and port,

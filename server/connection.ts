@@ -1,6 +1,6 @@
-// One connection's life: the PROXY header, the read/answer/write loop, lingering close, and why it ended.
+// One connection of the Deno.listen engine: the PROXY header, the read/answer/write loop, lingering close, and why it ended.
 
-import type { CloseReason, LiveState } from "./connections.ts";
+import type { CloseReason } from "./connections.ts";
 import { clientHost, formatAddress, writeAll } from "../lib/net.ts";
 import { ERR_SERVER_BUSY, ERR_TOO_MANY_CONNECTIONS, Session } from "../protocol.ts";
 import {
@@ -57,6 +57,42 @@ function disconnectReason(error: unknown): "reset" | "eof" | "gone" | null {
 }
 
 /**
+ * Sends FIN after the last answer, then reads and discards what the client still sends
+ * until it closes too: closing a socket with unread input makes the kernel send a reset,
+ * which can destroy answers the client has not read yet.
+ */
+async function linger(conn: Deno.TcpConn, buffer: Uint8Array): Promise<void> {
+  await conn.closeWrite();
+  let discarded = 0;
+  while (discarded < LINGER_MAX_BYTES) {
+    const n = await conn.read(buffer);
+    if (n === null) return;
+    discarded += n;
+  }
+}
+
+/**
+ * Why a connection ended, from the error its loop threw: the reason the server gave if
+ * it closed it first, a disconnection (a reset is counted), or a bug, which is logged.
+ */
+function failureReason(
+  host: TcpHost,
+  slot: number,
+  error: unknown,
+  peer: () => string,
+): CloseReason {
+  if (host.table.state(slot) === "closed") return host.table.reason(slot) ?? "error";
+  const reason = disconnectReason(error);
+  if (reason === "reset") host.stats.closedReset++;
+  if (reason !== null) return reason === "eof" ? "closed by client" : "reset";
+  host.logger.error("connection failed", {
+    peer: peer(),
+    error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+  });
+  return "error";
+}
+
+/**
  * One accepted connection, counted against the limits, served by {@linkcode Connection.serve}
  * until the client quits or goes, or the server closes it.
  */
@@ -110,7 +146,7 @@ export class Connection {
   /** Reads the PROXY header, then goes on as {@linkcode #admitted}. */
   async #awaitHeader(): Promise<void> {
     const host = this.#host;
-    this.#enter("header");
+    this.#host.table.enter(this.slot, "header");
     let read;
     try {
       read = await readProxyHeader(this.conn, this.#buffer, host.stats);
@@ -172,7 +208,7 @@ export class Connection {
         counter: ONE_ANSWER_COUNTERS[this.service].answered,
       });
     }
-    this.#enter("reading");
+    this.#host.table.enter(this.slot, "reading");
     this.#answer(carried);
   }
 
@@ -188,7 +224,7 @@ export class Connection {
     options: { writing: boolean; counter?: keyof ServerStats },
   ): Promise<void> {
     try {
-      if (options.writing) this.#enter("writing");
+      if (options.writing) this.#host.table.enter(this.slot, "writing");
       if (bytes !== null) {
         const written = await this.conn.write(bytes);
         if (written < bytes.length) await writeAll(this.conn, bytes, written);
@@ -200,10 +236,6 @@ export class Connection {
     } catch (error) {
       this.#end(this.#failed(error));
     }
-  }
-
-  #enter(state: LiveState): void {
-    this.#host.table.enter(this.slot, state);
   }
 
   #end(reason: CloseReason): void {
@@ -272,34 +304,13 @@ export class Connection {
     }
   }
 
-  /**
-   * Sends FIN after the last answer, then reads and discards what the client still
-   * sends until it closes too: closing a socket with unread input makes the kernel send
-   * a reset, which can destroy answers the client has not read yet. The sweep bounds
-   * the wait.
-   */
-  async #linger(): Promise<void> {
-    this.#enter("lingering");
-    await this.conn.closeWrite();
-    let discarded = 0;
-    while (discarded < LINGER_MAX_BYTES) {
-      const n = await this.conn.read(this.#buffer);
-      if (n === null) return;
-      discarded += n;
-    }
+  /** The lingering close: see {@linkcode linger}. The sweep bounds the wait. */
+  #linger(): Promise<void> {
+    this.#host.table.enter(this.slot, "lingering");
+    return linger(this.conn, this.#buffer);
   }
 
-  /** Why the connection ended, from the error its loop threw. */
   #failed(error: unknown): CloseReason {
-    const table = this.#host.table;
-    if (table.state(this.slot) === "closed") return table.reason(this.slot) ?? "error";
-    const reason = disconnectReason(error);
-    if (reason === "reset") this.#host.stats.closedReset++;
-    if (reason !== null) return reason === "eof" ? "closed by client" : "reset";
-    this.#host.logger.error("connection failed", {
-      peer: this.peer(),
-      error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
-    });
-    return "error";
+    return failureReason(this.#host, this.slot, error, () => this.peer());
   }
 }

@@ -78,12 +78,12 @@ export class Epoll {
 
   /**
    * Waits up to `microseconds` for events on this thread, which blocks everything else
-   * meanwhile; 0 where the kernel or libc has no `epoll_pwait2`. For a loop that is
+   * meanwhile; where libc has no `epoll_pwait2`, it only polls. For a loop that is
    * busy: the next event is likely that close, and a wait on the pool costs more.
    */
   pause(microseconds: number): number {
     const pwait2 = this.#c.epoll_pwait2;
-    if (pwait2 === null) return 0;
+    if (pwait2 === null) return this.poll();
     if (this.#pauseUs !== microseconds) {
       this.#pauseUs = microseconds;
       this.#timespec[1] = BigInt(microseconds * 1000);

@@ -18,7 +18,7 @@ import type { Rfc868Answer } from "../time/rfc868.ts";
 
 /**
  * How long a connection the server is closing keeps reading (and discarding) what the
- * client still sends, at most: see the lingering close in `Connection` and `EpollEngine`.
+ * client still sends, at most: see the lingering close in `Connection` and `EpollConnections`.
  */
 const LINGER_MS = 5000;
 /**
