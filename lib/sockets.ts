@@ -158,6 +158,55 @@ export function failAndClose(c: Libc, fd: number, call: string): Error {
   return errnoError(call, code);
 }
 
+/** A socket made by {@linkcode openSocket}, not yet bound. */
+export interface OpenSocket {
+  fd: number;
+  /** The sockaddr to bind it to, `length` bytes, and the same as text for errors. */
+  address: Uint8Array;
+  length: number;
+  where: string;
+}
+
+/**
+ * Opens a socket of `type` (`SOCK_STREAM`, `SOCK_DGRAM`, with flags) for a literal address
+ * and port, with the sockaddr to bind it to. An IPv6 socket takes IPv4 too (`::`).
+ * `engine` names who needs a literal address, for the error when it is not one.
+ */
+export function openSocket(
+  c: Libc,
+  hostname: string,
+  port: number,
+  type: number,
+  engine: string,
+): OpenSocket {
+  const words = parseAddress(hostname);
+  if (words === null) throw new TypeError(`${engine} needs a literal address, got "${hostname}"`);
+  const family = words.length === 1 ? AF_INET : AF_INET6;
+  const fd = c.socket(family, type | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw errnoError("socket", errno(c));
+  const where = `${family === AF_INET6 ? `[${hostname}]` : hostname}:${port}`;
+  if (family === AF_INET6 && !intOption(c, fd, IPPROTO_IPV6, IPV6_V6ONLY, 0)) {
+    throw failAndClose(c, fd, `setsockopt on ${where}`);
+  }
+  const address = new Uint8Array(SOCKADDR_SLOT);
+  return { fd, address, length: writeSockaddr(address, words, port), where };
+}
+
+/**
+ * Binds a socket from {@linkcode openSocket}, closing it and throwing what Deno would
+ * when that fails; returns the port it got.
+ */
+export function bindSocket(c: Libc, socket: OpenSocket): number {
+  const { fd, address, length, where } = socket;
+  if (c.bind(fd, address, length) !== 0) {
+    const code = errno(c);
+    c.close(fd);
+    throw bindError(code, where);
+  }
+  c.getsockname(fd, address, Uint32Array.of(SOCKADDR_SLOT));
+  return sockaddrPort(address, 0);
+}
+
 /**
  * How many connections may wait in the kernel's accept queue: 511, as `Deno.listen` asks
  * (`ss -ltn` shows it), so that both TCP engines meet a burst of connections the same way.
@@ -177,27 +226,13 @@ export function listenTcp(
   port: number,
   reusePort: boolean,
 ): { fd: number; port: number } {
-  const words = parseAddress(hostname);
-  if (words === null) {
-    throw new TypeError(`the epoll engine needs a literal address, got "${hostname}"`);
-  }
-  const family = words.length === 1 ? AF_INET : AF_INET6;
-  const fd = c.socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw errnoError("socket", errno(c));
-  const where = `${family === AF_INET6 ? `[${hostname}]` : hostname}:${port}`;
+  const socket = openSocket(c, hostname, port, SOCK_STREAM | SOCK_NONBLOCK, "the epoll engine");
+  const { fd, where } = socket;
   const ok = intOption(c, fd, SOL_SOCKET, SO_REUSEADDR, 1) &&
-    (family !== AF_INET6 || intOption(c, fd, IPPROTO_IPV6, IPV6_V6ONLY, 0)) &&
     (!reusePort || intOption(c, fd, SOL_SOCKET, SO_REUSEPORT, 1)) &&
     intOption(c, fd, IPPROTO_TCP, TCP_NODELAY, 1);
   if (!ok) throw failAndClose(c, fd, `setsockopt on ${where}`);
-  const address = new Uint8Array(SOCKADDR_SLOT);
-  const length = writeSockaddr(address, words, port);
-  if (c.bind(fd, address, length) !== 0) {
-    const code = errno(c);
-    c.close(fd);
-    throw bindError(code, where);
-  }
+  const bound = bindSocket(c, socket);
   if (c.listen(fd, LISTEN_BACKLOG) !== 0) throw failAndClose(c, fd, `listen on ${where}`);
-  c.getsockname(fd, address, Uint32Array.of(SOCKADDR_SLOT));
-  return { fd, port: sockaddrPort(address, 0) };
+  return { fd, port: bound };
 }

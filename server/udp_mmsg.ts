@@ -1,25 +1,20 @@
 // A batched UDP socket for Linux through libc (FFI): recvmmsg/sendmmsg, kernel receive
 // timestamps and SO_REUSEPORT, which Deno.listenDatagram does not offer.
 
-import { parseAddress } from "../lib/net.ts";
-import { bufferAddress, errno, type Libc, libcMissing, loadLibc } from "../lib/libc.ts";
+import { bufferAddress, type Libc, libcMissing, loadLibc } from "../lib/libc.ts";
 import {
-  AF_INET,
-  AF_INET6,
-  bindError,
+  bindSocket,
+  failAndClose,
   intOption,
-  IPPROTO_IPV6,
-  IPV6_V6ONLY,
+  openSocket,
   SHUT_RDWR,
   SO_RCVBUF,
   SO_REUSEPORT,
-  SOCK_CLOEXEC,
   SOCK_DGRAM,
   SOCKADDR_SLOT,
   sockaddrHost,
   sockaddrPort,
   SOL_SOCKET,
-  writeSockaddr,
 } from "../lib/sockets.ts";
 
 /** Datagrams taken from, and given to, the kernel per call. */
@@ -66,20 +61,11 @@ function bindUdpSocket(
   port: number,
   reusePort: boolean,
 ): { fd: number; port: number } {
-  const words = parseAddress(hostname);
-  if (words === null) {
-    throw new TypeError(`the batched UDP engine needs a literal address, got "${hostname}"`);
-  }
-  const family = words.length === 1 ? AF_INET : AF_INET6;
-  const fd = c.socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw new Error(`socket() failed (errno ${errno(c)})`);
-  const address = new Uint8Array(NAME_SLOT);
-  const length = writeSockaddr(address, words, port);
-  const where = `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+  const socket = openSocket(c, hostname, port, SOCK_DGRAM, "the batched UDP engine");
+  const { fd, where } = socket;
   // No SO_REUSEADDR: for UDP it would let `::` share a port another server holds on
   // 127.0.0.1, splitting its traffic. Deno.listenDatagram does not set it either.
-  const ok = (family !== AF_INET6 || intOption(c, fd, IPPROTO_IPV6, IPV6_V6ONLY, 0)) &&
-    (!reusePort || intOption(c, fd, SOL_SOCKET, SO_REUSEPORT, 1)) &&
+  const ok = (!reusePort || intOption(c, fd, SOL_SOCKET, SO_REUSEPORT, 1)) &&
     intOption(c, fd, SOL_SOCKET, SO_TIMESTAMPNS, 1) &&
     c.setsockopt(
         fd,
@@ -88,20 +74,9 @@ function bindUdpSocket(
         BigInt64Array.of(0n, BigInt(RECEIVE_TIMEOUT_MS * 1000)),
         16,
       ) === 0;
-  if (!ok) {
-    const code = errno(c);
-    c.close(fd);
-    throw new Error(`setsockopt failed on ${where} (errno ${code})`);
-  }
+  if (!ok) throw failAndClose(c, fd, `setsockopt on ${where}`);
   intOption(c, fd, SOL_SOCKET, SO_RCVBUF, RECEIVE_BUFFER); // a smaller buffer is fine too
-  if (c.bind(fd, address, length) !== 0) {
-    const code = errno(c);
-    c.close(fd);
-    throw bindError(code, where);
-  }
-  const nameLength = Uint32Array.of(NAME_SLOT);
-  c.getsockname(fd, address, nameLength);
-  return { fd, port: new DataView(address.buffer).getUint16(2) };
+  return { fd, port: bindSocket(c, socket) };
 }
 
 /**
