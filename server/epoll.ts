@@ -8,7 +8,6 @@ export const EPOLLIN = 0x1;
 /** Writable (or an error): write what is pending. */
 export const EPOLLOUT = 0x4;
 const EPOLL_CTL_ADD = 1;
-const EPOLL_CTL_DEL = 2;
 const EPOLL_CTL_MOD = 3;
 const EPOLL_CLOEXEC = 0x80000;
 const EFD_NONBLOCK = 0x800;
@@ -63,11 +62,6 @@ export class Epoll {
   /** Changes what `fd` is watched for. */
   modify(fd: number, events: number, generation: number): boolean {
     return this.#control(EPOLL_CTL_MOD, fd, events, generation);
-  }
-
-  /** Stops watching `fd` (closing it does that too). */
-  remove(fd: number): void {
-    this.#control(EPOLL_CTL_DEL, fd, 0, 0);
   }
 
   /** The events ready now, without waiting and without leaving this thread. */
