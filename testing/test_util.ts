@@ -176,7 +176,10 @@ export function startProcess(
     text: () => text,
     async [Symbol.asyncDispose]() {
       try {
-        child.kill("SIGKILL");
+        // A command run under setsid leads a process group of its own: end all of it, so
+        // that nothing it started (a --watch watcher) outlives the test holding its output.
+        if (command[0] === "setsid") Deno.kill(-child.pid, "SIGKILL");
+        else child.kill("SIGKILL");
       } catch {
         // Already exited.
       }
