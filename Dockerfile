@@ -10,6 +10,7 @@ COPY server/ server/
 COPY client/ client/
 COPY lib/ lib/
 COPY time/ time/
+COPY nts/ nts/
 COPY tools/ tools/
 RUN deno task compile
 

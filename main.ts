@@ -18,6 +18,7 @@ import { isValidTimeZone } from "./protocol.ts";
 import { formatAddress, parseAddress } from "./lib/net.ts";
 import {
   DEFAULTS,
+  type NtsOptions,
   resolveServerOptions,
   serve,
   type ServerOptions,
@@ -28,6 +29,14 @@ import { REPEAT_WINDOW_MS, StopSignals } from "./lib/stop_signals.ts";
 import { attachNegativeValues, UsageError } from "./lib/usage.ts";
 import { parseCidr } from "./server/access.ts";
 import { libcMissing } from "./lib/libc.ts";
+import { NtsError } from "./nts/certificate.ts";
+import {
+  DEFAULT_KE_RATE,
+  masterKey,
+  type NtsFlags,
+  ntsMissing,
+  parseNtsFlags,
+} from "./nts/setup.ts";
 import { askTime, CLIENT_HELP, ClientError, parseClientCommandLine } from "./client/client.ts";
 
 /** The program's version, from `deno.json`. */
@@ -79,6 +88,15 @@ Standard time protocols (each off unless its port is given; 0 = any free port):
                               seconds, unsynchronised; Linux, FFI for libc) (default ${DEFAULTS.ntpClock})
   --udp-engine ENGINE         auto, mmsg (batched, Linux, needs FFI for libc) or deno (default ${DEFAULTS.udpEngine})
 
+Network Time Security (RFC 8915; needs --ntp-port, and GnuTLS and Nettle through FFI):
+  --nts-ke-port PORT          NTS key establishment on TCP (the standard is 4460); turns NTS on
+  --nts-cert FILE             the TLS certificate chain, PEM, leaf first (reloaded when it changes)
+  --nts-key FILE              its private key, PEM
+  --nts-keys-file FILE        the master key of the cookies, 64 hex digits, mode 0600, made if
+                              missing; without it, cookies die with the process (default none)
+  --nts-ke-rate N             key establishments per second one address may start, 0 = no
+                              limit (default ${DEFAULT_KE_RATE})
+
 Who is served (every listener):
   --allow CIDR[,CIDR…]        serve only these address ranges (repeatable; default everyone)
   --deny CIDR[,CIDR…]         never serve these ranges, even if allowed (repeatable)
@@ -105,6 +123,8 @@ export type Invocation =
     readonly workers: number;
     /** Where to serve Prometheus metrics, or null for nowhere. */
     readonly metrics: { hostname: string; port: number } | null;
+    /** NTS's flags, or null when NTS is off; the master key is read at start. */
+    readonly nts: NtsFlags | null;
   };
 
 const FLAGS = {
@@ -136,6 +156,11 @@ const FLAGS = {
   "rate-leak": { type: "string" },
   kod: { type: "boolean" },
   "max-clients": { type: "string" },
+  "nts-ke-port": { type: "string" },
+  "nts-cert": { type: "string" },
+  "nts-key": { type: "string" },
+  "nts-keys-file": { type: "string" },
+  "nts-ke-rate": { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
 } as const;
@@ -210,6 +235,7 @@ function checkPortClashes(
   options: ServerOptions,
   portFlag: string,
   metrics: { hostname: string; port: number } | null,
+  nts: NtsFlags | null,
 ): void {
   const host = options.hostname ?? DEFAULTS.hostname;
   const uses = [
@@ -222,6 +248,7 @@ function checkPortClashes(
     { flag: "--daytime-port", port: options.daytimePort, tcp: true, udp: true },
     { flag: "--time-port", port: options.timePort, tcp: true, udp: true },
     { flag: "--ntp-port", port: options.ntpPort, tcp: false, udp: true },
+    { flag: "--nts-ke-port", port: nts?.kePort, tcp: true, udp: false },
   ];
   if (metrics !== null && hostsOverlap(host, metrics.hostname)) {
     uses.push({ flag: "--metrics", port: metrics.port, tcp: true, udp: false });
@@ -322,7 +349,13 @@ export function parseCommandLine(
       );
     }
   }
-  checkPortClashes(options, values.port === undefined ? "PORT (environment)" : "--port", metrics);
+  const nts = parseNtsFlags(values);
+  checkPortClashes(
+    options,
+    values.port === undefined ? "PORT (environment)" : "--port",
+    metrics,
+    nts,
+  );
   const logLevel = UsageError.oneOf(
     "--log-level",
     values["log-level"] ?? COMMAND_LINE_DEFAULTS.logLevel,
@@ -333,7 +366,7 @@ export function parseCommandLine(
     values["log-format"] ?? COMMAND_LINE_DEFAULTS.logFormat,
     LOG_FORMATS,
   );
-  return { action: "serve", options, logLevel, logFormat, workers, metrics };
+  return { action: "serve", options, logLevel, logFormat, workers, metrics, nts };
 }
 
 /** `--tcp-engine`, into `options`: epoll where it can run, on a literal address. */
@@ -486,6 +519,8 @@ function describeListenError(error: unknown, port: number, name?: string): strin
 
 /** The one line that says why the server (or a worker of the pool) could not start. */
 function describeStartError(error: unknown, settings: { hostname: string; port: number }): string {
+  if (error instanceof NtsError) return error.message;
+  if (error instanceof WorkerStartError && error.errorName === "NtsError") return error.message;
   if (error instanceof ServiceListenError) {
     return `cannot listen on ${error.where}: ${describeListenError(error.cause, error.port)}`;
   }
@@ -557,13 +592,46 @@ export async function main(args: string[]): Promise<number> {
   return await runServer(invocation, port.readable);
 }
 
+/**
+ * NTS's options from its flags: the libraries checked, the master key read (or made).
+ * A string says why NTS cannot start.
+ */
+function ntsOptions(flags: NtsFlags, logger: Logger): NtsOptions | string {
+  const lacking = ntsMissing();
+  if (lacking !== null) return `NTS (--nts-ke-port) needs ${lacking}`;
+  try {
+    const { key, source } = masterKey(flags.keysFile);
+    if (source === "random") {
+      logger.warn(
+        "NTS cookies are sealed under a key made for this run: they die with it " +
+          "(--nts-keys-file keeps them across restarts)",
+      );
+    } else if (source === "created") {
+      logger.info("NTS master key made", { keysFile: flags.keysFile ?? undefined });
+    }
+    const { kePort, certFile, keyFile, keRate } = flags;
+    return { kePort, certFile, keyFile, keRate, masterKey: key };
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
+}
+
 /** Runs the server (or pool) and its metrics until a signal stops them; the exit code. */
 async function runServer(
   invocation: Invocation & { action: "serve" },
   portReadable: boolean,
 ): Promise<number> {
   const logger = createLogger({ level: invocation.logLevel, format: invocation.logFormat });
-  const { options, workers } = invocation;
+  const { workers } = invocation;
+  let options = invocation.options;
+  if (invocation.nts !== null) {
+    const nts = ntsOptions(invocation.nts, logger);
+    if (typeof nts === "string") {
+      console.error(`time-server: ${nts}`);
+      return 1;
+    }
+    options = { ...options, nts };
+  }
   const settings = resolveServerOptions(options);
   const stop = listenForStop(logger);
   if (!portReadable && options.port === undefined) {
@@ -662,6 +730,7 @@ function listeningFields(
     ntpPort: running.ports.ntp ?? undefined,
     ntpStratum: running.ports.ntp === null ? undefined : settings.ntpStratum,
     ntpClock: running.ports.ntp === null ? undefined : settings.ntpClock,
+    ntsKePort: running.ports.ntsKe ?? undefined,
     udpEngine: Object.values(running.ports).some((port) => port !== null)
       ? running.udpEngine
       : undefined,

@@ -29,6 +29,7 @@ Deno.test("command line defaults to serving with info logs in text", () => {
     logFormat: "text",
     workers: 1,
     metrics: null,
+    nts: null,
   });
 });
 
@@ -86,6 +87,7 @@ Deno.test("command line reads every flag", () => {
     logFormat: "json",
     workers: 2,
     metrics: { hostname: "::1", port: 9464 },
+    nts: null,
   });
 });
 
@@ -118,9 +120,26 @@ Deno.test("command line reads the time protocols' flags", () => {
     "--kod",
     "--max-clients",
     "1000",
+    "--nts-ke-port",
+    "4460",
+    "--nts-cert",
+    "/etc/time-server/cert.pem",
+    "--nts-key",
+    "/etc/time-server/key.pem",
+    "--nts-keys-file",
+    "/var/lib/time-server/nts.keys",
+    "--nts-ke-rate",
+    "0",
   ]);
   assert.equal(invocation.action, "serve");
   if (invocation.action !== "serve") return;
+  assert.deepEqual(invocation.nts, {
+    kePort: 4460,
+    certFile: "/etc/time-server/cert.pem",
+    keyFile: "/etc/time-server/key.pem",
+    keysFile: "/var/lib/time-server/nts.keys",
+    keRate: 0,
+  });
   assert.deepEqual(invocation.options, {
     daytimePort: 13,
     timePort: 0,
@@ -168,6 +187,7 @@ Deno.test("command line takes PORT from the environment unless --port is given",
     logFormat: "text",
     workers: 1,
     metrics: null,
+    nts: null,
   });
   const invocation = parseCommandLine(["--port", "4200"], { PORT: "4100" });
   assert.equal(invocation.action === "serve" && invocation.options.port, 4200);
@@ -334,6 +354,19 @@ Deno.test("command line rejects bad input with a one-line message naming the fla
     [["--rate-burst", "4"], /^--rate-burst needs --rate-limit$/],
     [["--kod"], /^--kod needs --rate-limit$/],
     [["--max-clients", "10"], /^--max-clients needs --rate-limit$/],
+    [["--nts-cert", "c.pem"], /^--nts-cert needs --nts-ke-port$/],
+    [["--nts-keys-file", "k"], /^--nts-keys-file needs --nts-ke-port$/],
+    [
+      ["--nts-ke-port", "4460", "--nts-cert", "c.pem", "--nts-key", "k.pem"],
+      /^--nts-ke-port needs --ntp-port: NTS protects the SNTP service's replies$/,
+    ],
+    [["--ntp-port", "123", "--nts-ke-port", "4460", "--nts-key", "k.pem"], /needs --nts-cert FILE/],
+    [["--ntp-port", "123", "--nts-ke-port", "4460", "--nts-cert", "c.pem"], /needs --nts-key FILE/],
+    [["--ntp-port", "123", "--nts-ke-port", "x"], /^--nts-ke-port must be a whole number/],
+    [
+      ["--ntp-port", "123", "--nts-ke-port", "45000", "--nts-cert", "c", "--nts-key", "k"],
+      /^the default port \(45000\) and --nts-ke-port both ask for TCP port 45000/,
+    ],
   ];
   for (const [args, message] of cases) {
     assert.throws(() => parseCommandLine(args), (error: unknown) => {

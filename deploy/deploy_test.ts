@@ -112,13 +112,13 @@ Deno.test("the container build copies every module the binary is made of", async
   }
 });
 
-Deno.test("FFI is granted for libc's paths only, the same in every task that runs the server", async () => {
-  const { LIBC_PATHS } = await import("../lib/libc.ts");
+Deno.test("FFI is granted for libc's, GnuTLS's and Nettle's paths only, the same in every task that runs the server", async () => {
+  const { FFI_PATHS } = await import("../nts/setup.ts");
   const config = JSON.parse(read("./deno.json"));
   for (const task of ["start", "dev", "test"]) {
     const flags = (config.tasks[task] as string).split(/\s+/).filter((w) =>
       w.startsWith("--allow-ffi")
     );
-    assert.deepEqual(flags, [`--allow-ffi=${LIBC_PATHS.join(",")}`], `deno task ${task}`);
+    assert.deepEqual(flags, [`--allow-ffi=${FFI_PATHS.join(",")}`], `deno task ${task}`);
   }
 });

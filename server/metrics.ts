@@ -120,6 +120,48 @@ export const METRIC_FAMILIES: readonly MetricFamily[] = [
     samples: [["", "kissOfDeathSent"]],
   },
   {
+    name: "timeserver_nts_ke_total",
+    type: "counter",
+    help:
+      "NTS key establishments by result: ok (cookies given), bad_request (an Error record), tls_error, timeout, refused (before TLS: denied, over the rate, or full).",
+    samples: [
+      ['{result="ok"}', "keOk"],
+      ['{result="bad_request"}', "keBadRequest"],
+      ['{result="tls_error"}', "keTlsError"],
+      ['{result="timeout"}', "keTimeout"],
+      ['{result="refused"}', "keRefused"],
+    ],
+  },
+  {
+    name: "timeserver_nts_requests_total",
+    type: "counter",
+    help:
+      "NTS requests by result: answered (authenticated time; also counted as SNTP answers), nak (NTSN: the cookie did not open or the request was not authentic), malformed (dropped).",
+    samples: [
+      ['{result="answered"}', "requestsNts"],
+      ['{result="nak"}', "ntsNaks"],
+      ['{result="malformed"}', "droppedNts"],
+    ],
+  },
+  {
+    name: "timeserver_nts_cookies_issued_total",
+    type: "counter",
+    help: "NTS cookies issued, in key establishments and in NTS replies.",
+    samples: [["", "ntsCookiesIssued"]],
+  },
+  {
+    name: "timeserver_nts_key_rotations_total",
+    type: "counter",
+    help: "Times the server key that seals new NTS cookies changed (daily).",
+    samples: [["", "ntsKeyRotations"]],
+  },
+  {
+    name: "timeserver_nts_certificate_expiry_seconds",
+    type: "gauge",
+    help: "When the NTS-KE certificate expires, in seconds since the epoch (0 without NTS).",
+    samples: [["", "ntsCertificateExpiry"]],
+  },
+  {
     name: "timeserver_rate_limit_clients",
     type: "gauge",
     help: "Client addresses the UDP rate limiter remembers now.",

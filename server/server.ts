@@ -21,12 +21,15 @@ import {
   type UdpListener,
   type UdpProtocol,
 } from "./udp.ts";
+import { NtsService } from "./nts_service.ts";
+import { NtsError } from "../nts/certificate.ts";
 import { DaytimeAnswer } from "../time/daytime.ts";
 import { TimeSource } from "../time/time_source.ts";
 import { Rfc868Answer } from "../time/rfc868.ts";
 
 export {
   DEFAULTS,
+  type NtsOptions,
   resolveServerOptions,
   type ServerOptions,
   type ServicePorts,
@@ -154,7 +157,7 @@ export function serve(options: ServerOptions = {}): TimeServer {
 class Server implements TimeServer {
   readonly stats: ServerStats = newServerStats();
   readonly addr: Deno.NetAddr;
-  readonly ports: ServicePorts = { daytime: null, time: null, ntp: null };
+  readonly ports: ServicePorts = { daytime: null, time: null, ntp: null, ntsKe: null };
   readonly finished: Promise<void>;
   readonly udpEngine: "deno" | "mmsg";
   readonly tcpEngine: TcpEngine;
@@ -164,6 +167,7 @@ class Server implements TimeServer {
   readonly #udpHost: UdpHost;
   readonly #udp: UdpListener[] = [];
   readonly #timeSource: TimeSource;
+  readonly #nts: NtsService | null;
   readonly #timers: ReturnType<typeof setInterval>[] = [];
   #shutdown: Promise<void> | null = null;
 
@@ -184,6 +188,9 @@ class Server implements TimeServer {
       logger,
     });
     this.udpEngine = chooseUdpEngine(settings.udpEngine, settings.hostname);
+    const nts = this.#nts = settings.nts === null
+      ? null
+      : new NtsService(settings.nts, { stats: this.stats, logger, access, now: now ?? Date.now });
     this.#udpHost = {
       stats: this.stats,
       logger,
@@ -199,6 +206,7 @@ class Server implements TimeServer {
       rfc868Answer,
       ntpTime: this.#timeSource,
       ports: this.ports,
+      nts: nts?.responder ?? null,
     };
     this.#tcp = new TcpServer(settings, {
       stats: this.stats,
@@ -231,10 +239,11 @@ class Server implements TimeServer {
     } catch (error) {
       for (const [listener] of tcpListeners) closeQuietly(listener);
       for (const service of this.#udp) service.close();
+      void nts?.close();
       this.#timeSource.close();
       void this.#tcp.drain();
       if (!bound) throw error;
-      throw error instanceof ServiceListenError
+      throw error instanceof ServiceListenError || error instanceof NtsError
         ? error
         : new ServiceListenError("a service", 0, error);
     }
@@ -291,6 +300,16 @@ class Server implements TimeServer {
         );
       }
     } else if (settings.ntpPort !== null) this.ports.ntp = settings.ntpPort;
+    if (this.#nts !== null && settings.nts !== null) {
+      try {
+        this.#nts.listen(hostname, this.ports.ntp ?? 123);
+      } catch (error) {
+        if (error instanceof NtsError) throw error;
+        const port = settings.nts.kePort;
+        throw new ServiceListenError(where("TCP", "NTS-KE", port), port, error);
+      }
+      this.ports.ntsKe = this.#nts.kePort ?? settings.nts.kePort;
+    }
   }
 
   #addUdp(protocol: UdpProtocol, hostname: string, port: number): UdpListener {
@@ -306,9 +325,10 @@ class Server implements TimeServer {
     if (this.#shutdown) return this.#shutdown;
     const drained = this.#tcp.drain();
     for (const service of this.#udp) service.close();
+    const nts = this.#nts?.close();
     for (const timer of this.#timers) clearInterval(timer);
     this.#timeSource.close();
-    this.#shutdown = Promise.all([drained, this.finished]).then(() => {});
+    this.#shutdown = Promise.all([drained, this.finished, nts]).then(() => {});
     return this.#shutdown;
   }
 

@@ -160,6 +160,12 @@ export interface ServerOptions {
    */
   ntpClock?: "local" | "kernel";
   /**
+   * Network Time Security (RFC 8915): NTS-KE on its own TCP port, and NTS-protected
+   * requests answered by the SNTP service, which `ntpPort` must turn on; null = off.
+   * @default {null}
+   */
+  nts?: NtsOptions | null;
+  /**
    * How UDP is read and written: `mmsg` batches up to 64 datagrams per system call
    * (recvmmsg/sendmmsg through FFI, Linux only, needs `--allow-ffi`), takes the kernel's
    * receive timestamps and shares the port between workers; `deno` uses
@@ -238,6 +244,7 @@ export const DEFAULTS: Readonly<ServerSettings> = {
   udpEngine: "auto",
   tcpEngine: "deno",
   ntpClock: "local",
+  nts: null,
 };
 
 /**
@@ -261,8 +268,27 @@ export function resolveServerOptions(options: ServerOptions): ServerSettings {
   return settings as unknown as ServerSettings;
 }
 
+/** NTS's settings (RFC 8915), as `ServerOptions.nts` holds them. */
+export interface NtsOptions {
+  /** The NTS-KE port (TCP; 4460 is the standard); 0 = any free one. */
+  kePort: number;
+  /** PEM files: the certificate chain, leaf first, and its private key. */
+  certFile: string;
+  keyFile: string;
+  /** The master secret cookies are sealed under, 32 bytes (see `nts/cookies.ts`). */
+  masterKey: Uint8Array;
+  /** Key establishments per second one client address may start, in bursts of twice that; 0 = no limit. */
+  keRate: number;
+  /** Whether this server runs NTS-KE; in a pool only the first worker does. */
+  ke?: boolean;
+  /** Seconds between checks of the certificate's files and expiry. */
+  certificateCheck?: number;
+}
+
 /** The ports of the services besides the line protocol; null when off. */
 export interface ServicePorts {
+  /** NTS-KE, TCP. */
+  ntsKe: number | null;
   /** Daytime (RFC 867), TCP and UDP on the same number. */
   daytime: number | null;
   /** Time (RFC 868), TCP and UDP on the same number. */

@@ -63,6 +63,28 @@ export interface ServerStats extends RequestCounts {
   clientsTracked: number;
   /** Datagrams that could not be received or sent (the socket reported an error). */
   udpErrors: number;
+  /** Of `requestsNtp`, the NTS requests answered with authenticated time. */
+  requestsNts: number;
+  /** NTS NAKs sent (kiss code `NTSN`): the cookie did not open, or the request was not authentic. */
+  ntsNaks: number;
+  /** NTP requests with NTS fields that break the rules, dropped. */
+  droppedNts: number;
+  /** NTS cookies issued, in key establishments and in NTS replies. */
+  ntsCookiesIssued: number;
+  /** NTS key establishments completed with cookies. */
+  keOk: number;
+  /** NTS key establishments answered with an Error record. */
+  keBadRequest: number;
+  /** NTS-KE connections that failed in TLS or closed before their request. */
+  keTlsError: number;
+  /** NTS key establishments cut off at their deadline. */
+  keTimeout: number;
+  /** NTS-KE connections closed before TLS: denied, over the rate, or the service full. */
+  keRefused: number;
+  /** Times the key that seals new cookies changed (once a day). */
+  ntsKeyRotations: number;
+  /** Gauge: when the NTS certificate expires, seconds since the epoch; 0 = no NTS. */
+  ntsCertificateExpiry: number;
   /** Bytes read from clients. */
   bytesReceived: number;
   /** Bytes written to clients. */
@@ -99,6 +121,17 @@ export function newServerStats(): ServerStats {
     kissOfDeathSent: 0,
     clientsTracked: 0,
     udpErrors: 0,
+    requestsNts: 0,
+    ntsNaks: 0,
+    droppedNts: 0,
+    ntsCookiesIssued: 0,
+    keOk: 0,
+    keBadRequest: 0,
+    keTlsError: 0,
+    keTimeout: 0,
+    keRefused: 0,
+    ntsKeyRotations: 0,
+    ntsCertificateExpiry: 0,
     bytesReceived: 0,
     bytesSent: 0,
   };

@@ -20,6 +20,8 @@ import {
 } from "../time/ntp.ts";
 import { BATCH, MmsgSocket, mmsgSupported, RECEIVE_SLOT, REPLY_SLOT } from "./udp_mmsg.ts";
 import { parseAddress } from "../lib/net.ts";
+import type { NtsResponder } from "../nts/nts_responder.ts";
+import { NtsShape } from "../nts/ntp_fields.ts";
 
 /** The protocols a time server speaks over UDP. */
 export type UdpProtocol = "daytime" | "time" | "ntp";
@@ -47,13 +49,16 @@ export interface UdpHost {
   readonly ntpTime: NtpTime;
   /** The server's own service ports, which Daytime and Time never answer. */
   readonly ports: Readonly<ServicePorts>;
+  /** NTS on the SNTP service; null when NTS is off. */
+  readonly nts: NtsResponder | null;
 }
 
 /** Larger datagrams are truncated; NTP requests with extension fields fit. */
 const RECEIVE_SIZE = 2048;
-/** Room for the longest reply: NTP's 48 bytes, a Daytime line. */
-const REPLY_SIZE = 64;
+/** Room for the longest reply: an NTS reply is no longer than its request. */
+const REPLY_SIZE = RECEIVE_SIZE;
 const KISS_RATE = referenceId("RATE");
+const KISS_NTS_NAK = referenceId("NTSN");
 /** Below this port only privileged services bind; a client's socket is given one above it. */
 const FIRST_CLIENT_PORT = 1024;
 
@@ -70,7 +75,7 @@ const FIRST_CLIENT_PORT = 1024;
  * import assert from "node:assert/strict";
  * import { fromServicePort } from "./udp.ts";
  *
- * const ports = { daytime: 1300, time: 3700, ntp: null };
+ * const ports = { daytime: 1300, time: 3700, ntp: null, ntsKe: null };
  * assert.equal(fromServicePort(40_123, ports), false); // a client
  * assert.equal(fromServicePort(19, ports), true); // chargen
  * assert.equal(fromServicePort(3700, ports), true); // our own Time service
@@ -196,10 +201,44 @@ export class Responder {
       }
     }
     const receivedAt = datagram.receivedAt;
+    const nts = this.#host.nts;
+    if (nts !== null && datagram.length > NTP_PACKET_LENGTH) {
+      const shape = nts.read(data, dataAt, datagram.length);
+      if (shape !== NtsShape.PLAIN) return this.#nts(nts, shape, datagram, reply, at);
+    }
     writeNtpReply(data, reply, receivedAt, receivedAt, this.#host.ntpTime.info, dataAt, at);
     stats.requestsNtp++;
     this.stamp = true;
     return NTP_PACKET_LENGTH;
+  }
+
+  /**
+   * An NTS request: authenticated time, a NAK, or nothing. The transmit timestamp is
+   * written before the reply is sealed, since the authenticator covers it.
+   */
+  #nts(
+    nts: NtsResponder,
+    shape: NtsShape,
+    datagram: Readonly<Datagram>,
+    reply: Uint8Array,
+    at: number,
+  ): number {
+    const { stats, ntpTime } = this.#host;
+    const { data, at: dataAt } = datagram;
+    if (shape === NtsShape.MALFORMED) {
+      stats.droppedNts++;
+      return 0;
+    }
+    if (!nts.open(data, dataAt)) {
+      stats.ntsNaks++;
+      writeKissOfDeath(data, reply, KISS_NTS_NAK, dataAt, at);
+      return nts.nak(data, reply, at);
+    }
+    const receivedAt = datagram.receivedAt;
+    writeNtpReply(data, reply, receivedAt, ntpTime.clock.now(), ntpTime.info, dataAt, at);
+    stats.requestsNtp++;
+    stats.requestsNts++;
+    return nts.seal(data, datagram.length, reply, at);
   }
 
   /** Daytime and Time: the answer to any datagram from a client, within the limits. */

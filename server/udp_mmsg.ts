@@ -21,8 +21,8 @@ import {
 export const BATCH = 64;
 /** Bytes kept for each received datagram; longer ones are truncated. */
 export const RECEIVE_SLOT = 2048;
-/** Bytes kept for each reply. */
-export const REPLY_SLOT = 64;
+/** Bytes kept for each reply: an NTS reply can be as long as its request. */
+export const REPLY_SLOT = RECEIVE_SLOT;
 
 const SO_RCVTIMEO = 20;
 const SO_TIMESTAMPNS = 35;

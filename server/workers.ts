@@ -185,6 +185,8 @@ export async function startWorkers(
         timePort: first.ports.time,
         ntpPort: first.ports.ntp,
         udp: first.udpEngine === "mmsg",
+        // One NTS-KE service, in the first worker; every worker opens its cookies.
+        nts: options.nts ? { ...options.nts, ke: false } : options.nts,
       };
       const reply = await worker.request({
         type: "start",

@@ -1,0 +1,157 @@
+// The NTS-KE certificate: loaded from its files, replaced when they change, watched for expiry.
+
+import { X509Certificate } from "node:crypto";
+import type { Logger } from "../lib/log.ts";
+import { TlsCredentials } from "./gnutls.ts";
+
+/** Below this much validity left, every check logs an error (at most once a day). */
+export const EXPIRY_WARNING_DAYS = 14;
+const DAY_MS = 86_400_000;
+
+/** What is wrong with NTS's files (certificate, key, master key): one line, said at start. */
+export class NtsError extends Error {
+  override name = "NtsError";
+}
+
+/** A certificate chain and its key as read from their files. */
+export interface LoadedCertificate {
+  readonly credentials: TlsCredentials;
+  /** When the leaf certificate expires, ms since the epoch. */
+  readonly notAfter: number;
+  readonly subject: string;
+}
+
+/**
+ * Reads the chain (PEM, leaf first) and key and loads them into GnuTLS; throws one line
+ * that says which file is wrong and how.
+ */
+export function loadCertificate(certFile: string, keyFile: string): LoadedCertificate {
+  const chain = readPem(certFile, "--nts-cert");
+  const key = readPem(keyFile, "--nts-key");
+  let leaf: X509Certificate;
+  try {
+    leaf = new X509Certificate(chain);
+  } catch (error) {
+    throw new NtsError(`--nts-cert ${certFile} holds no PEM certificate (${message(error)})`);
+  }
+  let credentials: TlsCredentials;
+  try {
+    credentials = new TlsCredentials(chain, key);
+  } catch (error) {
+    throw new NtsError(`--nts-cert ${certFile} and --nts-key ${keyFile}: ${message(error)}`);
+  }
+  return { credentials, notAfter: Date.parse(leaf.validTo), subject: leaf.subject };
+}
+
+function readPem(path: string, flag: string): Uint8Array {
+  try {
+    return Deno.readFileSync(path);
+  } catch (error) {
+    const reason = error instanceof Deno.errors.NotCapable
+      ? `read access not granted (run with --allow-read=${path})`
+      : message(error);
+    throw new NtsError(`${flag} ${path} cannot be read: ${reason}`);
+  }
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** When each file was last changed, to tell a replaced certificate. */
+function modified(paths: readonly string[]): string {
+  return paths.map((path) => {
+    try {
+      const info = Deno.statSync(path);
+      return `${info.mtime?.getTime()}:${info.size}:${info.ino}`;
+    } catch {
+      return "missing";
+    }
+  }).join("|");
+}
+
+/**
+ * The certificate NTS-KE serves, replaced without a restart: {@linkcode check} (from a
+ * timer) reloads it when either file has changed, and keeps the old one, with an error
+ * logged, while the new files do not load (a renewal caught half-written). Sessions in
+ * progress finish with the credentials they started with.
+ *
+ * Expired certificates are a known failure of public NTS servers, so an expired or
+ * nearly expired one is logged as an error at start and then once a day.
+ */
+export class CertificateStore {
+  readonly #files: readonly [string, string];
+  readonly #logger: Logger;
+  readonly #now: () => number;
+  #current: LoadedCertificate;
+  #stamp: string;
+  #warnedAt = -Infinity;
+
+  /** Loads the files; throws (see {@linkcode loadCertificate}) when they do not load. */
+  constructor(certFile: string, keyFile: string, logger: Logger, now: () => number = Date.now) {
+    this.#files = [certFile, keyFile];
+    this.#logger = logger;
+    this.#now = now;
+    this.#stamp = modified(this.#files);
+    this.#current = loadCertificate(certFile, keyFile);
+    this.#checkExpiry();
+  }
+
+  /** The credentials new sessions use. */
+  get credentials(): TlsCredentials {
+    return this.#current.credentials;
+  }
+
+  /** When the certificate in force expires, ms since the epoch. */
+  get notAfter(): number {
+    return this.#current.notAfter;
+  }
+
+  /** Reloads the files if they changed; checks the expiry. */
+  check(): void {
+    const stamp = modified(this.#files);
+    if (stamp !== this.#stamp) {
+      this.#stamp = stamp;
+      try {
+        const next = loadCertificate(...this.#files);
+        this.#current.credentials.release();
+        this.#current = next;
+        this.#warnedAt = -Infinity;
+        this.#logger.info("NTS certificate reloaded", {
+          subject: next.subject,
+          notAfter: new Date(next.notAfter).toISOString(),
+        });
+      } catch (error) {
+        this.#logger.error("NTS certificate not reloaded; keeping the one in force", {
+          error: message(error),
+        });
+      }
+    }
+    this.#checkExpiry();
+  }
+
+  #checkExpiry(): void {
+    const now = this.#now();
+    const left = this.#current.notAfter - now;
+    if (left > EXPIRY_WARNING_DAYS * DAY_MS || now - this.#warnedAt < DAY_MS) return;
+    this.#warnedAt = now;
+    const fields = {
+      cert: this.#files[0],
+      notAfter: new Date(this.#current.notAfter).toISOString(),
+      subject: this.#current.subject,
+    };
+    if (left <= 0) {
+      this.#logger.error("NTS certificate has expired: clients will refuse it", fields);
+    } else {
+      this.#logger.error("NTS certificate expires soon", {
+        ...fields,
+        daysLeft: Math.floor(left / DAY_MS),
+      });
+    }
+  }
+
+  /** Frees the credentials once the sessions using them have ended. */
+  close(): void {
+    this.#current.credentials.release();
+  }
+}

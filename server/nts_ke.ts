@@ -1,0 +1,239 @@
+// The NTS-KE service (RFC 8915 §4): TLS 1.3 on TCP, one request, cookies, close_notify.
+
+import type { AccessList } from "./access.ts";
+import { Epoll, EPOLLIN } from "./epoll.ts";
+import { errno, type Libc, loadLibc } from "../lib/libc.ts";
+import type { Logger } from "../lib/log.ts";
+import { clientHost } from "../lib/net.ts";
+import {
+  ERRNO,
+  listenTcp,
+  SHUT_RDWR,
+  SOCK_CLOEXEC,
+  SOCKADDR_SLOT,
+  sockaddrHost,
+} from "../lib/sockets.ts";
+import { type RateLimiter, RateVerdict } from "./rate_limit.ts";
+import { COOKIE_LENGTH, type CookieKeys, SESSION_KEYS_LENGTH } from "../nts/cookies.ts";
+import { type TlsCredentials, TlsSession } from "../nts/gnutls.ts";
+import {
+  AEAD_AES_SIV_CMAC_256,
+  MAX_REQUEST_LENGTH,
+  type NtpDestination,
+  readKeRequest,
+  writeKeAnswer,
+  writeKeError,
+} from "../nts/ke_records.ts";
+
+/** Cookies given in one key establishment, as chrony gives and keeps (RFC 8915 suggests 8). */
+export const KE_COOKIES = 8;
+/** How long one key establishment may take, end to end: chrony's 2 s. */
+export const KE_TIMEOUT_MS = 2000;
+/** Key establishments served at once (chrony's default too); more wait in the backlog. */
+export const MAX_KE_SESSIONS = 100;
+
+/** How key establishments end, as the metrics label them. */
+export type KeResult = "ok" | "bad_request" | "tls_error" | "timeout" | "refused";
+
+/** What the KE service counts. */
+export interface KeCounters {
+  keOk: number;
+  keBadRequest: number;
+  keTlsError: number;
+  keTimeout: number;
+  /** Refused before TLS: denied, over the per-address rate, or at {@linkcode MAX_KE_SESSIONS}. */
+  keRefused: number;
+  ntsCookiesIssued: number;
+}
+
+const RESULT_COUNTER = {
+  ok: "keOk",
+  bad_request: "keBadRequest",
+  tls_error: "keTlsError",
+  timeout: "keTimeout",
+  refused: "keRefused",
+} as const satisfies Record<KeResult, keyof KeCounters>;
+
+/** What the KE service needs of the server. */
+export interface KeHost {
+  readonly stats: KeCounters;
+  readonly logger: Logger;
+  readonly access: AccessList;
+  /** Key establishments per client address; null = no limit. */
+  readonly limiter: RateLimiter | null;
+  readonly keys: CookieKeys;
+  /** Where the answer sends NTP. */
+  readonly destination: NtpDestination;
+  /** The certificate in force now (it may be replaced while the service runs). */
+  credentials(): TlsCredentials;
+}
+
+/**
+ * Serves NTS-KE on a TCP listener of its own: an epoll wait on Deno's pool for new
+ * connections, then for each, on a blocking socket, the handshake, the request and
+ * `close_notify` as calls on the pool (see `nts/gnutls.ts`), and the answer from the
+ * event loop. So handshakes cost the SNTP service only their bookkeeping. Each session
+ * is bounded by {@linkcode KE_TIMEOUT_MS}: at the deadline its socket is shut down,
+ * which ends whatever call is waiting on it.
+ */
+export class NtsKeService {
+  readonly port: number;
+  readonly done: Promise<void>;
+  readonly #c: Libc;
+  readonly #host: KeHost;
+  readonly #listenFd: number;
+  readonly #epoll: Epoll;
+  readonly #sessions = new Set<Promise<void>>();
+  readonly #address = new Uint8Array(SOCKADDR_SLOT);
+  readonly #addressLength = new Uint32Array(1);
+  #closing = false;
+
+  /** Listens on `hostname` (an IP address) and `port`; throws as `Deno.listen` would. */
+  constructor(hostname: string, port: number, host: KeHost) {
+    this.#c = loadLibc();
+    this.#host = host;
+    const listener = listenTcp(this.#c, hostname, port, false);
+    this.#listenFd = listener.fd;
+    this.port = listener.port;
+    this.#epoll = new Epoll(this.#c);
+    this.#epoll.add(this.#listenFd, EPOLLIN, 0);
+    this.done = this.#serve();
+  }
+
+  /** Key establishments in progress. */
+  get active(): number {
+    return this.#sessions.size;
+  }
+
+  /** Stops accepting, ends the sessions in progress, and resolves when all is closed. */
+  async close(): Promise<void> {
+    this.#closing = true;
+    this.#epoll.wake();
+    await this.done;
+  }
+
+  async #serve(): Promise<void> {
+    const c = this.#c;
+    while (!this.#closing) {
+      const ready = await this.#epoll.wait(-1);
+      if (this.#closing) break;
+      if (ready > 0) this.#acceptAll();
+    }
+    await this.#epoll.close();
+    c.close(this.#listenFd);
+    await Promise.all(this.#sessions);
+  }
+
+  #acceptAll(): void {
+    const c = this.#c;
+    for (;;) {
+      this.#addressLength[0] = SOCKADDR_SLOT;
+      // Blocking: its waits run on the pool, bounded by the session's deadline.
+      const fd = c.accept4(this.#listenFd, this.#address, this.#addressLength, SOCK_CLOEXEC);
+      if (fd < 0) {
+        const code = errno(c);
+        if (code === ERRNO.EAGAIN) return;
+        if (
+          code === ERRNO.EMFILE || code === ERRNO.ENFILE || code === ERRNO.ENOBUFS ||
+          code === ERRNO.ENOMEM
+        ) {
+          this.#host.logger.warn("NTS-KE: cannot accept", { error: `errno ${code}` });
+          return; // level-triggered: the next wait comes back for the rest
+        }
+        continue; // that connection died in the queue
+      }
+      const peer = clientHost(sockaddrHost(this.#address, 0));
+      const verdict = this.#admit(peer);
+      if (verdict !== null) {
+        c.close(fd);
+        this.#count("refused");
+        this.#host.logger.debug("NTS-KE refused", { peer, reason: verdict });
+        continue;
+      }
+      const session = this.#session(fd, peer);
+      this.#sessions.add(session);
+      session.finally(() => this.#sessions.delete(session));
+    }
+  }
+
+  /** Why a new connection is refused before TLS, or null to serve it. */
+  #admit(peer: string): string | null {
+    const host = this.#host;
+    if (!host.access.allows(peer)) return "denied";
+    if (this.#sessions.size >= MAX_KE_SESSIONS) return "busy";
+    if (host.limiter !== null && host.limiter.check(peer) !== RateVerdict.ANSWER) return "rate";
+    return null;
+  }
+
+  #count(result: KeResult): void {
+    this.#host.stats[RESULT_COUNTER[result]]++;
+  }
+
+  async #session(fd: number, peer: string): Promise<void> {
+    const c = this.#c;
+    let timedOut = false;
+    const deadline = setTimeout(() => {
+      timedOut = true;
+      c.shutdown(fd, SHUT_RDWR);
+    }, KE_TIMEOUT_MS);
+    let tls: TlsSession | null = null;
+    let result: KeResult = "tls_error";
+    let detail = "";
+    try {
+      tls = new TlsSession(fd, this.#host.credentials());
+      const handshake = await tls.handshake();
+      if (handshake < 0) detail = `handshake: ${handshake}`;
+      else if (!tls.isNtsKe()) detail = "not TLS 1.3 with ALPN ntske/1";
+      else [result, detail] = await this.#exchange(tls);
+      if (result === "ok" || result === "bad_request") await tls.close();
+    } catch (error) {
+      detail = error instanceof Error ? error.message : String(error);
+      this.#host.logger.error("NTS-KE session failed", { peer, error: detail });
+    } finally {
+      clearTimeout(deadline);
+      tls?.end();
+      c.close(fd);
+    }
+    if (timedOut && result !== "ok" && result !== "bad_request") result = "timeout";
+    this.#count(result);
+    if (this.#host.logger.enabled("debug")) {
+      this.#host.logger.debug("NTS-KE", { peer, result, detail: detail || undefined });
+    }
+  }
+
+  /** Reads the request and sends the answer: cookies, or an Error record. */
+  async #exchange(tls: TlsSession): Promise<[KeResult, string]> {
+    const request = new Uint8Array(MAX_REQUEST_LENGTH);
+    let length = 0;
+    for (;;) {
+      const n = await tls.receive(request.subarray(length));
+      if (n <= 0) return ["tls_error", n === 0 ? "closed before the request" : `receive: ${n}`];
+      length += n;
+      const read = readKeRequest(request.subarray(0, length));
+      if (read.kind === "incomplete") continue;
+      if (read.kind === "error") {
+        tls.send(writeKeError(read.code));
+        return ["bad_request", read.reason];
+      }
+      const keys = new Uint8Array(SESSION_KEYS_LENGTH);
+      if (
+        !tls.exportKey(AEAD_AES_SIV_CMAC_256, 0, keys.subarray(0, 32)) ||
+        !tls.exportKey(AEAD_AES_SIV_CMAC_256, 1, keys.subarray(32))
+      ) {
+        return ["tls_error", "the TLS exporter failed"];
+      }
+      const cookies: Uint8Array[] = [];
+      for (let i = 0; i < KE_COOKIES; i++) {
+        const cookie = new Uint8Array(COOKIE_LENGTH);
+        this.#host.keys.seal(keys, cookie, 0);
+        cookies.push(cookie);
+      }
+      keys.fill(0);
+      if (!tls.send(writeKeAnswer(this.#host.destination, cookies))) {
+        return ["tls_error", "send failed"];
+      }
+      this.#host.stats.ntsCookiesIssued += KE_COOKIES;
+      return ["ok", ""];
+    }
+  }
+}

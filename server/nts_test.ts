@@ -1,0 +1,202 @@
+// NTS (RFC 8915) end to end: chronyd -Q trusts it, refuses forgeries, and keeps
+// synchronising through hostile key establishments and hostile requests.
+
+import assert from "node:assert/strict";
+import { createLogger } from "../lib/log.ts";
+import { serve, type ServerOptions, type TimeServer } from "./server.ts";
+import { mmsgSupported } from "./udp_mmsg.ts";
+import {
+  exchangeDatagram,
+  hasTool,
+  ntpRequest,
+  skipUnless,
+  udpClient,
+} from "../testing/time_clients.ts";
+import { type CertificateFiles, chronydNts, haveOpenssl, makeCertificate } from "../testing/nts.ts";
+import { freePort } from "../testing/test_util.ts";
+import { ntsMissing } from "../nts/setup.ts";
+
+const ENGINES = mmsgSupported() ? ["deno", "mmsg"] as const : ["deno"] as const;
+/** As in real_clients_test.ts: the batched engine stamps in the kernel, the portable one in JS. */
+const OFFSET_LIMIT = { mmsg: 0.001, deno: 0.020 } as const;
+const lacking = ntsMissing();
+const ignore = skipUnless(lacking === null, `NTS cannot run here: it needs ${lacking}`) ||
+  skipUnless(hasTool("chronyd"), "chronyd is not installed") ||
+  skipUnless(haveOpenssl, "openssl is not installed (it makes the test certificates)");
+
+const dir = ignore ? "" : await Deno.makeTempDir({ dir: "/tmp", prefix: "time-server-nts-" });
+const trusted: CertificateFiles = ignore
+  ? { cert: "", key: "" }
+  : await makeCertificate(dir, "trusted", { names: ["IP:127.0.0.1", "IP:127.0.0.2"] });
+
+function start(options: ServerOptions = {}, master = crypto.getRandomValues(new Uint8Array(32))) {
+  return serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    ntpPort: 0,
+    logger: createLogger({ level: "error" }),
+    ...options,
+    nts: {
+      kePort: 0,
+      certFile: trusted.cert,
+      keyFile: trusted.key,
+      masterKey: master,
+      keRate: 0,
+      ...options.nts,
+    },
+  });
+}
+
+function ports(server: TimeServer): [ke: number, ntp: number] {
+  return [server.ports.ntsKe!, server.ports.ntp!];
+}
+
+Deno.test({
+  name: "chronyd -Q synchronises over NTS with either UDP engine, every reply authenticated",
+  ignore,
+  async fn() {
+    await Promise.all(ENGINES.map(async (udpEngine) => {
+      await using server = start({ udpEngine });
+      const { offset, output } = await chronydNts(...ports(server), trusted.cert);
+      assert.ok(offset !== null, `[${udpEngine}] chronyd -Q reported no offset:\n${output}`);
+      assert.ok(Math.abs(offset) < OFFSET_LIMIT[udpEngine], `[${udpEngine}] offset ${offset} s`);
+      const { stats } = server;
+      assert.equal(stats.keOk, 1, `[${udpEngine}] one key establishment`);
+      assert.ok(stats.requestsNts >= 1, `[${udpEngine}] ${stats.requestsNts} NTS answers`);
+      assert.equal(stats.requestsNts, stats.requestsNtp, `[${udpEngine}] no plain answers`);
+      assert.equal(stats.ntsNaks + stats.droppedNts, 0);
+      assert.equal(stats.ntsCookiesIssued, 8 + stats.requestsNts);
+    }));
+  },
+});
+
+/**
+ * An attacker on the path: NTS-KE passes through untouched (TCP, from 127.0.0.2 to the
+ * server on 127.0.0.1), and NTP replies pass through `alter` (UDP, 127.0.0.2 at the
+ * server's NTP port, which the KE answer names, to 127.0.0.1).
+ */
+function onPath(server: TimeServer, alter: (reply: Uint8Array) => void): AsyncDisposable {
+  const [kePort, ntpPort] = ports(server);
+  const tcp = Deno.listen({ hostname: "127.0.0.2", port: kePort });
+  const udp = Deno.listenDatagram({ hostname: "127.0.0.2", port: ntpPort, transport: "udp" });
+  const tasks: Promise<unknown>[] = [];
+  tasks.push(
+    (async () => {
+      for await (const client of tcp) {
+        const upstream = await Deno.connect({ hostname: "127.0.0.1", port: kePort });
+        tasks.push(client.readable.pipeTo(upstream.writable).catch(() => {}));
+        tasks.push(upstream.readable.pipeTo(client.writable).catch(() => {}));
+      }
+    })().catch(() => {}),
+  );
+  tasks.push(
+    (async () => {
+      const upstream = Deno.listenDatagram({ hostname: "127.0.0.2", port: 0, transport: "udp" });
+      let client: Deno.Addr | null = null;
+      const replies = (async () => {
+        for await (const [reply] of upstream) {
+          alter(reply);
+          if (client !== null) await udp.send(reply, client);
+        }
+      })().catch(() => {});
+      try {
+        for await (const [request, from] of udp) {
+          client = from;
+          await upstream.send(request, { transport: "udp", hostname: "127.0.0.1", port: ntpPort });
+        }
+      } finally {
+        upstream.close();
+        await replies;
+      }
+    })().catch(() => {}),
+  );
+  return {
+    async [Symbol.asyncDispose]() {
+      tcp.close();
+      udp.close();
+      await Promise.all(tasks);
+    },
+  };
+}
+
+Deno.test({
+  name: "chronyd -Q refuses replies altered on the path and a certificate it does not trust",
+  ignore,
+  async fn() {
+    const stranger = await makeCertificate(dir, "stranger");
+    await using honest = start();
+    await using forged = start();
+    await using untrusted = start({
+      nts: { certFile: stranger.cert, keyFile: stranger.key } as never,
+    });
+    // The same path passing replies as they are: chrony synchronises through it.
+    await using passing = onPath(honest, () => {});
+    // One bit of the sealed part flipped: as if sealed with the wrong key.
+    await using altering = onPath(forged, (reply) => {
+      if (reply.length > 48) reply[reply.length - 1] ^= 1;
+    });
+    const [passed, altered, refused] = await Promise.all([
+      chronydNts(...ports(honest), trusted.cert, { host: "127.0.0.2" }),
+      chronydNts(...ports(forged), trusted.cert, { host: "127.0.0.2" }),
+      chronydNts(...ports(untrusted), trusted.cert),
+    ]);
+    void passing, void altering;
+    assert.ok(passed.offset !== null, `through an honest path:\n${passed.output}`);
+    assert.equal(altered.offset, null, `altered replies were accepted:\n${altered.output}`);
+    assert.ok(forged.stats.requestsNts >= 1, "the altered path carried NTS replies");
+    assert.equal(refused.offset, null, `an untrusted certificate was accepted:\n${refused.output}`);
+    assert.match(refused.output, /TLS handshake .* failed/);
+    assert.equal(untrusted.stats.keOk, 0);
+    assert.ok(untrusted.stats.keTlsError >= 1);
+  },
+});
+
+Deno.test({
+  name:
+    "chronyd keeps its cookies across a restart with the same key file; after a new one it gets a NAK and a new key establishment",
+  ignore,
+  async fn() {
+    const dumpDir = await Deno.makeTempDir({ dir, prefix: "dump-" });
+    const master = crypto.getRandomValues(new Uint8Array(32));
+    const fixed = { ntpPort: freePort(), nts: { kePort: freePort() } as never };
+    {
+      await using first = start(fixed, master);
+      const run = await chronydNts(...ports(first), trusted.cert, { dumpDir });
+      assert.ok(run.offset !== null, run.output);
+      assert.equal(first.stats.keOk, 1);
+    }
+    {
+      await using same = start(fixed, master);
+      const run = await chronydNts(...ports(same), trusted.cert, { dumpDir });
+      assert.ok(run.offset !== null, run.output);
+      assert.equal(same.stats.keOk, 0, "the saved cookies were used, no new key establishment");
+      assert.equal(same.stats.ntsNaks, 0);
+      assert.ok(same.stats.requestsNts >= 1);
+    }
+    {
+      await using renewed = start(fixed);
+      const run = await chronydNts(...ports(renewed), trusted.cert, { dumpDir });
+      assert.ok(run.offset !== null, run.output);
+      assert.ok(renewed.stats.ntsNaks >= 1, "the old cookies got a NAK");
+      assert.equal(renewed.stats.keOk, 1, "then chrony made a new key establishment");
+    }
+  },
+});
+
+Deno.test({
+  name: "a plain SNTP request is answered as before on an NTS server's port",
+  ignore: skipUnless(lacking === null, `NTS needs ${lacking}`) ||
+    skipUnless(haveOpenssl, "no openssl"),
+  async fn() {
+    for (const udpEngine of ENGINES) {
+      await using server = start({ udpEngine });
+      using client = udpClient();
+      for (const length of [48, 68, 120]) {
+        const reply = await exchangeDatagram(client, server.ports.ntp!, ntpRequest({ length }));
+        assert.equal(reply?.length, 48, `[${udpEngine}] a ${length}-byte request`);
+      }
+      assert.equal(server.stats.requestsNtp, 3);
+      assert.equal(server.stats.requestsNts, 0);
+    }
+  },
+});

@@ -1,0 +1,192 @@
+// Helpers for NTS tests: certificates, chronyd -Q over NTS, and NTS requests made by hand.
+
+import { SivCmac } from "../nts/aead.ts";
+import { COOKIE_LENGTH, CookieKeys } from "../nts/cookies.ts";
+import { hasTool, runTool } from "../tools/time_clients.ts";
+
+/** Whether openssl is here to make the tests' certificates. */
+export const haveOpenssl: boolean = hasTool("openssl");
+
+/** A certificate and its key, as files. */
+export interface CertificateFiles {
+  readonly cert: string;
+  readonly key: string;
+}
+
+/**
+ * Makes a self-signed ECDSA certificate for `names` (subjectAltName entries, e.g.
+ * `IP:127.0.0.1`) valid for `days`, in `dir` as `name`.pem and `name`.key.
+ */
+export async function makeCertificate(
+  dir: string,
+  name: string,
+  { names = ["IP:127.0.0.1", "DNS:localhost"], days = 30 } = {},
+): Promise<CertificateFiles> {
+  const cert = `${dir}/${name}.pem`, key = `${dir}/${name}.key`;
+  const { success, stderr } = await new Deno.Command("openssl", {
+    args: [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      key,
+      "-out",
+      cert,
+      "-days",
+      String(days),
+      "-subj",
+      `/CN=${name}`,
+      "-addext",
+      `subjectAltName=${names.join(",")}`,
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!success) throw new Error(`openssl failed: ${new TextDecoder().decode(stderr)}`);
+  return { cert, key };
+}
+
+/** What `chronyd -Q` over NTS said: the offset it measured, or null, and its output. */
+export interface ChronydNtsResult {
+  readonly offset: number | null;
+  readonly output: string;
+}
+
+/**
+ * Runs `chronyd -Q` (measure only, never set) against an NTS server: `server HOST port
+ * NTP nts ntsport KE`, trusting `trusted` (nocerttimecheck: the test certificate is
+ * fresh, the clock is not to be trusted either way). With `dumpDir`, chronyd keeps the
+ * cookies it holds across runs there, as a restarted client would.
+ */
+export async function chronydNts(
+  kePort: number,
+  ntpPort: number,
+  trusted: string,
+  { host = "127.0.0.1", dumpDir = null as string | null, seconds = 10 } = {},
+): Promise<ChronydNtsResult> {
+  const pidfile = `/tmp/time-server-chronyd-${crypto.randomUUID()}.pid`;
+  const result = await runTool("chronyd", [
+    "-Q",
+    "-t",
+    String(seconds),
+    "-u",
+    "root",
+    `server ${host} port ${ntpPort} nts ntsport ${kePort} iburst`,
+    `ntstrustedcerts ${trusted}`,
+    "nocerttimecheck 1",
+    ...(dumpDir === null ? [] : [`ntsdumpdir ${dumpDir}`]),
+    `pidfile ${pidfile}`,
+    "cmdport 0",
+    "bindcmdaddress /",
+  ], (seconds + 10) * 1000);
+  const output = result.stdout + result.stderr;
+  const match = output.match(/System clock wrong by (-?\d+\.\d+) seconds/);
+  return { offset: match ? Number(match[1]) : null, output };
+}
+
+/** Session keys and a cookie for them under `master`, as NTS-KE would give a client. */
+export function mintSession(
+  master: Uint8Array,
+): { c2s: Uint8Array; s2c: Uint8Array; cookie: Uint8Array } {
+  const keys = crypto.getRandomValues(new Uint8Array(64));
+  const cookie = new Uint8Array(COOKIE_LENGTH);
+  new CookieKeys(master).seal(keys, cookie, 0);
+  return { c2s: keys.slice(0, 32), s2c: keys.slice(32), cookie };
+}
+
+function field(type: number, body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + body.length);
+  out[0] = type >> 8;
+  out[1] = type & 0xff;
+  out[2] = out.length >> 8;
+  out[3] = out.length & 0xff;
+  out.set(body, 4);
+  return out;
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
+  let at = 0;
+  for (const part of parts) (out.set(part, at), at += part.length);
+  return out;
+}
+
+/** What {@linkcode ntsRequest} builds. */
+export interface NtsRequestOptions {
+  c2s: Uint8Array;
+  cookie: Uint8Array;
+  uniqueId?: Uint8Array;
+  /** Cookie Placeholders to send, each `placeholderLength` long (the cookie's by default). */
+  placeholders?: number;
+  placeholderLength?: number;
+  /** Fields put after the Authenticator (which then is not last). */
+  after?: Uint8Array[];
+}
+
+/** An NTS request as chrony sends one, sealed with C2S (RFC 8915 §5.6). */
+export function ntsRequest(options: NtsRequestOptions): Uint8Array {
+  const header = new Uint8Array(48);
+  header[0] = (4 << 3) | 3;
+  header.set(crypto.getRandomValues(new Uint8Array(8)), 40);
+  const uniqueId = options.uniqueId ?? crypto.getRandomValues(new Uint8Array(32));
+  const parts = [header, field(0x0104, uniqueId), field(0x0204, options.cookie)];
+  for (let i = 0; i < (options.placeholders ?? 0); i++) {
+    parts.push(field(0x0304, new Uint8Array(options.placeholderLength ?? options.cookie.length)));
+  }
+  const ad = concat(parts);
+  const nonce = crypto.getRandomValues(new Uint8Array(16));
+  const tag = new Uint8Array(16);
+  new SivCmac(options.c2s).seal(nonce, ad, new Uint8Array(0), tag);
+  const auth = new Uint8Array(4 + 16 + 16);
+  auth[1] = 16;
+  auth[3] = 16;
+  auth.set(nonce, 4);
+  auth.set(tag, 20);
+  return concat([ad, field(0x0404, auth), ...(options.after ?? [])]);
+}
+
+/** What a client finds in an NTS reply. */
+export interface NtsReply {
+  /** Kiss code `NTSN` and no Authenticator: the cookie was refused. */
+  readonly nak: boolean;
+  readonly uniqueId: Uint8Array | null;
+  /** The cookies inside the Authenticator, which opened with S2C; empty for a NAK. */
+  readonly cookies: Uint8Array[];
+}
+
+/** Reads an NTS reply as a client does; throws when its Authenticator does not open with `s2c`. */
+export function readNtsReply(reply: Uint8Array, s2c: Uint8Array): NtsReply {
+  const view = new DataView(reply.buffer, reply.byteOffset, reply.byteLength);
+  const nak = reply[1] === 0 && new TextDecoder().decode(reply.subarray(12, 16)) === "NTSN";
+  let uniqueId: Uint8Array | null = null;
+  const cookies: Uint8Array[] = [];
+  for (let at = 48; at < reply.length;) {
+    const type = view.getUint16(at), length = view.getUint16(at + 2);
+    if (length < 16 || at + length > reply.length) throw new Error(`bad field at ${at}`);
+    if (type === 0x0104) uniqueId = reply.slice(at + 4, at + length);
+    if (type === 0x0404) {
+      if (at + length !== reply.length) throw new Error("the Authenticator is not last");
+      const nonceLength = view.getUint16(at + 4), sealedLength = view.getUint16(at + 6);
+      const nonce = reply.subarray(at + 8, at + 8 + nonceLength);
+      const sealedAt = at + 8 + ((nonceLength + 3) & ~3);
+      const sealed = reply.subarray(sealedAt, sealedAt + sealedLength);
+      const plain = new Uint8Array(sealedLength - 16);
+      if (!new SivCmac(s2c).open(nonce, reply.subarray(0, at), sealed, plain)) {
+        throw new Error("the Authenticator does not open with S2C");
+      }
+      for (let c = 0; c < plain.length;) {
+        const cookieLength = (plain[c + 2] << 8) | plain[c + 3];
+        if (((plain[c] << 8) | plain[c + 1]) === 0x0204) {
+          cookies.push(plain.slice(c + 4, c + cookieLength));
+        }
+        c += cookieLength;
+      }
+    }
+    at += length;
+  }
+  return { nak, uniqueId, cookies };
+}
