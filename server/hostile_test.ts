@@ -15,6 +15,7 @@ import {
   resetStorm,
   silentFrom,
   startServerProcess,
+  until,
   within,
   workersCommand,
 } from "../testing/test_util.ts";
@@ -39,14 +40,6 @@ async function bystanderServed(port: number, localAddress = "127.0.0.2"): Promis
 }
 
 /** Waits until `condition` holds, checking every 10 ms; rejects after `ms`. */
-async function until(condition: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
 /**
  * Silence is the behaviour under test: waiting out `seconds` of it is the only way
  * to produce it. Nothing else waits with a timer.

@@ -133,6 +133,12 @@ export const METRIC_FAMILIES: readonly MetricFamily[] = [
     ],
   },
   {
+    name: "timeserver_nts_ke_sessions",
+    type: "gauge",
+    help: "NTS key establishments in progress.",
+    samples: [["", "keSessions"]],
+  },
+  {
     name: "timeserver_nts_requests_total",
     type: "counter",
     help:

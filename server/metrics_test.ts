@@ -69,6 +69,7 @@ Deno.test("metrics are written in the Prometheus text format with the documented
     'timeserver_nts_ke_total{result="tls_error"}',
     'timeserver_nts_ke_total{result="timeout"}',
     'timeserver_nts_ke_total{result="refused"}',
+    "timeserver_nts_ke_sessions",
     'timeserver_nts_requests_total{result="answered"}',
     'timeserver_nts_requests_total{result="nak"}',
     'timeserver_nts_requests_total{result="malformed"}',

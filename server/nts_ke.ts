@@ -15,7 +15,7 @@ import {
 } from "../lib/sockets.ts";
 import { type RateLimiter, RateVerdict } from "./rate_limit.ts";
 import { COOKIE_LENGTH, type CookieKeys, SESSION_KEYS_LENGTH } from "../nts/cookies.ts";
-import { type TlsCredentials, TlsSession } from "../nts/gnutls.ts";
+import { describeTlsError, type TlsCredentials, TlsSession } from "../nts/gnutls.ts";
 import {
   AEAD_AES_SIV_CMAC_256,
   MAX_REQUEST_LENGTH,
@@ -43,6 +43,8 @@ export interface KeCounters {
   keTimeout: number;
   /** Refused before TLS: denied, over the per-address rate, or at {@linkcode MAX_KE_SESSIONS}. */
   keRefused: number;
+  /** Gauge: sessions in progress. */
+  keSessions: number;
   ntsCookiesIssued: number;
 }
 
@@ -84,6 +86,8 @@ export class NtsKeService {
   readonly #listenFd: number;
   readonly #epoll: Epoll;
   readonly #sessions = new Set<Promise<void>>();
+  /** The sockets of the sessions in progress, shut down to end them when the service closes. */
+  readonly #open = new Set<number>();
   readonly #address = new Uint8Array(SOCKADDR_SLOT);
   readonly #addressLength = new Uint32Array(1);
   #closing = false;
@@ -109,6 +113,7 @@ export class NtsKeService {
   async close(): Promise<void> {
     this.#closing = true;
     this.#epoll.wake();
+    for (const fd of this.#open) this.#c.shutdown(fd, SHUT_RDWR);
     await this.done;
   }
 
@@ -152,7 +157,11 @@ export class NtsKeService {
       }
       const session = this.#session(fd, peer);
       this.#sessions.add(session);
-      session.finally(() => this.#sessions.delete(session));
+      this.#host.stats.keSessions = this.#sessions.size;
+      session.finally(() => {
+        this.#sessions.delete(session);
+        this.#host.stats.keSessions = this.#sessions.size;
+      });
     }
   }
 
@@ -169,6 +178,10 @@ export class NtsKeService {
     this.#host.stats[RESULT_COUNTER[result]]++;
   }
 
+  /**
+   * One key establishment, counted as soon as its answer is sent (the client may then
+   * take its time over `close_notify`), or else when it ends.
+   */
   async #session(fd: number, peer: string): Promise<void> {
     const c = this.#c;
     let timedOut = false;
@@ -176,26 +189,33 @@ export class NtsKeService {
       timedOut = true;
       c.shutdown(fd, SHUT_RDWR);
     }, KE_TIMEOUT_MS);
+    this.#open.add(fd);
     let tls: TlsSession | null = null;
-    let result: KeResult = "tls_error";
+    let result: KeResult | null = null;
     let detail = "";
     try {
       tls = new TlsSession(fd, this.#host.credentials());
       const handshake = await tls.handshake();
-      if (handshake < 0) detail = `handshake: ${handshake}`;
+      if (handshake < 0) detail = `handshake: ${describeTlsError(handshake)}`;
       else if (!tls.isNtsKe()) detail = "not TLS 1.3 with ALPN ntske/1";
-      else [result, detail] = await this.#exchange(tls);
-      if (result === "ok" || result === "bad_request") await tls.close();
+      else {
+        const [answered, why] = await this.#exchange(tls);
+        detail = why;
+        if (answered !== "tls_error") {
+          this.#count(result = answered);
+          await tls.close();
+        }
+      }
     } catch (error) {
       detail = error instanceof Error ? error.message : String(error);
       this.#host.logger.error("NTS-KE session failed", { peer, error: detail });
     } finally {
       clearTimeout(deadline);
+      this.#open.delete(fd);
       tls?.end();
       c.close(fd);
     }
-    if (timedOut && result !== "ok" && result !== "bad_request") result = "timeout";
-    this.#count(result);
+    if (result === null) this.#count(result = timedOut ? "timeout" : "tls_error");
     if (this.#host.logger.enabled("debug")) {
       this.#host.logger.debug("NTS-KE", { peer, result, detail: detail || undefined });
     }

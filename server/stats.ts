@@ -81,6 +81,8 @@ export interface ServerStats extends RequestCounts {
   keTimeout: number;
   /** NTS-KE connections closed before TLS: denied, over the rate, or the service full. */
   keRefused: number;
+  /** Gauge: NTS key establishments in progress. */
+  keSessions: number;
   /** Times the key that seals new cookies changed (once a day). */
   ntsKeyRotations: number;
   /** Gauge: when the NTS certificate expires, seconds since the epoch; 0 = no NTS. */
@@ -130,6 +132,7 @@ export function newServerStats(): ServerStats {
     keTlsError: 0,
     keTimeout: 0,
     keRefused: 0,
+    keSessions: 0,
     ntsKeyRotations: 0,
     ntsCertificateExpiry: 0,
     bytesReceived: 0,

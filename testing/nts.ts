@@ -42,6 +42,11 @@ export async function makeCertificate(
       `/CN=${name}`,
       "-addext",
       `subjectAltName=${names.join(",")}`,
+      // A leaf, not a CA: TLS clients (rustls among them) refuse a CA as the server's certificate.
+      "-addext",
+      "basicConstraints=critical,CA:FALSE",
+      "-addext",
+      "extendedKeyUsage=serverAuth",
     ],
     stdout: "null",
     stderr: "piped",
@@ -189,4 +194,72 @@ export function readNtsReply(reply: Uint8Array, s2c: Uint8Array): NtsReply {
     at += length;
   }
   return { nak, uniqueId, cookies };
+}
+
+/** chrony's NTS-KE request: NTPv4, AES-SIV-CMAC-256, End of Message. */
+export const CHRONY_KE_REQUEST: Uint8Array = Uint8Array.of(
+  0x80,
+  1,
+  0,
+  2,
+  0,
+  0,
+  0x80,
+  4,
+  0,
+  2,
+  0,
+  15,
+  0x80,
+  0,
+  0,
+  0,
+);
+
+/**
+ * One NTS-KE exchange over TLS 1.3 (Deno's own TLS, which verifies `ca` and the address):
+ * sends `request`, reads until the server closes. Resolves with the answer's records.
+ */
+export async function keExchange(
+  port: number,
+  ca: string,
+  request: Uint8Array = CHRONY_KE_REQUEST,
+): Promise<{ type: number; critical: boolean; body: Uint8Array }[]> {
+  const conn = await Deno.connectTls({
+    hostname: "127.0.0.1",
+    port,
+    caCerts: [Deno.readTextFileSync(ca)],
+    alpnProtocols: ["ntske/1"],
+  });
+  try {
+    const { alpnProtocol } = await conn.handshake();
+    if (alpnProtocol !== "ntske/1") throw new Error(`ALPN ${alpnProtocol}`);
+    await conn.write(request);
+    const chunks: Uint8Array[] = [];
+    const buffer = new Uint8Array(4096);
+    for (;;) {
+      const n = await conn.read(buffer);
+      if (n === null) break; // close_notify
+      chunks.push(buffer.slice(0, n));
+    }
+    const answer = concat(chunks);
+    const records = [];
+    for (let at = 0; at + 4 <= answer.length;) {
+      const type = (answer[at] << 8) | answer[at + 1],
+        length = (answer[at + 2] << 8) | answer[at + 3];
+      records.push({
+        type: type & 0x7fff,
+        critical: (type & 0x8000) !== 0,
+        body: answer.slice(at + 4, at + 4 + length),
+      });
+      at += 4 + length;
+    }
+    return records;
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // closed by the server already
+    }
+  }
 }

@@ -91,6 +91,18 @@ export async function within<T>(ms: number, promise: Promise<T>, what: string): 
 }
 
 /**
+ * Waits until `condition` holds, looking every 10 ms; throws naming `what` after `ms`.
+ * For a state the test cannot be told of (a server's counter), not for the passing of time.
+ */
+export async function until(condition: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/**
  * Writes `TIME` requests in 64 KiB chunks, without reading, until a write makes no
  * progress for `stallMs` or `limit` bytes are sent. Absence of progress can only be
  * told by waiting, so this is a bounded wait for a stall, not a synchronisation.

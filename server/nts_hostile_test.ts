@@ -1,0 +1,265 @@
+// NTS against clients that mean harm, each with a bystander that must keep being served:
+// garbage and stalled TLS on the KE port, a burst of 1,000 key establishments, a flood
+// from one address, and NTS requests that are forged, truncated, misordered or replayed.
+
+import assert from "node:assert/strict";
+import net from "node:net";
+import { createLogger } from "../lib/log.ts";
+import { serve, type ServerOptions, type TimeServer } from "./server.ts";
+import { mmsgSupported } from "./udp_mmsg.ts";
+import {
+  hasTool,
+  ntpRequest,
+  parseNtpReply,
+  skipUnless,
+  udpClient,
+} from "../testing/time_clients.ts";
+import {
+  CHRONY_KE_REQUEST,
+  chronydNts,
+  haveOpenssl,
+  keExchange,
+  makeCertificate,
+  mintSession,
+  ntsRequest,
+  readNtsReply,
+} from "../testing/nts.ts";
+import { silentFrom, until } from "../testing/test_util.ts";
+import { ntsMissing } from "../nts/setup.ts";
+
+const ENGINES = mmsgSupported() ? ["deno", "mmsg"] as const : ["deno"] as const;
+const lacking = ntsMissing();
+const noNts = skipUnless(lacking === null, `NTS cannot run here: it needs ${lacking}`) ||
+  skipUnless(haveOpenssl, "openssl is not installed (it makes the test certificates)");
+const noChrony = noNts || skipUnless(hasTool("chronyd"), "chronyd is not installed");
+
+const dir = noNts ? "" : await Deno.makeTempDir({ dir: "/tmp", prefix: "time-server-nts-" });
+const certificate = noNts ? { cert: "", key: "" } : await makeCertificate(dir, "server");
+
+function start(options: ServerOptions = {}, master = crypto.getRandomValues(new Uint8Array(32))) {
+  const { nts, ...rest } = options;
+  return serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    ntpPort: 0,
+    logger: createLogger({ level: "error" }),
+    ...rest,
+    nts: {
+      kePort: 0,
+      certFile: certificate.cert,
+      keyFile: certificate.key,
+      masterKey: master,
+      keRate: 0,
+      ...nts,
+    },
+  });
+}
+
+/** A bystander chronyd that has made its key establishment: resolves with its offset. */
+async function bystander(server: TimeServer): Promise<Promise<number>> {
+  const run = chronydNts(server.ports.ntsKe!, server.ports.ntp!, certificate.cert, { seconds: 15 });
+  await until(() => server.stats.keOk >= 1, 10_000, "the bystander's key establishment");
+  return run.then(({ offset, output }) => {
+    if (offset === null) throw new Error(`the bystander did not synchronise:\n${output}`);
+    return offset;
+  });
+}
+
+/** A TCP connection that sends `bytes` and resolves when the server closes it. */
+function sendAndWaitForClose(port: number, bytes: Uint8Array, localAddress = "127.0.0.1") {
+  return new Promise<void>((resolve) => {
+    const socket = net.connect(
+      { host: "127.0.0.1", port, localAddress },
+      () => socket.write(bytes),
+    );
+    socket.on("data", () => {});
+    socket.on("error", () => {});
+    socket.once("close", () => resolve());
+  });
+}
+
+Deno.test({
+  name:
+    "NTS-KE survives garbage, a handshake never finished and a burst of 1,000 key establishments while a bystander chronyd synchronises",
+  ignore: noChrony,
+  async fn() {
+    await using server = start({ udpEngine: ENGINES.at(-1) });
+    const kePort = server.ports.ntsKe!;
+    const synced = await bystander(server);
+    const garbage = Array.from(
+      { length: 20 },
+      () => sendAndWaitForClose(kePort, crypto.getRandomValues(new Uint8Array(1024))),
+    );
+    // The first bytes of a TLS record, then nothing: only the deadline ends it.
+    const stalled = sendAndWaitForClose(kePort, Uint8Array.of(0x16, 0x03, 0x01));
+    let answered = 0;
+    const burst = Array.from({ length: 50 }, async () => {
+      while (answered < 1000) {
+        answered++;
+        const records = await keExchange(kePort, certificate.cert);
+        assert.equal(records.filter((record) => record.type === 5).length, 8);
+      }
+    });
+    await Promise.all([...garbage, stalled, ...burst]);
+    const offset = await synced;
+    assert.ok(Math.abs(offset) < 0.020, `the bystander's offset: ${offset} s`);
+    const { stats } = server;
+    assert.ok(stats.keOk >= 1001, `${stats.keOk} key establishments`);
+    assert.ok(stats.keTlsError >= 10, `${stats.keTlsError} TLS errors`);
+    assert.ok(stats.keTimeout >= 1, "the stalled handshake was cut off at its deadline");
+    assert.equal(stats.keTlsError + stats.keTimeout, 21, "every hostile connection ended");
+    assert.ok(stats.requestsNts >= 1);
+  },
+});
+
+Deno.test({
+  name:
+    "a flood of connections from one address is refused before TLS while another address establishes keys",
+  ignore: noNts,
+  async fn() {
+    await using server = start({ hostname: "0.0.0.0", nts: { keRate: 5 } as never });
+    const kePort = server.ports.ntsKe!;
+    const began = performance.now();
+    const flood = await Promise.all(
+      Array.from({ length: 50 }, () => silentFrom("127.0.0.3", kePort)),
+    );
+    const { stats } = server;
+    await until(
+      () => stats.keRefused + stats.keSessions + stats.keTimeout >= 50,
+      5000,
+      "the flood",
+    );
+    const seconds = (performance.now() - began) / 1000;
+    // A burst of 10 (two seconds' worth), then 5 a second, went on to TLS; the rest were closed at once.
+    const served = 50 - stats.keRefused;
+    assert.ok(
+      served >= 10 && served <= 10 + Math.ceil(seconds * 5) + 1,
+      `${served} in ${seconds} s`,
+    );
+    const records = await keExchange(kePort, certificate.cert);
+    assert.equal(
+      records.filter((record) => record.type === 5).length,
+      8,
+      "the bystander's cookies",
+    );
+    await Promise.all(flood.map((client) => client.close()));
+  },
+});
+
+Deno.test({
+  name:
+    "NTS-KE answers chrony's request with NTPv4, AES-SIV, the NTP port and 8 cookies, and bad requests with an Error record, then close_notify",
+  ignore: noNts,
+  async fn() {
+    await using server = start();
+    const kePort = server.ports.ntsKe!;
+    const records = await keExchange(kePort, certificate.cert);
+    const port = server.ports.ntp!;
+    assert.deepEqual(records.map(({ type, critical }) => [type, critical]), [
+      [1, true],
+      [4, true],
+      [7, true],
+      ...Array(8).fill([5, false]),
+      [0, true],
+    ]);
+    assert.deepEqual([...records[0].body], [0, 0]);
+    assert.deepEqual([...records[1].body], [0, 15]);
+    assert.deepEqual([...records[2].body], [port >> 8, port & 0xff]);
+    assert.ok(records.slice(3, 11).every((record) => record.body.length === 100));
+    const unknownCritical = Uint8Array.of(0x80, 0x42, 0, 0, ...CHRONY_KE_REQUEST);
+    const noAead = Uint8Array.of(0x80, 1, 0, 2, 0, 0, 0x80, 4, 0, 2, 0, 1, 0x80, 0, 0, 0);
+    for (const [request, code] of [[unknownCritical, 0], [noAead, 1]] as const) {
+      const error = await keExchange(kePort, certificate.cert, request);
+      assert.deepEqual(error.map(({ type }) => type), [2, 0]);
+      assert.deepEqual([...error[0].body], [0, code]);
+    }
+    assert.equal(server.stats.keOk, 1);
+    assert.equal(server.stats.keBadRequest, 2);
+  },
+});
+
+for (const udpEngine of ENGINES) {
+  Deno.test({
+    name:
+      `forged, truncated, misordered and oversized NTS requests are refused, a replay is answered as the original was, and a bystander is served (${udpEngine} engine)`,
+    ignore: noNts,
+    async fn() {
+      const master = crypto.getRandomValues(new Uint8Array(32));
+      await using server = start({ udpEngine }, master);
+      const port = server.ports.ntp!;
+      const session = mintSession(master);
+      using attacker = udpClient();
+      using client = udpClient();
+      const send = (socket: Deno.DatagramConn, bytes: Uint8Array) =>
+        socket.send(bytes, { transport: "udp", hostname: "127.0.0.1", port });
+      const receive = async (socket: Deno.DatagramConn) => (await socket.receive())[0];
+
+      // Answered: a request, one with placeholders, and the same request replayed.
+      const request = ntsRequest(session);
+      const asking = ntsRequest({ ...session, placeholders: 3 });
+      for (const bytes of [request, asking, request]) await send(client, bytes);
+      const [first, more, replayed] = [
+        await receive(client),
+        await receive(client),
+        await receive(client),
+      ];
+      for (
+        const [reply, sent, cookies] of [[first, request, 1], [more, asking, 4], [
+          replayed,
+          request,
+          1,
+        ]] as const
+      ) {
+        const read = readNtsReply(reply, session.s2c);
+        assert.equal(read.nak, false);
+        assert.deepEqual(read.uniqueId, sent.slice(52, 84), "the unique identifier echoed");
+        assert.equal(read.cookies.length, cookies);
+        assert.ok(
+          reply.length <= sent.length,
+          `a ${reply.length}-byte reply to ${sent.length} bytes`,
+        );
+      }
+      // A replay is answered (the server keeps no state per client) with fresh time: the
+      // client, which has seen this identifier answered, discards it.
+      assert.ok(parseNtpReply(replayed).receive >= parseNtpReply(first).receive);
+
+      // A NAK: a cookie that is not the server's, and one whose request is sealed with another key.
+      const forgedCookie = ntsRequest({
+        ...session,
+        cookie: crypto.getRandomValues(new Uint8Array(100)),
+      });
+      const wrongKey = ntsRequest({ ...session, c2s: crypto.getRandomValues(new Uint8Array(32)) });
+      for (const forged of [forgedCookie, wrongKey]) {
+        await send(attacker, forged);
+        const nak = readNtsReply(await receive(attacker), session.s2c);
+        assert.equal(nak.nak, true);
+        assert.deepEqual(nak.uniqueId, forged.slice(52, 84));
+        assert.equal(nak.cookies.length, 0);
+      }
+      // Dropped: truncated fields, a field after the Authenticator, oversized placeholders.
+      const dropped = [
+        request.subarray(0, 100),
+        request.subarray(0, request.length - 4),
+        ntsRequest({
+          ...session,
+          after: [Uint8Array.of(0x7f, 0, 0, 16, ...new Array(12).fill(0))],
+        }),
+        ntsRequest({ ...session, placeholders: 2, placeholderLength: 400 }),
+      ];
+      for (const bytes of dropped) await send(attacker, bytes);
+      // The bystander's answer comes after everything the attacker sent was read.
+      await send(attacker, ntpRequest());
+      const plain = await receive(attacker);
+      assert.equal(
+        plain.length,
+        48,
+        "the attacker's own plain request, read after the dropped ones",
+      );
+      assert.equal(server.stats.droppedNts, dropped.length);
+      assert.equal(server.stats.ntsNaks, 2);
+      await send(client, ntsRequest(session));
+      assert.equal(readNtsReply(await receive(client), session.s2c).cookies.length, 1);
+      assert.equal(server.stats.requestsNts, 4);
+    },
+  });
+}
