@@ -596,23 +596,27 @@ export async function main(args: string[]): Promise<number> {
  * NTS's options from its flags: the libraries checked, the master key read (or made).
  * A string says why NTS cannot start.
  */
-function ntsOptions(flags: NtsFlags, logger: Logger): NtsOptions | string {
+function ntsOptions(flags: NtsFlags): { options: NtsOptions; keySource: string } | string {
   const lacking = ntsMissing();
   if (lacking !== null) return `NTS (--nts-ke-port) needs ${lacking}`;
   try {
     const { key, source } = masterKey(flags.keysFile);
-    if (source === "random") {
-      logger.warn(
-        "NTS cookies are sealed under a key made for this run: they die with it " +
-          "(--nts-keys-file keeps them across restarts)",
-      );
-    } else if (source === "created") {
-      logger.info("NTS master key made", { keysFile: flags.keysFile ?? undefined });
-    }
     const { kePort, certFile, keyFile, keRate } = flags;
-    return { kePort, certFile, keyFile, keRate, masterKey: key };
+    return { options: { kePort, certFile, keyFile, keRate, masterKey: key }, keySource: source };
   } catch (error) {
     return error instanceof Error ? error.message : String(error);
+  }
+}
+
+/** Says, once the server runs, where the NTS master key came from when that matters. */
+function logKeySource(source: string | null, keysFile: string | null, logger: Logger): void {
+  if (source === "random") {
+    logger.warn(
+      "NTS cookies are sealed under a key made for this run: they die with it " +
+        "(--nts-keys-file keeps them across restarts)",
+    );
+  } else if (source === "created") {
+    logger.info("NTS master key made", { keysFile: keysFile ?? undefined });
   }
 }
 
@@ -624,13 +628,15 @@ async function runServer(
   const logger = createLogger({ level: invocation.logLevel, format: invocation.logFormat });
   const { workers } = invocation;
   let options = invocation.options;
+  let keySource: string | null = null;
   if (invocation.nts !== null) {
-    const nts = ntsOptions(invocation.nts, logger);
+    const nts = ntsOptions(invocation.nts);
     if (typeof nts === "string") {
       console.error(`time-server: ${nts}`);
       return 1;
     }
-    options = { ...options, nts };
+    options = { ...options, nts: nts.options };
+    keySource = nts.keySource;
   }
   const settings = resolveServerOptions(options);
   const stop = listenForStop(logger);
@@ -655,6 +661,7 @@ async function runServer(
     return 1;
   }
   warnOfPortableEngine(running, options, logger);
+  logKeySource(keySource, invocation.nts?.keysFile ?? null, logger);
   let metrics: Deno.HttpServer<Deno.NetAddr> | undefined;
   if (invocation.metrics) {
     try {
@@ -682,6 +689,7 @@ async function runServer(
         connectionsTotal: stats.connectionsTotal,
         requestsTime: stats.requestsTime,
         requestsNtp: stats.requestsNtp || undefined,
+        requestsNts: stats.requestsNts || undefined,
       })
     );
   }

@@ -20,6 +20,16 @@ import {
 import { exchangeDatagram, ffiFlag, ntpRequest, udpClient } from "./testing/time_clients.ts";
 import { mmsgSupported } from "./server/udp_mmsg.ts";
 import { delay } from "./lib/net.ts";
+import { LIBC_FFI_FLAG } from "./lib/libc.ts";
+import { ntsMissing } from "./nts/setup.ts";
+import {
+  haveOpenssl,
+  keExchange,
+  makeCertificate,
+  mintSession,
+  ntsRequest,
+  readNtsReply,
+} from "./testing/nts.ts";
 
 Deno.test("command line defaults to serving with info logs in text", () => {
   assert.deepEqual(parseCommandLine([]), {
@@ -788,5 +798,125 @@ Deno.test("the README stays short enough to finish: at most 12 KB", () => {
   assert.ok(
     size <= 12 * 1024,
     `README.md is ${size} bytes; the details belong in docs/ and bench/`,
+  );
+});
+
+const ntsLacking = ntsMissing();
+Deno.test({
+  name:
+    "program with --workers 2 serves NTS from both workers, each opening the cookies the other made",
+  ignore: Deno.build.os !== "linux" || !mmsgSupported() || ntsLacking !== null || !haveOpenssl,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "time-server-nts-" });
+  const { cert, key } = await makeCertificate(dir, "server");
+  const master = crypto.getRandomValues(new Uint8Array(32));
+  const keysFile = `${dir}/nts.keys`;
+  const hex = Array.from(master, (byte) => byte.toString(16).padStart(2, "0")).join("");
+  Deno.writeTextFileSync(keysFile, `${hex}\n`, { mode: 0o600 });
+  const ntpPort = freePort(), kePort = freePort();
+  const command = [
+    ...workersCommand.slice(0, -1),
+    ffiFlag(),
+    `--allow-read=${new URL(".", import.meta.url).pathname},${dir}`,
+    workersCommand.at(-1)!,
+  ];
+  await using server = await startServerProcess([
+    ...[
+      "--host",
+      "127.0.0.1",
+      "--workers",
+      "2",
+      "--ntp-port",
+      `${ntpPort}`,
+      "--udp-engine",
+      "mmsg",
+    ],
+    ...[
+      "--nts-ke-port",
+      `${kePort}`,
+      "--nts-cert",
+      cert,
+      "--nts-key",
+      key,
+      "--nts-keys-file",
+      keysFile,
+    ],
+    ...["--log-format", "json"],
+  ], command);
+  const records = await keExchange(kePort, cert);
+  assert.equal(records.filter((record) => record.type === 5).length, 8, "cookies from NTS-KE");
+  // 40 sockets, spread over the workers by their ports: each sends a cookie, then the one
+  // the next socket was given, which the other worker made half the time.
+  const session = mintSession(master);
+  const clients = Array.from({ length: 40 }, () => udpClient());
+  const ask = async (client: Deno.DatagramConn, cookie: Uint8Array) => {
+    const reply = await exchangeDatagram(client, ntpPort, ntsRequest({ ...session, cookie }));
+    assert.ok(reply, "answered");
+    const read = readNtsReply(reply, session.s2c);
+    assert.equal(read.nak, false);
+    return read.cookies[0];
+  };
+  const given = await Promise.all(clients.map((client) => ask(client, session.cookie)));
+  await Promise.all(clients.map((client, i) => ask(client, given[(i + 1) % given.length])));
+  for (const client of clients) client.close();
+  server.child.kill("SIGTERM");
+  assert.equal((await within(10000, server.child.status, "exit after SIGTERM")).code, 0);
+  const events = (await server.stderr).trim().split("\n").map((line) => JSON.parse(line));
+  const served = events.filter((e) => e.msg === "worker stopped").map((e) => e.requestsNts ?? 0);
+  assert.equal(served[0] + served[1], 80);
+  assert.ok(served[0] > 0 && served[1] > 0, `${served}`);
+});
+
+Deno.test({
+  name:
+    "program refuses NTS with one line and exit code 1 without GnuTLS, or with a certificate that does not load",
+  ignore: Deno.build.os !== "linux" || !haveOpenssl,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "time-server-nts-" });
+  const { cert, key } = await makeCertificate(dir, "server");
+  const nts = ["--ntp-port", "0", "--nts-ke-port", "0", "--nts-cert", cert, "--nts-key", key];
+  const libcOnly = [
+    Deno.execPath(),
+    "run",
+    "--allow-net",
+    "--allow-env=PORT",
+    LIBC_FFI_FLAG,
+    mainModule,
+  ];
+  const noGnuTls = await runMain(nts, { command: libcOnly });
+  assert.equal(noGnuTls.code, 1);
+  assert.match(
+    noGnuTls.stderr,
+    /^time-server: NTS \(--nts-ke-port\) needs FFI permission for GnuTLS: --allow-ffi=\S+\n$/,
+  );
+  if (ntsLacking !== null) return;
+  const full = [
+    Deno.execPath(),
+    "run",
+    "--allow-net",
+    "--allow-env=PORT",
+    `--allow-read=${dir}`,
+    ffiFlag(),
+    mainModule,
+  ];
+  Deno.writeTextFileSync(`${dir}/bad.pem`, "not a certificate\n");
+  const bad = await runMain(
+    ["--port", "0", ...nts.slice(0, 5), `${dir}/bad.pem`, "--nts-key", key],
+    {
+      command: full,
+    },
+  );
+  assert.equal(bad.code, 1);
+  assert.match(
+    bad.stderr,
+    /^time-server: --nts-cert \S+bad\.pem holds no PEM certificate [^\n]*\n$/,
+  );
+  const unreadable = await runMain(["--port", "0", ...nts], {
+    command: full.filter((w) => !w.startsWith("--allow-read")),
+  });
+  assert.equal(unreadable.code, 1);
+  assert.match(
+    unreadable.stderr,
+    /cannot be read: read access not granted \(run with --allow-read=\S+\)\n$/,
   );
 });

@@ -30,7 +30,8 @@ export interface NtsCounters {
  * the request as for plain SNTP (access, mode, rate limit) and writes the reply's
  * header, then {@linkcode NtsResponder.read} says whether the request is NTS,
  * {@linkcode NtsResponder.open} opens its cookie and checks its authenticator, and
- * {@linkcode NtsResponder.seal} or {@linkcode NtsResponder.nak} writes the rest. All
+ * {@linkcode NtsResponder.prepare} then {@linkcode NtsResponder.seal}, or
+ * {@linkcode NtsResponder.nak}, write the rest. All
  * state is reused: nothing is allocated per request but the views Nettle is passed.
  *
  * A reply is never longer than its request (a cookie per placeholder of the cookie's
@@ -48,6 +49,9 @@ export class NtsResponder {
   readonly #requestPlaintext = new Uint8Array(MAX_REQUEST_PLAINTEXT);
   readonly #cookies = new Uint8Array((1 + MAX_PLACEHOLDERS) * COOKIE_FIELD);
   readonly #nonce = new Uint8Array(NONCE_LENGTH);
+  /** What {@linkcode prepare} left for {@linkcode seal}: where, and how many cookies. */
+  #authenticator = 0;
+  #count = 0;
 
   constructor(keys: CookieKeys, counters: NtsCounters) {
     this.#keys = keys;
@@ -78,11 +82,14 @@ export class NtsResponder {
   }
 
   /**
-   * After {@linkcode open} succeeded and the 48-byte header is in `reply` at `at`: the
-   * Unique Identifier, then an Authenticator sealed with S2C over fresh cookies, one
-   * and one per placeholder. Returns the reply's length.
+   * After {@linkcode open} succeeded: writes all of the reply but its 48-byte header and
+   * the seal, into `reply` at `at` — the Unique Identifier, then the Authenticator's
+   * lengths and nonce, with fresh cookies (one, and one per placeholder) ready to seal.
+   * The caller then writes the header, the transmit timestamp last, and calls
+   * {@linkcode seal} at once: that one call is all that stands between the timestamp
+   * and the send. Returns the reply's length.
    */
-  seal(data: Uint8Array, requestLength: number, reply: Uint8Array, at: number): number {
+  prepare(data: Uint8Array, requestLength: number, reply: Uint8Array, at: number): number {
     const f = this.fields;
     const authenticator = at + HEADER + f.uniqueIdLength;
     let count = 1 + f.placeholders;
@@ -108,19 +115,26 @@ export class NtsResponder {
     put16(reply, authenticator + 2, fieldLength);
     put16(reply, authenticator + 4, NONCE_LENGTH);
     put16(reply, authenticator + 6, sealedLength);
-    const nonce = this.#nonce;
-    crypto.getRandomValues(nonce);
-    reply.set(nonce, authenticator + 8);
+    crypto.getRandomValues(this.#nonce);
+    reply.set(this.#nonce, authenticator + 8);
     this.#session.setKey(this.#sessionKeys.subarray(32, 64));
-    const sealedAt = authenticator + 8 + NONCE_LENGTH;
-    this.#session.seal(
-      nonce,
-      reply.subarray(at, authenticator),
-      cookies.subarray(0, count * COOKIE_FIELD),
-      reply.subarray(sealedAt, sealedAt + sealedLength),
-    );
+    this.#authenticator = authenticator;
+    this.#count = count;
     this.#counters.ntsCookiesIssued += count;
     return HEADER + f.uniqueIdLength + fieldLength;
+  }
+
+  /** Seals the reply {@linkcode prepare} wrote, header and all, with S2C. */
+  seal(reply: Uint8Array, at: number): void {
+    const authenticator = this.#authenticator;
+    const sealedAt = authenticator + 8 + NONCE_LENGTH;
+    const plaintextLength = this.#count * COOKIE_FIELD;
+    this.#session.seal(
+      this.#nonce,
+      reply.subarray(at, authenticator),
+      this.#cookies.subarray(0, plaintextLength),
+      reply.subarray(sealedAt, sealedAt + TAG_LENGTH + plaintextLength),
+    );
   }
 
   /**

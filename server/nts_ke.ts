@@ -7,6 +7,7 @@ import type { Logger } from "../lib/log.ts";
 import { clientHost } from "../lib/net.ts";
 import {
   ERRNO,
+  errnoError,
   listenTcp,
   SHUT_RDWR,
   SOCK_CLOEXEC,
@@ -31,6 +32,9 @@ export const KE_COOKIES = 8;
 export const KE_TIMEOUT_MS = 2000;
 /** Key establishments served at once (chrony's default too); more wait in the backlog. */
 export const MAX_KE_SESSIONS = 100;
+
+/** How long accepting pauses when descriptors run out. */
+const EXHAUSTED_PAUSE_MS = 100;
 
 /** How key establishments end, as the metrics label them. */
 export type KeResult = "ok" | "bad_request" | "tls_error" | "timeout" | "refused";
@@ -122,14 +126,18 @@ export class NtsKeService {
     while (!this.#closing) {
       const ready = await this.#epoll.wait(-1);
       if (this.#closing) break;
-      if (ready > 0) this.#acceptAll();
+      if (ready > 0 && !this.#acceptAll()) {
+        // Out of descriptors: the queue stays ready, so wait before looking again.
+        await new Promise((resolve) => setTimeout(resolve, EXHAUSTED_PAUSE_MS));
+      }
     }
     await this.#epoll.close();
     c.close(this.#listenFd);
     await Promise.all(this.#sessions);
   }
 
-  #acceptAll(): void {
+  /** Accepts until the queue is empty; false when descriptors or memory ran out. */
+  #acceptAll(): boolean {
     const c = this.#c;
     for (;;) {
       this.#addressLength[0] = SOCKADDR_SLOT;
@@ -137,13 +145,14 @@ export class NtsKeService {
       const fd = c.accept4(this.#listenFd, this.#address, this.#addressLength, SOCK_CLOEXEC);
       if (fd < 0) {
         const code = errno(c);
-        if (code === ERRNO.EAGAIN) return;
+        if (code === ERRNO.EAGAIN) return true;
         if (
           code === ERRNO.EMFILE || code === ERRNO.ENFILE || code === ERRNO.ENOBUFS ||
           code === ERRNO.ENOMEM
         ) {
-          this.#host.logger.warn("NTS-KE: cannot accept", { error: `errno ${code}` });
-          return; // level-triggered: the next wait comes back for the rest
+          const error = errnoError("accept", code).message;
+          this.#host.logger.warn("NTS-KE: cannot accept", { error });
+          return false;
         }
         continue; // that connection died in the queue
       }

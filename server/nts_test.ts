@@ -12,8 +12,14 @@ import {
   skipUnless,
   udpClient,
 } from "../testing/time_clients.ts";
-import { type CertificateFiles, chronydNts, haveOpenssl, makeCertificate } from "../testing/nts.ts";
-import { freePort } from "../testing/test_util.ts";
+import {
+  type CertificateFiles,
+  chronydNts,
+  haveOpenssl,
+  keExchange,
+  makeCertificate,
+} from "../testing/nts.ts";
+import { freePort, until } from "../testing/test_util.ts";
 import { ntsMissing } from "../nts/setup.ts";
 
 const ENGINES = mmsgSupported() ? ["deno", "mmsg"] as const : ["deno"] as const;
@@ -198,5 +204,31 @@ Deno.test({
       assert.equal(server.stats.requestsNtp, 3);
       assert.equal(server.stats.requestsNts, 0);
     }
+  },
+});
+
+Deno.test({
+  name: "a certificate replaced on disk is served to new key establishments without a restart",
+  ignore: skipUnless(lacking === null, `NTS needs ${lacking}`) ||
+    skipUnless(haveOpenssl, "no openssl"),
+  async fn() {
+    const live = await makeCertificate(dir, "live");
+    const renewed = await makeCertificate(dir, "renewed");
+    const lines: string[] = [];
+    await using server = start({
+      logger: createLogger({ level: "info", write: (line) => lines.push(line) }),
+      nts: { certFile: live.cert, keyFile: live.key, certificateCheck: 0.05 } as never,
+    });
+    const kePort = server.ports.ntsKe!;
+    assert.equal((await keExchange(kePort, live.cert)).length, 12);
+    Deno.writeFileSync(live.key, Deno.readFileSync(renewed.key));
+    Deno.writeFileSync(live.cert, Deno.readFileSync(renewed.cert));
+    await until(
+      () => lines.some((line) => line.includes("NTS certificate reloaded")),
+      5000,
+      "reload",
+    );
+    assert.equal((await keExchange(kePort, renewed.cert)).length, 12);
+    await assert.rejects(keExchange(kePort, trusted.cert));
   },
 });

@@ -59,6 +59,8 @@ const RECEIVE_SIZE = 2048;
 const REPLY_SIZE = RECEIVE_SIZE;
 const KISS_RATE = referenceId("RATE");
 const KISS_NTS_NAK = referenceId("NTSN");
+/** A seal slower than this (a pause, a cold start) counts as this much. */
+const MAX_SEAL_MS = 0.1;
 /** Below this port only privileged services bind; a client's socket is given one above it. */
 const FIRST_CLIENT_PORT = 1024;
 
@@ -148,14 +150,27 @@ export interface Datagram {
 export class Responder {
   readonly #host: UdpHost;
   readonly #protocol: UdpProtocol;
+  readonly #transmitClock: () => number;
+  /** How long sealing an NTS reply takes, ms: a moving average of the last few. */
+  #sealMs = 0;
   /** Whether {@linkcode respond} needs the client's address (access lists or rate limit). */
   readonly needsPeer: boolean;
   /** Whether the last reply written was an NTP reply that wants its transmit timestamp. */
   stamp = false;
 
-  constructor(host: UdpHost, protocol: UdpProtocol) {
+  /**
+   * @param transmitClock What the engine stamps transmit timestamps with (the kernel's
+   * clock where it takes the kernel's receive timestamps), for the replies it cannot
+   * stamp itself: an NTS reply's timestamp is sealed with it.
+   */
+  constructor(
+    host: UdpHost,
+    protocol: UdpProtocol,
+    transmitClock: () => number = () => host.ntpTime.clock.now(),
+  ) {
     this.#host = host;
     this.#protocol = protocol;
+    this.#transmitClock = transmitClock;
     this.needsPeer = !host.access.open || host.limiter !== null;
   }
 
@@ -213,8 +228,10 @@ export class Responder {
   }
 
   /**
-   * An NTS request: authenticated time, a NAK, or nothing. The transmit timestamp is
-   * written before the reply is sealed, since the authenticator covers it.
+   * An NTS request: authenticated time, a NAK, or nothing. The authenticator covers the
+   * transmit timestamp, so it is written before the seal: everything else is ready first,
+   * and the timestamp is put ahead by what the seal has been taking (as chrony does), so
+   * that it is not early by that much.
    */
   #nts(
     nts: NtsResponder,
@@ -234,11 +251,17 @@ export class Responder {
       writeKissOfDeath(data, reply, KISS_NTS_NAK, dataAt, at);
       return nts.nak(data, reply, at);
     }
+    const length = nts.prepare(data, datagram.length, reply, at);
+    const stamped = this.#transmitClock();
+    const transmit = stamped + this.#sealMs;
     const receivedAt = datagram.receivedAt;
-    writeNtpReply(data, reply, receivedAt, ntpTime.clock.now(), ntpTime.info, dataAt, at);
+    writeNtpReply(data, reply, receivedAt, transmit, ntpTime.info, dataAt, at);
+    nts.seal(reply, at);
+    const took = Math.min(this.#transmitClock() - stamped, MAX_SEAL_MS);
+    this.#sealMs += (took - this.#sealMs) / 8;
     stats.requestsNtp++;
     stats.requestsNts++;
-    return nts.seal(data, datagram.length, reply, at);
+    return length;
   }
 
   /** Daytime and Time: the answer to any datagram from a client, within the limits. */
@@ -380,7 +403,13 @@ export class MmsgService implements UdpListener {
     this.protocol = protocol;
     this.#socket = socket;
     this.#host = host;
-    this.#responder = new Responder(host, protocol);
+    // The kernel's clock stamps replies where the kernel's receive timestamps are used.
+    const kernelTime = host.ntpTime.isSystemClock;
+    this.#responder = new Responder(
+      host,
+      protocol,
+      kernelTime ? () => socket.now() : () => host.ntpTime.clock.now(),
+    );
     this.done = this.#serve();
   }
 
