@@ -7,6 +7,7 @@ import type { LoadResult } from "./loadgen.ts";
 import { freePort } from "../lib/net.ts";
 import { ntpBench, type NtpRow, ntpTable } from "./ntp_bench.ts";
 import { DEADLINE_IDLE_TIMEOUT, measureDeadlines } from "./deadlines.ts";
+import { ntsBench, type NtsRow, ntsTable } from "./nts_bench.ts";
 
 const HELP = `Usage: deno task bench [options]
 
@@ -14,7 +15,7 @@ Starts each server as a subprocess on a free port, drives it with the load gener
 (bench/loadgen.ts, or the C one with --loadgen), prints one table and writes it as JSON.
 
 Options:
-  --scenario LIST        rr, pipeline, churn, idle, deadlines, ntp, or all (default all);
+  --scenario LIST        rr, pipeline, churn, idle, deadlines, ntp, nts, or all (default all);
                          comma-separated. deadlines: how late --idle-timeout 1 closes silent
                          connections under the rr load (p50, p99, max in µs; this server only)
   --duration SECONDS     measured seconds per run, after 1 s of warm-up (default 5)
@@ -37,7 +38,9 @@ Options:
   --loadgen PATH         use a compiled shared/bench/loadgen.c instead of bench/loadgen.ts
   --ntp-loadgen PATH     ntp: use a compiled shared/bench/ntp_loadgen.c instead of bench/ntp_loadgen.ts
   --ntp-echo PATH        ntp: measure a compiled shared/bench/ntp_echo_server.c too
-  --offset-runs N        ntp: chronyd -Q runs per server for the offset, ~4 s each (default: --runs)
+  --offset-runs N        ntp, nts: chronyd -Q runs per server for the offset, ~4 s each (default: --runs)
+  --nts-loadgen PATH     nts: a compiled shared/bench/nts_loadgen.c, for NTS and NTS-KE rates
+                         (without it, nts measures only chronyd -Q's offset over NTS)
   --out FILE             where the JSON goes (default bench/runs/<date>.json, which git ignores)
   -h, --help             print this help`;
 
@@ -599,6 +602,7 @@ const FLAGS = {
   "ntp-loadgen": { type: "string" },
   "ntp-echo": { type: "string" },
   "offset-runs": { type: "string" },
+  "nts-loadgen": { type: "string" },
   out: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -635,9 +639,10 @@ const shared = new URL("../../shared/bench/", import.meta.url).pathname;
  * how to add them: nothing is left out without a word.
  */
 function sayWhatIsSkipped(
-  values: { loadgen?: string; "ntp-loadgen"?: string; "ntp-echo"?: string },
+  values: { loadgen?: string; "ntp-loadgen"?: string; "ntp-echo"?: string; "nts-loadgen"?: string },
   tcp: boolean,
   ntp: boolean,
+  nts: boolean,
 ): void {
   let present = true;
   try {
@@ -658,6 +663,12 @@ function sayWhatIsSkipped(
         `is used once built and given as --ntp-loadgen PATH`,
     );
   }
+  if (nts && !values["nts-loadgen"]) {
+    console.error(
+      `bench nts: measuring only chronyd -Q's offset over NTS; the rates need the C load ` +
+        `generator (${from("nts_loadgen.c")}), built and given as --nts-loadgen PATH`,
+    );
+  }
   if (ntp && !values["ntp-echo"]) {
     console.error(
       `bench ntp: skipping the C SNTP server (${from("ntp_echo_server.c")}): ` +
@@ -673,7 +684,7 @@ async function main(args: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  const all = ["rr", "pipeline", "churn", "idle", "deadlines", "ntp"];
+  const all = ["rr", "pipeline", "churn", "idle", "deadlines", "ntp", "nts"];
   const scenarios = values.scenario === "all" ? all : values.scenario.split(",");
   for (const scenario of scenarios) {
     if (!all.includes(scenario)) {
@@ -702,10 +713,16 @@ async function main(args: string[]): Promise<number> {
   printSetup(info, pin, values.loadgen, runs);
 
   const idleSizes = values["idle-connections"].split(",");
-  const tcpScenarios = scenarios.filter((scenario) => scenario !== "ntp").flatMap((scenario) =>
-    scenario === "idle" && idleSizes.length > 1 ? idleSizes.map((n) => `idle:${n}`) : [scenario]
+  const tcpScenarios = scenarios.filter((scenario) => scenario !== "ntp" && scenario !== "nts")
+    .flatMap((scenario) =>
+      scenario === "idle" && idleSizes.length > 1 ? idleSizes.map((n) => `idle:${n}`) : [scenario]
+    );
+  sayWhatIsSkipped(
+    values,
+    tcpScenarios.length > 0,
+    scenarios.includes("ntp"),
+    scenarios.includes("nts"),
   );
-  sayWhatIsSkipped(values, tcpScenarios.length > 0, scenarios.includes("ntp"));
   const rows = await runAll(
     tcpScenarios,
     servers,
@@ -730,18 +747,42 @@ async function main(args: string[]): Promise<number> {
     console.log(ntpTable(ntpRows));
   }
 
+  let ntsRows: NtsRow[] = [];
+  if (scenarios.includes("nts")) {
+    ntsRows = await ntsBench({
+      runs,
+      duration: Number(values.duration),
+      loadgen: values["nts-loadgen"],
+      offsetRuns: values["offset-runs"] === undefined ? runs : Number(values["offset-runs"]),
+      pin,
+    });
+    console.log(
+      `\nnts: ${values["nts-loadgen"] ?? "no load generator"}, 4 sockets × 8 outstanding`,
+    );
+    console.log(ntsTable(ntsRows));
+  }
+
   const out = values.out ?? `${root}bench/runs/${new Date().toISOString().slice(0, 10)}.json`;
   await Deno.mkdir(out.slice(0, out.lastIndexOf("/")), { recursive: true });
   await Deno.writeTextFile(
     out,
     JSON.stringify(
-      { date: new Date().toISOString(), machine: info, pinned: pin, options, rows, ntpRows },
+      {
+        date: new Date().toISOString(),
+        machine: info,
+        pinned: pin,
+        options,
+        rows,
+        ntpRows,
+        ntsRows,
+      },
       null,
       2,
     ) + "\n",
   );
   console.log(`\nwritten: ${out}`);
-  return rows.some((row) => row.failed) || ntpRows.some((row) => row.failed) ? 1 : 0;
+  const failed = [...rows, ...ntpRows, ...ntsRows].some((row) => row.failed);
+  return failed ? 1 : 0;
 }
 
 if (import.meta.main) {

@@ -149,6 +149,18 @@ export function serve(options: ServerOptions = {}): TimeServer {
   return new Server(options);
 }
 
+/** The UDP services' per-client rate limiter, or null when `--rate-limit` is off. */
+function udpRateLimiter(settings: ServerSettings): RateLimiter | null {
+  if (settings.rateLimit === null) return null;
+  return new RateLimiter({
+    interval: settings.rateLimit.interval,
+    burst: settings.rateLimit.burst,
+    leak: settings.rateLeak,
+    kissOfDeath: settings.kissOfDeath,
+    maxClients: settings.maxClients,
+  });
+}
+
 /**
  * Composes the server: what both sides share (counters, logs, answers, who is served,
  * the time source), the ports bound, the TCP side and the UDP services; and stops them
@@ -195,13 +207,7 @@ class Server implements TimeServer {
       stats: this.stats,
       logger,
       access,
-      limiter: settings.rateLimit === null ? null : new RateLimiter({
-        interval: settings.rateLimit.interval,
-        burst: settings.rateLimit.burst,
-        leak: settings.rateLeak,
-        kissOfDeath: settings.kissOfDeath,
-        maxClients: settings.maxClients,
-      }),
+      limiter: udpRateLimiter(settings),
       daytimeAnswer,
       rfc868Answer,
       ntpTime: this.#timeSource,
