@@ -46,6 +46,8 @@ const SYMBOLS = {
   memcpy: { parameters: ["buffer", "buffer", "usize"], result: "usize" },
   // …and copies from an address (errno's) into a buffer.
   copyFrom: { name: "memcpy", parameters: ["buffer", "usize", "usize"], result: "usize" },
+  // The length of a C string at an address (GnuTLS's error messages).
+  strlen: { parameters: ["usize"], result: "usize" },
 } as const;
 
 /**

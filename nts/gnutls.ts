@@ -106,13 +106,11 @@ function cString(text: string): Uint8Array<ArrayBuffer> {
 
 /** GnuTLS's description of an error code, copied out through libc. */
 export function describeTlsError(code: number): string {
-  const lib = loadGnuTls();
   const c = loadLibc();
-  const address = lib.gnutls_strerror(code);
-  const text = new Uint8Array(200);
-  c.copyFrom(text, address, 199n);
-  const end = text.indexOf(0);
-  return new TextDecoder().decode(text.subarray(0, end < 0 ? 199 : end));
+  const address = loadGnuTls().gnutls_strerror(code);
+  const text = new Uint8Array(Math.min(Number(c.strlen(address)), 500));
+  c.copyFrom(text, address, BigInt(text.length));
+  return new TextDecoder().decode(text);
 }
 
 function check(code: number, call: string): void {

@@ -14,15 +14,19 @@ const TARGETS = [
 
 const root = new URL("..", import.meta.url).pathname;
 
+/** What the binary may read: NTS's certificate, key and key file, where deploy/README.md puts them. */
+export const BINARY_READ = "--allow-read=/etc/time-server,/var/lib/time-server";
+
 /**
  * The runtime flags of `deno task start` (permissions, V8 and unstable flags), read
  * from deno.json so that the binary runs exactly as `deno task start` does.
  */
 function runtimeFlags(): string[] {
   const words = startCommand();
-  // Reading the sources (for --workers) is a `deno run` need: the binary embeds them.
+  // Reading the sources (for --workers) is a `deno run` need: the binary embeds them. It
+  // reads only NTS's files.
   return words.slice(words.indexOf("run") + 1, words.indexOf("main.ts"))
-    .filter((flag) => !flag.startsWith("--allow-read"));
+    .map((flag) => flag.startsWith("--allow-read") ? BINARY_READ : flag);
 }
 
 /** Runs `deno compile` for one target (the host's when undefined); resolves with its exit code. */
