@@ -41,14 +41,19 @@ export type KeResult = "ok" | "bad_request" | "tls_error" | "timeout" | "refused
 
 /** What the KE service counts. */
 export interface KeCounters {
+  /** Sessions that ended with cookies given. */
   keOk: number;
+  /** Sessions answered with an Error record. */
   keBadRequest: number;
+  /** Sessions that failed in TLS, or closed before their request. */
   keTlsError: number;
+  /** Sessions cut off at {@linkcode KE_TIMEOUT_MS}. */
   keTimeout: number;
   /** Refused before TLS: denied, over the per-address rate, or at {@linkcode MAX_KE_SESSIONS}. */
   keRefused: number;
   /** Gauge: sessions in progress. */
   keSessions: number;
+  /** Cookies given, 8 a session. */
   ntsCookiesIssued: number;
 }
 
@@ -103,14 +108,14 @@ export class NtsKeService {
     const listener = listenTcp(this.#c, hostname, port, false);
     this.#listenFd = listener.fd;
     this.port = listener.port;
-    this.#epoll = new Epoll(this.#c);
+    try {
+      this.#epoll = new Epoll(this.#c);
+    } catch (error) {
+      this.#c.close(listener.fd);
+      throw error;
+    }
     this.#epoll.add(this.#listenFd, EPOLLIN, 0);
     this.done = this.#serve();
-  }
-
-  /** Key establishments in progress. */
-  get active(): number {
-    return this.#sessions.size;
   }
 
   /** Stops accepting, ends the sessions in progress, and resolves when all is closed. */
