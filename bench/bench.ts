@@ -757,7 +757,9 @@ async function main(args: string[]): Promise<number> {
       pin,
     });
     console.log(
-      `\nnts: ${values["nts-loadgen"] ?? "no load generator"}, 4 sockets × 8 outstanding`,
+      values["nts-loadgen"]
+        ? `\nnts: ${values["nts-loadgen"]}, 4 sockets × 8 outstanding`
+        : "\nnts: no load generator (--nts-loadgen), so chronyd -Q's offsets only",
     );
     console.log(ntsTable(ntsRows));
   }

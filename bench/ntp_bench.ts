@@ -49,7 +49,8 @@ interface NtpServer {
   files?: Record<string, string>;
 }
 
-function median(values: number[]): number {
+/** The median of `values`; NaN for none. */
+export function median(values: number[]): number {
   if (values.length === 0) return NaN;
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
@@ -295,7 +296,8 @@ export async function ntpBench(options: NtpBenchOptions): Promise<NtpRow[]> {
   });
 }
 
-function format(value: number, digits = 0): string {
+/** A number for a table: grouped thousands, `digits` decimals, "–" when it is not finite. */
+export function format(value: number, digits = 0): string {
   if (!Number.isFinite(value)) return "–";
   return value.toLocaleString("en-US", {
     maximumFractionDigits: digits,

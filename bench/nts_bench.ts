@@ -3,7 +3,9 @@
 
 import { startCommand } from "../tools/start_task.ts";
 import { freePort } from "../lib/net.ts";
-import { hasTool, runTool } from "../tools/time_clients.ts";
+import { chronydNts, hasTool } from "../tools/time_clients.ts";
+import { makeCertificate } from "../tools/certificate.ts";
+import { format, median } from "./ntp_bench.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -44,16 +46,9 @@ export interface NtsRow {
 
 interface NtsServer {
   label: string;
-  /** With {ntp}, {ke}, {tcp}, {dir}. */
+  /** With {ntp}, {ke}, {tcp}, {dir}, {cert} and {key}. */
   command: string[];
   files?: Record<string, string>;
-}
-
-function median(values: number[]): number {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
 }
 
 /**
@@ -69,7 +64,7 @@ function ntsServers(): NtsServer[] {
     command: [
       ...start,
       ...["--host", "127.0.0.1", "--port", "{tcp}", "--ntp-port", "{ntp}", "--udp-engine", "mmsg"],
-      ...["--nts-ke-port", "{ke}", "--nts-cert", "{dir}/cert.pem", "--nts-key", "{dir}/key.pem"],
+      ...["--nts-ke-port", "{ke}", "--nts-cert", "{cert}", "--nts-key", "{key}"],
       ...["--nts-ke-rate", "0", "--log-level", "warn"],
     ],
   }];
@@ -84,8 +79,8 @@ function ntsServers(): NtsServer[] {
           "bindaddress 127.0.0.1",
           "allow 127.0.0.1",
           "local stratum 10",
-          "ntsservercert {dir}/cert.pem",
-          "ntsserverkey {dir}/key.pem",
+          "ntsservercert {cert}",
+          "ntsserverkey {key}",
           "ntsdumpdir {dir}/ntsdump",
           "pidfile {dir}/chronyd.pid",
           "cmdport 0",
@@ -96,30 +91,6 @@ function ntsServers(): NtsServer[] {
     });
   } else console.error("bench nts: chronyd is not installed; measuring without it");
   return servers;
-}
-
-/** Makes the self-signed certificate both servers use (IP SAN 127.0.0.1), as the README's. */
-async function makeCertificate(dir: string): Promise<void> {
-  const { success, stderr } = await new Deno.Command("openssl", {
-    args: [
-      ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"],
-      ...[
-        "-keyout",
-        `${dir}/key.pem`,
-        "-out",
-        `${dir}/cert.pem`,
-        "-days",
-        "30",
-        "-subj",
-        "/CN=bench",
-      ],
-      ...["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-      ...["-addext", "basicConstraints=critical,CA:FALSE"],
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (!success) throw new Error(`openssl: ${new TextDecoder().decode(stderr).trim()}`);
 }
 
 /** Resolves once `port` accepts TCP connections (the KE port); rejects after 15 s. */
@@ -168,22 +139,6 @@ function toLoad(f: Record<string, string>): NtsLoad {
   };
 }
 
-/** chronyd -Q over NTS against the server, trusting the benchmark's certificate; µs. */
-async function chronydNtsOffset(ke: number, ntp: number, dir: string): Promise<number> {
-  const result = await runTool("chronyd", [
-    ...["-Q", "-t", "10", "-u", "root"],
-    `server 127.0.0.1 port ${ntp} nts ntsport ${ke} iburst`,
-    `ntstrustedcerts ${dir}/cert.pem`,
-    "nocerttimecheck 1",
-    `pidfile ${dir}/client-${crypto.randomUUID()}.pid`,
-    "cmdport 0",
-    "bindcmdaddress /",
-  ], 25_000);
-  const match = (result.stdout + result.stderr).match(/System clock wrong by (-?\d+\.\d+) seconds/);
-  if (!match) throw new Error(`chronyd -Q over NTS reported no offset: ${result.stderr.trim()}`);
-  return Math.round(Number(match[1]) * 1e7) / 10;
-}
-
 /**
  * Runs the scenario: per run, each server in turn (pinned to CPU 0, the load generator to
  * CPU 1) gets NTS load (4 sockets × 8 outstanding, as shared/bench/README.md measured
@@ -192,7 +147,8 @@ async function chronydNtsOffset(ke: number, ntp: number, dir: string): Promise<n
  */
 export async function ntsBench(options: NtsBenchOptions): Promise<NtsRow[]> {
   const dir = await Deno.makeTempDir({ prefix: "time-server-bench-nts-" });
-  await makeCertificate(dir);
+  // One self-signed certificate for both servers (IP SAN 127.0.0.1), as shared/bench's.
+  const { cert, key } = await makeCertificate(dir, "bench");
   await Deno.mkdir(`${dir}/ntsdump`);
   const servers = ntsServers();
   const rows: NtsRow[] = servers.map((server) => ({
@@ -207,7 +163,7 @@ export async function ntsBench(options: NtsBenchOptions): Promise<NtsRow[]> {
   for (let run = 0; run < options.runs; run++) {
     for (const [i, server] of servers.entries()) {
       try {
-        await withServer(server, dir, options.pin, async (ke, ntp, pid) => {
+        await withServer(server, { dir, cert, key }, options.pin, async (ke, ntp, pid) => {
           const row = rows[i];
           if (options.loadgen) {
             const shape = [
@@ -216,7 +172,7 @@ export async function ntsBench(options: NtsBenchOptions): Promise<NtsRow[]> {
               "-k",
               `${ke}`,
               "--ca",
-              `${dir}/cert.pem`,
+              cert,
               "-P",
               `${pid}`,
             ];
@@ -234,7 +190,7 @@ export async function ntsBench(options: NtsBenchOptions): Promise<NtsRow[]> {
               "-k",
               `${ke}`,
               "--ca",
-              `${dir}/cert.pem`,
+              cert,
             ]);
             row.ke.push({
               rate: Number(k.ke_rate),
@@ -244,7 +200,11 @@ export async function ntsBench(options: NtsBenchOptions): Promise<NtsRow[]> {
             if (row.nts.at(-1)!.invalid > 0 || Number(k.ke_fail) > 0) row.failed = true;
           }
           if (chrony && run < options.offsetRuns) {
-            row.chronydOffsets.push(await chronydNtsOffset(ke, ntp, dir));
+            const { offset, output } = await chronydNts(ke, ntp, cert);
+            if (offset === null) {
+              throw new Error(`chronyd -Q over NTS reported no offset: ${output}`);
+            }
+            row.chronydOffsets.push(Math.round(offset * 1e7) / 10);
           }
         });
       } catch (error) {
@@ -260,14 +220,14 @@ export async function ntsBench(options: NtsBenchOptions): Promise<NtsRow[]> {
 
 async function withServer<T>(
   server: NtsServer,
-  dir: string,
+  { dir, cert, key }: { dir: string; cert: string; key: string },
   pin: boolean,
   measure: (ke: number, ntp: number, pid: number) => Promise<T>,
 ): Promise<T> {
   const ke = freePort(), ntp = freePort();
   const fill = (text: string) =>
     text.replaceAll("{ntp}", `${ntp}`).replaceAll("{ke}", `${ke}`).replaceAll("{dir}", dir)
-      .replaceAll("{tcp}", `${freePort()}`);
+      .replaceAll("{cert}", cert).replaceAll("{key}", key).replaceAll("{tcp}", `${freePort()}`);
   for (const [name, text] of Object.entries(server.files ?? {})) {
     await Deno.writeTextFile(`${dir}/${name}`, fill(text));
   }
@@ -291,14 +251,6 @@ async function withServer<T>(
     }
     await child.status;
   }
-}
-
-function format(value: number, digits = 0): string {
-  if (!Number.isFinite(value)) return "–";
-  return value.toLocaleString("en-US", {
-    maximumFractionDigits: digits,
-    minimumFractionDigits: digits,
-  });
 }
 
 /** The scenario's table; ratios are against chronyd when it ran, and against the server's own plain SNTP. */

@@ -4,14 +4,13 @@
 
 import assert from "node:assert/strict";
 import net from "node:net";
-import { createLogger } from "../lib/log.ts";
-import { serve, type ServerOptions, type TimeServer } from "./server.ts";
-import { mmsgSupported } from "./udp_mmsg.ts";
+import type { TimeServer } from "./server.ts";
 import {
   hasTool,
   ntpRequest,
   parseNtpReply,
   skipUnless,
+  UDP_ENGINES as ENGINES,
   udpClient,
 } from "../testing/time_clients.ts";
 import {
@@ -22,12 +21,13 @@ import {
   makeCertificate,
   mintSession,
   ntsRequest,
+  type NtsServerOptions,
   readNtsReply,
+  startNtsServer,
 } from "../testing/nts.ts";
 import { silentFrom, until } from "../testing/test_util.ts";
 import { ntsMissing } from "../nts/setup.ts";
 
-const ENGINES = mmsgSupported() ? ["deno", "mmsg"] as const : ["deno"] as const;
 const lacking = ntsMissing();
 const noNts = skipUnless(lacking === null, `NTS cannot run here: it needs ${lacking}`) ||
   skipUnless(haveOpenssl, "openssl is not installed (it makes the test certificates)");
@@ -36,23 +36,8 @@ const noChrony = noNts || skipUnless(hasTool("chronyd"), "chronyd is not install
 const dir = noNts ? "" : await Deno.makeTempDir({ dir: "/tmp", prefix: "time-server-nts-" });
 const certificate = noNts ? { cert: "", key: "" } : await makeCertificate(dir, "server");
 
-function start(options: ServerOptions = {}, master = crypto.getRandomValues(new Uint8Array(32))) {
-  const { nts, ...rest } = options;
-  return serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    ntpPort: 0,
-    logger: createLogger({ level: "error" }),
-    ...rest,
-    nts: {
-      kePort: 0,
-      certFile: certificate.cert,
-      keyFile: certificate.key,
-      masterKey: master,
-      keRate: 0,
-      ...nts,
-    },
-  });
+function start(options: NtsServerOptions = {}, master?: Uint8Array): TimeServer {
+  return startNtsServer(certificate, options, master);
 }
 
 /** A bystander chronyd that has made its key establishment: resolves with its offset. */
@@ -117,7 +102,7 @@ Deno.test({
     "a flood of connections from one address is refused before TLS while another address establishes keys",
   ignore: noNts,
   async fn() {
-    await using server = start({ hostname: "0.0.0.0", nts: { keRate: 5 } as never });
+    await using server = start({ hostname: "0.0.0.0", nts: { keRate: 5 } });
     const kePort = server.ports.ntsKe!;
     const began = performance.now();
     const flood = await Promise.all(

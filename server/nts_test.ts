@@ -3,13 +3,14 @@
 
 import assert from "node:assert/strict";
 import { createLogger } from "../lib/log.ts";
-import { serve, type ServerOptions, type TimeServer } from "./server.ts";
-import { mmsgSupported } from "./udp_mmsg.ts";
+import type { TimeServer } from "./server.ts";
 import {
   exchangeDatagram,
   hasTool,
   ntpRequest,
+  OFFSET_LIMIT,
   skipUnless,
+  UDP_ENGINES as ENGINES,
   udpClient,
 } from "../testing/time_clients.ts";
 import {
@@ -18,13 +19,12 @@ import {
   haveOpenssl,
   keExchange,
   makeCertificate,
+  type NtsServerOptions,
+  startNtsServer,
 } from "../testing/nts.ts";
 import { freePort, until } from "../testing/test_util.ts";
 import { ntsMissing } from "../nts/setup.ts";
 
-const ENGINES = mmsgSupported() ? ["deno", "mmsg"] as const : ["deno"] as const;
-/** As in real_clients_test.ts: the batched engine stamps in the kernel, the portable one in JS. */
-const OFFSET_LIMIT = { mmsg: 0.001, deno: 0.020 } as const;
 const lacking = ntsMissing();
 const ignore = skipUnless(lacking === null, `NTS cannot run here: it needs ${lacking}`) ||
   skipUnless(hasTool("chronyd"), "chronyd is not installed") ||
@@ -35,22 +35,8 @@ const trusted: CertificateFiles = ignore
   ? { cert: "", key: "" }
   : await makeCertificate(dir, "trusted", { names: ["IP:127.0.0.1", "IP:127.0.0.2"] });
 
-function start(options: ServerOptions = {}, master = crypto.getRandomValues(new Uint8Array(32))) {
-  return serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    ntpPort: 0,
-    logger: createLogger({ level: "error" }),
-    ...options,
-    nts: {
-      kePort: 0,
-      certFile: trusted.cert,
-      keyFile: trusted.key,
-      masterKey: master,
-      keRate: 0,
-      ...options.nts,
-    },
-  });
+function start(options: NtsServerOptions = {}, master?: Uint8Array): TimeServer {
+  return startNtsServer(trusted, options, master);
 }
 
 function ports(server: TimeServer): [ke: number, ntp: number] {
@@ -133,7 +119,7 @@ Deno.test({
     await using honest = start();
     await using forged = start();
     await using untrusted = start({
-      nts: { certFile: stranger.cert, keyFile: stranger.key } as never,
+      nts: { certFile: stranger.cert, keyFile: stranger.key },
     });
     // The same path passing replies as they are: chrony synchronises through it.
     await using passing = onPath(honest, () => {});
@@ -164,7 +150,7 @@ Deno.test({
   async fn() {
     const dumpDir = await Deno.makeTempDir({ dir, prefix: "dump-" });
     const master = crypto.getRandomValues(new Uint8Array(32));
-    const fixed = { ntpPort: freePort(), nts: { kePort: freePort() } as never };
+    const fixed = { ntpPort: freePort(), nts: { kePort: freePort() } };
     {
       await using first = start(fixed, master);
       const run = await chronydNts(...ports(first), trusted.cert, { dumpDir });
@@ -217,7 +203,7 @@ Deno.test({
     const lines: string[] = [];
     await using server = start({
       logger: createLogger({ level: "info", write: (line) => lines.push(line) }),
-      nts: { certFile: live.cert, keyFile: live.key, certificateCheck: 0.05 } as never,
+      nts: { certFile: live.cert, keyFile: live.key, certificateCheck: 0.05 },
     });
     const kePort = server.ports.ntsKe!;
     assert.equal((await keExchange(kePort, live.cert)).length, 12);

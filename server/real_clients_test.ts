@@ -5,27 +5,17 @@
 import assert from "node:assert/strict";
 import { createLogger } from "../lib/log.ts";
 import { serve, type ServerOptions, type TimeServer } from "./server.ts";
-import { mmsgSupported } from "./udp_mmsg.ts";
 import {
   chronydOffset,
   ffiFlag,
   hasTool,
   ntpRequest,
+  OFFSET_LIMIT,
   runTool,
   skipUnless,
+  UDP_ENGINES as ENGINES,
   udpClient,
 } from "../testing/time_clients.ts";
-
-const ENGINES = mmsgSupported() ? ["deno", "mmsg"] as const : ["deno"] as const;
-/**
- * The largest offset a client may measure against the server, in seconds, by UDP engine.
- * The batched engine stamps packets in the kernel: 1 ms, and it has never come close. The
- * portable one stamps them in JavaScript, where an idle vCPU can take milliseconds to wake
- * (2 of 90 single samples over 1 ms here, up to 2.5 ms): 20 ms still catches every wrong
- * timestamp field (a wrong second, era or byte order, the 250 ms coarse clock), and how
- * accurate it is belongs to the benchmark, which reports it (`deno task bench --scenario ntp`).
- */
-const OFFSET_LIMIT = { mmsg: 0.001, deno: 0.020 } as const;
 
 function start(options: ServerOptions = {}): TimeServer {
   return serve({

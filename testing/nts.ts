@@ -1,96 +1,42 @@
 // Helpers for NTS tests: certificates, chronyd -Q over NTS, and NTS requests made by hand.
 
 import { SivCmac } from "../nts/aead.ts";
+import { createLogger } from "../lib/log.ts";
+import { type NtsOptions, serve, type ServerOptions, type TimeServer } from "../server/server.ts";
 import { COOKIE_LENGTH, CookieKeys } from "../nts/cookies.ts";
-import { hasTool, runTool } from "../tools/time_clients.ts";
+import type { CertificateFiles } from "../tools/certificate.ts";
 
-/** Whether openssl is here to make the tests' certificates. */
-export const haveOpenssl: boolean = hasTool("openssl");
+export { type CertificateFiles, haveOpenssl, makeCertificate } from "../tools/certificate.ts";
+export { chronydNts, type ChronydNtsResult } from "../tools/time_clients.ts";
 
-/** A certificate and its key, as files. */
-export interface CertificateFiles {
-  readonly cert: string;
-  readonly key: string;
-}
+/** Options of {@linkcode startNtsServer}: the server's, with NTS's own to change. */
+export type NtsServerOptions = Omit<ServerOptions, "nts"> & { nts?: Partial<NtsOptions> };
 
 /**
- * Makes a self-signed ECDSA certificate for `names` (subjectAltName entries, e.g.
- * `IP:127.0.0.1`) valid for `days`, in `dir` as `name`.pem and `name`.key.
+ * A server on 127.0.0.1 with SNTP and NTS-KE on free ports, serving `certificate`, its
+ * cookies under `master`, with no KE rate limit unless `options.nts` sets one.
  */
-export async function makeCertificate(
-  dir: string,
-  name: string,
-  { names = ["IP:127.0.0.1", "DNS:localhost"], days = 30 } = {},
-): Promise<CertificateFiles> {
-  const cert = `${dir}/${name}.pem`, key = `${dir}/${name}.key`;
-  const { success, stderr } = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-keyout",
-      key,
-      "-out",
-      cert,
-      "-days",
-      String(days),
-      "-subj",
-      `/CN=${name}`,
-      "-addext",
-      `subjectAltName=${names.join(",")}`,
-      // A leaf, not a CA: TLS clients (rustls among them) refuse a CA as the server's certificate.
-      "-addext",
-      "basicConstraints=critical,CA:FALSE",
-      "-addext",
-      "extendedKeyUsage=serverAuth",
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (!success) throw new Error(`openssl failed: ${new TextDecoder().decode(stderr)}`);
-  return { cert, key };
-}
-
-/** What `chronyd -Q` over NTS said: the offset it measured, or null, and its output. */
-export interface ChronydNtsResult {
-  readonly offset: number | null;
-  readonly output: string;
-}
-
-/**
- * Runs `chronyd -Q` (measure only, never set) against an NTS server: `server HOST port
- * NTP nts ntsport KE`, trusting `trusted` (nocerttimecheck: the test certificate is
- * fresh, the clock is not to be trusted either way). With `dumpDir`, chronyd keeps the
- * cookies it holds across runs there, as a restarted client would.
- */
-export async function chronydNts(
-  kePort: number,
-  ntpPort: number,
-  trusted: string,
-  { host = "127.0.0.1", dumpDir = null as string | null, seconds = 10 } = {},
-): Promise<ChronydNtsResult> {
-  const pidfile = `/tmp/time-server-chronyd-${crypto.randomUUID()}.pid`;
-  const result = await runTool("chronyd", [
-    "-Q",
-    "-t",
-    String(seconds),
-    "-u",
-    "root",
-    `server ${host} port ${ntpPort} nts ntsport ${kePort} iburst`,
-    `ntstrustedcerts ${trusted}`,
-    "nocerttimecheck 1",
-    ...(dumpDir === null ? [] : [`ntsdumpdir ${dumpDir}`]),
-    `pidfile ${pidfile}`,
-    "cmdport 0",
-    "bindcmdaddress /",
-  ], (seconds + 10) * 1000);
-  const output = result.stdout + result.stderr;
-  const match = output.match(/System clock wrong by (-?\d+\.\d+) seconds/);
-  return { offset: match ? Number(match[1]) : null, output };
+export function startNtsServer(
+  certificate: CertificateFiles,
+  options: NtsServerOptions = {},
+  master: Uint8Array = crypto.getRandomValues(new Uint8Array(32)),
+): TimeServer {
+  const { nts, ...rest } = options;
+  return serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    ntpPort: 0,
+    logger: createLogger({ level: "error" }),
+    ...rest,
+    nts: {
+      kePort: 0,
+      certFile: certificate.cert,
+      keyFile: certificate.key,
+      masterKey: master,
+      keRate: 0,
+      ...nts,
+    },
+  });
 }
 
 /** Session keys and a cookie for them under `master`, as NTS-KE would give a client. */

@@ -110,3 +110,41 @@ export async function chronydOffset(port: number, host = "127.0.0.1"): Promise<n
     return Number(match[1]);
   }
 }
+
+/** What `chronyd -Q` over NTS said: the offset it measured, or null, and its output. */
+export interface ChronydNtsResult {
+  readonly offset: number | null;
+  readonly output: string;
+}
+
+/**
+ * Runs `chronyd -Q` (measure only, never set) against an NTS server: `server HOST port
+ * NTP nts ntsport KE`, trusting `trusted` (nocerttimecheck: the test certificate is
+ * fresh, the clock is not to be trusted either way). With `dumpDir`, chronyd keeps the
+ * cookies it holds across runs there, as a restarted client would.
+ */
+export async function chronydNts(
+  kePort: number,
+  ntpPort: number,
+  trusted: string,
+  { host = "127.0.0.1", dumpDir = null as string | null, seconds = 10 } = {},
+): Promise<ChronydNtsResult> {
+  const pidfile = `/tmp/time-server-chronyd-${crypto.randomUUID()}.pid`;
+  const result = await runTool("chronyd", [
+    "-Q",
+    "-t",
+    String(seconds),
+    "-u",
+    "root",
+    `server ${host} port ${ntpPort} nts ntsport ${kePort} iburst`,
+    `ntstrustedcerts ${trusted}`,
+    "nocerttimecheck 1",
+    ...(dumpDir === null ? [] : [`ntsdumpdir ${dumpDir}`]),
+    `pidfile ${pidfile}`,
+    "cmdport 0",
+    "bindcmdaddress /",
+  ], (seconds + 10) * 1000);
+  const output = result.stdout + result.stderr;
+  const match = output.match(/System clock wrong by (-?\d+\.\d+) seconds/);
+  return { offset: match ? Number(match[1]) : null, output };
+}
