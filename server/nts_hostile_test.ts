@@ -27,6 +27,7 @@ import {
 } from "../testing/nts.ts";
 import { silentFrom, until } from "../testing/test_util.ts";
 import { ntsMissing } from "../nts/setup.ts";
+import { MAX_KE_SESSIONS } from "./nts_ke.ts";
 
 const lacking = ntsMissing();
 const noNts = skipUnless(lacking === null, `NTS cannot run here: it needs ${lacking}`) ||
@@ -248,3 +249,48 @@ for (const udpEngine of ENGINES) {
     },
   });
 }
+
+Deno.test({
+  name:
+    "silent connections from 300 addresses fill NTS-KE to its cap, the rest are refused, and NTS is still answered",
+  ignore: noNts,
+  async fn() {
+    const master = crypto.getRandomValues(new Uint8Array(32));
+    await using server = start({ hostname: "0.0.0.0" }, master);
+    const { stats } = server;
+    const kePort = server.ports.ntsKe!, ntpPort = server.ports.ntp!;
+    const silent = await Promise.all(
+      Array.from(
+        { length: 300 },
+        (_, i) => silentFrom(`127.0.${1 + Math.floor(i / 250)}.${1 + (i % 250)}`, kePort),
+      ),
+    );
+    await until(
+      () => stats.keRefused + stats.keSessions + stats.keTimeout >= 300,
+      10_000,
+      "all seen",
+    );
+    assert.ok(stats.keSessions <= MAX_KE_SESSIONS, `${stats.keSessions} sessions at once`);
+    assert.ok(
+      stats.keRefused >= 300 - MAX_KE_SESSIONS - stats.keTimeout,
+      `${stats.keRefused} refused`,
+    );
+    // The bystander already holds cookies: its NTS requests do not wait for KE.
+    const session = mintSession(master);
+    using client = udpClient();
+    await client.send(ntsRequest(session), {
+      transport: "udp",
+      hostname: "127.0.0.1",
+      port: ntpPort,
+    });
+    assert.equal(readNtsReply((await client.receive())[0], session.s2c).cookies.length, 1);
+    // The deadline frees every slot the silent ones held: a new client is served.
+    await until(() => stats.keSessions === 0, 10_000, "the silent sessions cut off");
+    assert.equal(stats.keTimeout + stats.keRefused, 300);
+    assert.equal(
+      (await keExchange(kePort, certificate.cert)).filter((r) => r.type === 5).length,
+      8,
+    );
+    await Promise.all(silent.map((connection) => connection.close()));
+  },
+});
