@@ -41,14 +41,23 @@ function start(options: NtsServerOptions = {}, master?: Uint8Array): TimeServer 
   return startNtsServer(certificate, options, master);
 }
 
-/** A bystander chronyd that has made its key establishment: resolves with its offset. */
-async function bystander(server: TimeServer): Promise<Promise<number>> {
-  const run = chronydNts(server.ports.ntsKe!, server.ports.ntp!, certificate.cert, { seconds: 15 });
+/**
+ * Starts a bystander chronyd and resolves once it has its cookies, while it still
+ * synchronises: `synced` then gives its offset. (An object, not a promise of a promise,
+ * which `await` would flatten into waiting for the whole run.)
+ */
+async function bystander(
+  server: TimeServer,
+): Promise<{ synced: Promise<number>; done(): boolean }> {
+  let finished = false;
+  const run = chronydNts(server.ports.ntsKe!, server.ports.ntp!, certificate.cert, { seconds: 15 })
+    .finally(() => finished = true);
   await until(() => server.stats.keOk >= 1, 10_000, "the bystander's key establishment");
-  return run.then(({ offset, output }) => {
+  const synced = run.then(({ offset, output }) => {
     if (offset === null) throw new Error(`the bystander did not synchronise:\n${output}`);
     return offset;
   });
+  return { synced, done: () => finished };
 }
 
 /** A TCP connection that sends `bytes` and resolves when the server closes it. */
@@ -71,30 +80,97 @@ Deno.test({
   async fn() {
     await using server = start({ udpEngine: ENGINES.at(-1) });
     const kePort = server.ports.ntsKe!;
-    const synced = await bystander(server);
+    const chrony = await bystander(server);
+    const nts = server.stats.requestsNts;
+    // Text is no TLS record: refused at once. Random bytes may read as the start of a
+    // hello (SSLv2's framing) longer than what follows, and then wait for the deadline.
+    const http = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: time\r\n\r\n");
     const garbage = Array.from(
       { length: 20 },
-      () => sendAndWaitForClose(kePort, crypto.getRandomValues(new Uint8Array(1024))),
+      (_, i) =>
+        sendAndWaitForClose(kePort, i < 10 ? http : crypto.getRandomValues(new Uint8Array(1024))),
     );
     // The first bytes of a TLS record, then nothing: only the deadline ends it.
     const stalled = sendAndWaitForClose(kePort, Uint8Array.of(0x16, 0x03, 0x01));
+    // 1,000 at least, and on for as long as the bystander is synchronising.
     let answered = 0;
     const burst = Array.from({ length: 50 }, async () => {
-      while (answered < 1000) {
+      while (answered < 1000 || !chrony.done()) {
         answered++;
         const records = await keExchange(kePort, certificate.cert);
         assert.equal(records.filter((record) => record.type === 5).length, 8);
       }
     });
     await Promise.all([...garbage, stalled, ...burst]);
-    const offset = await synced;
+    const offset = await chrony.synced;
     assert.ok(Math.abs(offset) < 0.020, `the bystander's offset: ${offset} s`);
     const { stats } = server;
+    assert.ok(stats.requestsNts > nts, "the bystander was answered during the attack");
     assert.ok(stats.keOk >= 1001, `${stats.keOk} key establishments`);
     assert.ok(stats.keTlsError >= 10, `${stats.keTlsError} TLS errors`);
     assert.ok(stats.keTimeout >= 1, "the stalled handshake was cut off at its deadline");
     assert.equal(stats.keTlsError + stats.keTimeout, 21, "every hostile connection ended");
     assert.ok(stats.requestsNts >= 1);
+  },
+});
+
+Deno.test({
+  name:
+    "forged, truncated, misordered, oversized and replayed NTS requests in a flood leave a bystander chronyd synchronising",
+  ignore: noChrony,
+  async fn() {
+    const master = crypto.getRandomValues(new Uint8Array(32));
+    await using server = start({ udpEngine: ENGINES.at(-1) }, master);
+    const chrony = await bystander(server);
+    const session = mintSession(master);
+    const request = ntsRequest(session);
+    const hostile = [
+      ntsRequest({ ...session, cookie: crypto.getRandomValues(new Uint8Array(100)) }),
+      ntsRequest({ ...session, c2s: crypto.getRandomValues(new Uint8Array(32)) }),
+      request.subarray(0, 150),
+      ntsRequest({ ...session, after: [Uint8Array.of(0x7f, 0, 0, 16, ...new Array(12).fill(0))] }),
+      ntsRequest({ ...session, placeholders: 3, placeholderLength: 300 }),
+      request, // the same request, over and over: replayed
+    ];
+    using attacker = udpClient();
+    const port = server.ports.ntp!;
+    let sent = 0, done = false;
+    let answered = 0;
+    const replies = (async () => {
+      try {
+        for (;;) {
+          await attacker.receive();
+          answered++;
+        }
+      } catch {
+        // Closed at the end.
+      }
+    })();
+    const flood = (async () => {
+      while (!done) {
+        for (const bytes of hostile) {
+          attacker.send(bytes, { transport: "udp", hostname: "127.0.0.1", port }).catch(() => {});
+          sent++;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    })();
+    let offset: number;
+    try {
+      offset = await chrony.synced;
+    } finally {
+      done = true;
+      await flood;
+    }
+    attacker.close();
+    await replies;
+    assert.ok(Math.abs(offset) < 0.020, `the bystander's offset: ${offset} s`);
+    const { stats } = server;
+    assert.ok(sent > 1000, `${sent} sent`);
+    // Of each six, the two NAKs and the replay are answered, and nothing else.
+    assert.ok(answered <= sent / 2, `${answered} of ${sent} answered`);
+    assert.ok(stats.droppedNts > 0 && stats.ntsNaks > 0, `${stats.droppedNts}, ${stats.ntsNaks}`);
+    assert.ok(stats.droppedNts + stats.ntsNaks <= (sent / 6) * 5, "no more refused than sent");
   },
 });
 
