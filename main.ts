@@ -96,6 +96,8 @@ Network Time Security (RFC 8915; needs --ntp-port, and GnuTLS and Nettle through
                               missing; without it, cookies die with the process (default none)
   --nts-ke-rate N             key establishments per second one address may start, 0 = no
                               limit (default ${DEFAULT_KE_RATE})
+  --nts-ntp-server HOST       where NTS-KE sends NTP, when not to the address NTS-KE was reached on
+                              (NTS-KE behind a TCP balancer) (default: that address)
 
 Who is served (every listener):
   --allow CIDR[,CIDR…]        serve only these address ranges (repeatable; default everyone)
@@ -161,6 +163,7 @@ const FLAGS = {
   "nts-key": { type: "string" },
   "nts-keys-file": { type: "string" },
   "nts-ke-rate": { type: "string" },
+  "nts-ntp-server": { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
 } as const;
@@ -601,8 +604,11 @@ function ntsOptions(flags: NtsFlags): { options: NtsOptions; keySource: string }
   if (lacking !== null) return `NTS (--nts-ke-port) needs ${lacking}`;
   try {
     const { key, source } = masterKey(flags.keysFile);
-    const { kePort, certFile, keyFile, keRate } = flags;
-    return { options: { kePort, certFile, keyFile, keRate, masterKey: key }, keySource: source };
+    const { kePort, certFile, keyFile, keRate, ntpServer } = flags;
+    return {
+      options: { kePort, certFile, keyFile, keRate, ntpServer, masterKey: key },
+      keySource: source,
+    };
   } catch (error) {
     return error instanceof Error ? error.message : String(error);
   }

@@ -140,6 +140,8 @@ Deno.test("command line reads the time protocols' flags", () => {
     "/var/lib/time-server/nts.keys",
     "--nts-ke-rate",
     "0",
+    "--nts-ntp-server",
+    "ntp1.example.com",
   ]);
   assert.equal(invocation.action, "serve");
   if (invocation.action !== "serve") return;
@@ -149,6 +151,7 @@ Deno.test("command line reads the time protocols' flags", () => {
     keyFile: "/etc/time-server/key.pem",
     keysFile: "/var/lib/time-server/nts.keys",
     keRate: 0,
+    ntpServer: "ntp1.example.com",
   });
   assert.deepEqual(invocation.options, {
     daytimePort: 13,
@@ -373,6 +376,22 @@ Deno.test("command line rejects bad input with a one-line message naming the fla
     [["--ntp-port", "123", "--nts-ke-port", "4460", "--nts-key", "k.pem"], /needs --nts-cert FILE/],
     [["--ntp-port", "123", "--nts-ke-port", "4460", "--nts-cert", "c.pem"], /needs --nts-key FILE/],
     [["--ntp-port", "123", "--nts-ke-port", "x"], /^--nts-ke-port must be a whole number/],
+    [["--nts-ntp-server", "a"], /^--nts-ntp-server needs --nts-ke-port$/],
+    [
+      [
+        "--ntp-port",
+        "1",
+        "--nts-ke-port",
+        "2",
+        "--nts-cert",
+        "c",
+        "--nts-key",
+        "k",
+        "--nts-ntp-server",
+        "a b",
+      ],
+      /^--nts-ntp-server must be a host name or IP address/,
+    ],
     [
       ["--ntp-port", "123", "--nts-ke-port", "45000", "--nts-cert", "c", "--nts-key", "k"],
       /^the default port \(45000\) and --nts-ke-port both ask for TCP port 45000/,

@@ -44,6 +44,7 @@ export interface NtsFlags {
   readonly keyFile: string;
   readonly keysFile: string | null;
   readonly keRate: number;
+  readonly ntpServer: string | null;
 }
 
 /** `--nts-ke-rate`'s default: key establishments per second per client address. */
@@ -70,7 +71,7 @@ type NtsValues = Partial<Record<string, string | string[] | boolean>>;
 export function parseNtsFlags(values: NtsValues): NtsFlags | null {
   const text = (name: string) => values[name] as string | undefined;
   if (text("nts-ke-port") === undefined) {
-    const orphan = ["nts-cert", "nts-key", "nts-keys-file", "nts-ke-rate"]
+    const orphan = ["nts-cert", "nts-key", "nts-keys-file", "nts-ke-rate", "nts-ntp-server"]
       .find((flag) => values[flag] !== undefined);
     if (orphan) throw new UsageError(`--${orphan} needs --nts-ke-port`);
     return null;
@@ -91,11 +92,19 @@ export function parseNtsFlags(values: NtsValues): NtsFlags | null {
     : UsageError.integer("--nts-ke-rate", text("nts-ke-rate")!, 0, 100000);
   const keysFile = text("nts-keys-file");
   if (keysFile === "") throw new UsageError("--nts-keys-file must not be empty");
+  const ntpServer = text("nts-ntp-server");
+  // RFC 8915 §4.1.7: an IP address or a host name, in ASCII.
+  if (ntpServer !== undefined && !/^[A-Za-z0-9.:_-]{1,253}$/.test(ntpServer)) {
+    throw new UsageError(
+      `--nts-ntp-server must be a host name or IP address such as ntp1.example.com or 192.0.2.1, got "${ntpServer}"`,
+    );
+  }
   return {
     kePort,
     certFile: text("nts-cert")!,
     keyFile: text("nts-key")!,
     keysFile: keysFile ?? null,
     keRate,
+    ntpServer: ntpServer ?? null,
   };
 }

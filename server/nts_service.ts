@@ -68,7 +68,7 @@ export class NtsService {
           maxClients: 16384,
         }),
         keys: this.#keys,
-        destination: { server: null, port: ntpPort === 123 ? null : ntpPort },
+        destination: { server: options.ntpServer ?? null, port: ntpPort === 123 ? null : ntpPort },
         credentials: () => certificate.credentials,
       });
     } catch (error) {

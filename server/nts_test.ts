@@ -218,3 +218,20 @@ Deno.test({
     await assert.rejects(keExchange(kePort, trusted.cert));
   },
 });
+
+Deno.test({
+  name: "with --nts-ntp-server, the KE answer sends chrony's NTP to that address",
+  ignore,
+  async fn() {
+    await using server = start({ nts: { ntpServer: "127.0.0.2" } });
+    const records = await keExchange(server.ports.ntsKe!, trusted.cert);
+    const named = records.find((record) => record.type === 6);
+    assert.equal(new TextDecoder().decode(named?.body), "127.0.0.2");
+    // NTP to 127.0.0.2 reaches the server (on 127.0.0.1) only through this relay.
+    let relayed = 0;
+    await using _relay = onPath(server, () => relayed++);
+    const { offset, output } = await chronydNts(...ports(server), trusted.cert);
+    assert.ok(offset !== null, output);
+    assert.ok(relayed >= 1 && relayed === server.stats.requestsNts, `${relayed} relayed`);
+  },
+});

@@ -279,6 +279,12 @@ export interface NtsOptions {
   masterKey: Uint8Array;
   /** Key establishments per second one client address may start, in bursts of twice that; 0 = no limit. */
   keRate: number;
+  /**
+   * Where NTS-KE's answer sends NTP (an NTPv4 Server record), when it is not the address
+   * the client reached NTS-KE on: e.g. NTS-KE behind a TCP balancer, NTP straight to the
+   * instance. Null: the record is left out.
+   */
+  ntpServer?: string | null;
   /** Whether this server runs NTS-KE; in a pool only the first worker does. */
   ke?: boolean;
   /** Seconds between checks of the certificate's files and expiry. */
