@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { createLogger } from "../lib/log.ts";
-import type { TimeServer } from "./server.ts";
+import { serve, type TimeServer } from "./server.ts";
 import {
   exchangeDatagram,
   hasTool,
@@ -234,4 +234,16 @@ Deno.test({
     assert.ok(offset !== null, output);
     assert.ok(relayed >= 1 && relayed === server.stats.requestsNts, `${relayed} relayed`);
   },
+});
+
+Deno.test("a server asked for NTS without the SNTP service it protects refuses to start", () => {
+  assert.throws(
+    () =>
+      serve({
+        hostname: "127.0.0.1",
+        port: 0,
+        nts: { kePort: 0, certFile: "c", keyFile: "k", masterKey: new Uint8Array(32), keRate: 0 },
+      }),
+    /nts needs ntpPort/,
+  );
 });

@@ -21,7 +21,7 @@ import {
   type UdpListener,
   type UdpProtocol,
 } from "./udp.ts";
-import { NtsService } from "./nts_service.ts";
+import { type NtsHost, NtsService } from "./nts_service.ts";
 import { NtsError } from "../nts/certificate.ts";
 import { DaytimeAnswer } from "../time/daytime.ts";
 import { TimeSource } from "../time/time_source.ts";
@@ -149,6 +149,18 @@ export function serve(options: ServerOptions = {}): TimeServer {
   return new Server(options);
 }
 
+/** NTS, when it is on; throws when it is asked for without the SNTP service it protects. */
+function ntsService(
+  settings: ServerSettings,
+  host: Omit<NtsHost, "now"> & { now?: () => number },
+): NtsService | null {
+  if (settings.nts === null) return null;
+  if (settings.ntpPort === null) {
+    throw new TypeError("nts needs ntpPort: NTS protects the SNTP service's replies");
+  }
+  return new NtsService(settings.nts, { ...host, now: host.now ?? Date.now });
+}
+
 /** The UDP services' per-client rate limiter, or null when `--rate-limit` is off. */
 function udpRateLimiter(settings: ServerSettings): RateLimiter | null {
   if (settings.rateLimit === null) return null;
@@ -200,9 +212,7 @@ class Server implements TimeServer {
       logger,
     });
     this.udpEngine = chooseUdpEngine(settings.udpEngine, settings.hostname);
-    const nts = this.#nts = settings.nts === null
-      ? null
-      : new NtsService(settings.nts, { stats: this.stats, logger, access, now: now ?? Date.now });
+    const nts = this.#nts = ntsService(settings, { stats: this.stats, logger, access, now });
     this.#udpHost = {
       stats: this.stats,
       logger,
