@@ -1,7 +1,8 @@
 // The attack harness: hostile traffic against the server, while a bystander keeps asking the time.
 
 import net from "node:net";
-import { parseToolFlags, startServer } from "./bench.ts";
+import { parseToolFlags } from "./bench.ts";
+import { startServer } from "./servers.ts";
 import { startCommand } from "../tools/start_task.ts";
 import { freePort } from "../lib/net.ts";
 

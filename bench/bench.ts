@@ -8,6 +8,7 @@ import { freePort } from "../lib/net.ts";
 import { ntpBench, type NtpRow, ntpTable } from "./ntp_bench.ts";
 import { DEADLINE_IDLE_TIMEOUT, measureDeadlines } from "./deadlines.ts";
 import { ntsBench, type NtsRow, ntsTable } from "./nts_bench.ts";
+import { startServer } from "./servers.ts";
 
 const HELP = `Usage: deno task bench [options]
 
@@ -85,44 +86,6 @@ function hasTaskset(): boolean {
   } catch {
     return false;
   }
-}
-
-/**
- * Starts a server (`argv`, run in the project's folder, its output discarded) and
- * resolves once it accepts connections on `port`; kills it if it does not.
- */
-export async function startServer(argv: string[], port: number): Promise<Deno.ChildProcess> {
-  const child = new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    cwd: root,
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  try {
-    await waitForPort(port, child);
-    return child;
-  } catch (error) {
-    child.kill("SIGKILL");
-    await child.status;
-    throw error;
-  }
-}
-
-/** Resolves once something accepts connections on `port`; rejects if `child` exits first. */
-async function waitForPort(port: number, child: Deno.ChildProcess): Promise<void> {
-  let exited = false;
-  child.status.then(() => exited = true);
-  const deadline = performance.now() + 15000;
-  while (performance.now() < deadline && !exited) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return;
-    } catch {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
-  throw new Error(exited ? "the server exited at start" : "the server did not start listening");
 }
 
 function parseCLoadgen(line: string): LoadResult {
@@ -677,6 +640,43 @@ function sayWhatIsSkipped(
   }
 }
 
+/** The UDP scenarios, `ntp` and `nts`, each run and printed when asked for. */
+async function runTimeScenarios(
+  values: ParsedValues<typeof FLAGS>,
+  scenarios: string[],
+  runs: number,
+  pin: boolean,
+): Promise<{ ntpRows: NtpRow[]; ntsRows: NtsRow[] }> {
+  const offsetRuns = values["offset-runs"] === undefined ? runs : Number(values["offset-runs"]);
+  const duration = Number(values.duration);
+  let ntpRows: NtpRow[] = [];
+  if (scenarios.includes("ntp")) {
+    ntpRows = await ntpBench({
+      runs,
+      duration,
+      loadgen: values["ntp-loadgen"],
+      echoServer: values["ntp-echo"],
+      offsetRuns,
+      pin,
+    });
+    console.log(
+      `\nntp: ${values["ntp-loadgen"] ?? "bench/ntp_loadgen.ts"}, 8 sockets × 16 outstanding`,
+    );
+    console.log(ntpTable(ntpRows));
+  }
+  let ntsRows: NtsRow[] = [];
+  if (scenarios.includes("nts")) {
+    ntsRows = await ntsBench({ runs, duration, loadgen: values["nts-loadgen"], offsetRuns, pin });
+    console.log(
+      values["nts-loadgen"]
+        ? `\nnts: ${values["nts-loadgen"]}, 4 sockets × 8 outstanding`
+        : "\nnts: no load generator (--nts-loadgen), so chronyd -Q's offsets only",
+    );
+    console.log(ntsTable(ntsRows));
+  }
+  return { ntpRows, ntsRows };
+}
+
 async function main(args: string[]): Promise<number> {
   const values = parseToolFlags("bench", args, FLAGS);
   if (values === null) return 2;
@@ -731,38 +731,7 @@ async function main(args: string[]): Promise<number> {
   );
   if (rows.length > 0) console.log(table(rows, baseline));
   if (idleSizes.length > 1) console.log(`\n${marginalMemory(rows, idleSizes)}`);
-  let ntpRows: NtpRow[] = [];
-  if (scenarios.includes("ntp")) {
-    ntpRows = await ntpBench({
-      runs,
-      duration: Number(values.duration),
-      loadgen: values["ntp-loadgen"],
-      echoServer: values["ntp-echo"],
-      offsetRuns: values["offset-runs"] === undefined ? runs : Number(values["offset-runs"]),
-      pin,
-    });
-    console.log(
-      `\nntp: ${values["ntp-loadgen"] ?? "bench/ntp_loadgen.ts"}, 8 sockets × 16 outstanding`,
-    );
-    console.log(ntpTable(ntpRows));
-  }
-
-  let ntsRows: NtsRow[] = [];
-  if (scenarios.includes("nts")) {
-    ntsRows = await ntsBench({
-      runs,
-      duration: Number(values.duration),
-      loadgen: values["nts-loadgen"],
-      offsetRuns: values["offset-runs"] === undefined ? runs : Number(values["offset-runs"]),
-      pin,
-    });
-    console.log(
-      values["nts-loadgen"]
-        ? `\nnts: ${values["nts-loadgen"]}, 4 sockets × 8 outstanding`
-        : "\nnts: no load generator (--nts-loadgen), so chronyd -Q's offsets only",
-    );
-    console.log(ntsTable(ntsRows));
-  }
+  const { ntpRows, ntsRows } = await runTimeScenarios(values, scenarios, runs, pin);
 
   const out = values.out ?? `${root}bench/runs/${new Date().toISOString().slice(0, 10)}.json`;
   await Deno.mkdir(out.slice(0, out.lastIndexOf("/")), { recursive: true });

@@ -5,8 +5,8 @@ import { startCommand } from "../tools/start_task.ts";
 import { freePort } from "../lib/net.ts";
 import { chronydOffset, hasTool } from "../tools/time_clients.ts";
 import type { NtpLoadResult } from "./ntp_loadgen.ts";
+import { spawnServer, stopServer } from "./servers.ts";
 
-const root = new URL("..", import.meta.url).pathname;
 const loadgenModule = new URL("./ntp_loadgen.ts", import.meta.url).pathname;
 
 /** Options of {@linkcode ntpBench}. */
@@ -215,24 +215,12 @@ async function withServer<T>(
     await Deno.writeTextFile(`${dir}/${name}`, fill(text));
   }
   const command = server.command.map(fill);
-  const argv = pin ? ["taskset", "-c", "0", ...command] : command;
-  const child = new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    cwd: root,
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
+  const child = spawnServer(pin ? ["taskset", "-c", "0", ...command] : command);
   try {
     await waitForNtp(port, child);
     return await measure(port, child.pid);
   } finally {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // Already gone.
-    }
-    await child.status;
+    await stopServer(child);
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }

@@ -6,8 +6,7 @@ import { freePort } from "../lib/net.ts";
 import { chronydNts, hasTool } from "../tools/time_clients.ts";
 import { makeCertificate } from "../tools/certificate.ts";
 import { format, median } from "./ntp_bench.ts";
-
-const root = new URL("..", import.meta.url).pathname;
+import { startServer, stopServer } from "./servers.ts";
 
 /** Options of {@linkcode ntsBench}. */
 export interface NtsBenchOptions {
@@ -91,22 +90,6 @@ function ntsServers(): NtsServer[] {
     });
   } else console.error("bench nts: chronyd is not installed; measuring without it");
   return servers;
-}
-
-/** Resolves once `port` accepts TCP connections (the KE port); rejects after 15 s. */
-async function waitForTcp(port: number, child: Deno.ChildProcess): Promise<void> {
-  let exited = false;
-  child.status.then(() => exited = true);
-  const deadline = performance.now() + 15000;
-  while (performance.now() < deadline && !exited) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return;
-    } catch {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
-  throw new Error(exited ? "the server exited at start" : "the NTS-KE port never opened");
 }
 
 function fields(line: string): Record<string, string> {
@@ -232,24 +215,11 @@ async function withServer<T>(
     await Deno.writeTextFile(`${dir}/${name}`, fill(text));
   }
   const command = server.command.map(fill);
-  const argv = pin ? ["taskset", "-c", "0", ...command] : command;
-  const child = new Deno.Command(argv[0], {
-    args: argv.slice(1),
-    cwd: root,
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
+  const child = await startServer(pin ? ["taskset", "-c", "0", ...command] : command, ke);
   try {
-    await waitForTcp(ke, child);
     return await measure(ke, ntp, child.pid);
   } finally {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // Already gone.
-    }
-    await child.status;
+    await stopServer(child);
   }
 }
 
