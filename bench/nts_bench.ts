@@ -149,32 +149,15 @@ export async function ntsBench(options: NtsBenchOptions): Promise<NtsRow[]> {
         await withServer(server, { dir, cert, key }, options.pin, async (ke, ntp, pid) => {
           const row = rows[i];
           if (options.loadgen) {
-            const shape = [
-              "-h",
-              "127.0.0.1",
-              "-k",
-              `${ke}`,
-              "--ca",
-              cert,
-              "-P",
-              `${pid}`,
-            ];
+            const target = ["-h", "127.0.0.1", "-k", `${ke}`, "--ca", cert];
+            const shape = [...target, "-P", `${pid}`];
             await loadgen(options, [...shape, "-c", "4", "-w", "8", "-d", "1"]); // warm-up
             const load = ["-c", "4", "-w", "8", "-d", `${options.duration}`];
             row.nts.push(toLoad(await loadgen(options, [...shape, ...load])));
             row.plain.push(
               toLoad(await loadgen(options, [...shape, "-m", "plain", "-p", `${ntp}`, ...load])),
             );
-            const k = await loadgen(options, [
-              "-K",
-              "300",
-              "-h",
-              "127.0.0.1",
-              "-k",
-              `${ke}`,
-              "--ca",
-              cert,
-            ]);
+            const k = await loadgen(options, ["-K", "300", ...target]);
             row.ke.push({
               rate: Number(k.ke_rate),
               ms: Number(k.ke_ms),
