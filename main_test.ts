@@ -651,6 +651,23 @@ for (const how of ["deno run", "deno task start"] as const) {
   });
 }
 
+/** The fields of the JSON log events the workers tests read. */
+interface LogEvent {
+  msg: string;
+  worker: number;
+  connectionsTotal: number;
+  requestsTime: number;
+  requestsNtp?: number;
+  requestsNts?: number;
+}
+
+/** Stops a server run with `--log-format json` by SIGTERM, checks it exits 0, and returns its log events. */
+async function stopForEvents(server: ServerProcess): Promise<LogEvent[]> {
+  server.child.kill("SIGTERM");
+  assert.equal((await within(10000, server.child.status, "exit after SIGTERM")).code, 0);
+  return (await server.stderr).trim().split("\n").map((line) => JSON.parse(line));
+}
+
 for (const engine of ["mmsg", "deno"] as const) {
   Deno.test({
     name: `program with --workers 2 answers SNTP from ${
@@ -679,9 +696,7 @@ for (const engine of ["mmsg", "deno"] as const) {
       using client = udpClient();
       assert.ok(await exchangeDatagram(client, ntpPort, ntpRequest()), "answered");
     }));
-    server.child.kill("SIGTERM");
-    assert.equal((await within(10000, server.child.status, "exit after SIGTERM")).code, 0);
-    const events = (await server.stderr).trim().split("\n").map((line) => JSON.parse(line));
+    const events = await stopForEvents(server);
     const served = events.filter((e) => e.msg === "worker stopped").map((e) => e.requestsNtp ?? 0);
     assert.equal(served[0] + served[1], clients);
     if (engine === "mmsg") assert.ok(served[0] > 0 && served[1] > 0, `${served}`);
@@ -706,16 +721,13 @@ engineTest({
     await client.send("TIME\r\nQUIT\r\n");
     assert.match(await client.readAll(), JAM_LINE);
   }));
-  server.child.kill("SIGTERM");
-  const status = await within(10000, server.child.status, "exit after SIGTERM");
-  assert.equal(status.code, 0);
-  const events = (await server.stderr).trim().split("\n").map((line) => JSON.parse(line));
+  const events = await stopForEvents(server);
   const served = events.filter((e) => e.msg === "worker stopped");
   assert.deepEqual(served.map((e) => e.worker).sort(), [0, 1]);
   for (const worker of served) assert.ok(worker.connectionsTotal > 0, JSON.stringify(worker));
   assert.equal(served[0].connectionsTotal + served[1].connectionsTotal, clients);
   const stopped = events.find((e) => e.msg === "stopped");
-  assert.equal(stopped.requestsTime, clients);
+  assert.equal(stopped?.requestsTime, clients);
 });
 
 engineTest({
@@ -878,9 +890,7 @@ Deno.test({
   const given = await Promise.all(clients.map((client) => ask(client, session.cookie)));
   await Promise.all(clients.map((client, i) => ask(client, given[(i + 1) % given.length])));
   for (const client of clients) client.close();
-  server.child.kill("SIGTERM");
-  assert.equal((await within(10000, server.child.status, "exit after SIGTERM")).code, 0);
-  const events = (await server.stderr).trim().split("\n").map((line) => JSON.parse(line));
+  const events = await stopForEvents(server);
   const served = events.filter((e) => e.msg === "worker stopped").map((e) => e.requestsNts ?? 0);
   assert.equal(served[0] + served[1], 80);
   assert.ok(served[0] > 0 && served[1] > 0, `${served}`);

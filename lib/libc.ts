@@ -1,4 +1,6 @@
-// libc through Deno's FFI: the one library this server calls, for the epoll and batched UDP engines and adjtimex.
+// libc through Deno's FFI: for the epoll and batched UDP engines, adjtimex and NTS-KE's sockets.
+
+import { libraryGranted, loadFirst } from "./libraries.ts";
 
 const SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
@@ -66,31 +68,13 @@ export const LIBC_PATHS: readonly string[] = [
 export type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 let libc: Libc | null = null;
 
-/** The first of {@linkcode LIBC_PATHS} that FFI may load here, or null. */
-function grantedLibc(): string | null {
-  for (const path of LIBC_PATHS) {
-    if (Deno.permissions.querySync({ name: "ffi", path }).state === "granted") return path;
-  }
-  return null;
-}
-
 /**
  * Loads libc from the first of {@linkcode LIBC_PATHS} that FFI may load here; throws
  * `Deno.errors.NotCapable` when none is granted, or what `Deno.dlopen` threw.
  */
 export function loadLibc(): Libc {
-  if (libc !== null) return libc;
-  let failure: unknown = new Deno.errors.NotCapable("no FFI permission for libc");
-  for (const path of LIBC_PATHS) {
-    if (Deno.permissions.querySync({ name: "ffi", path }).state !== "granted") continue;
-    try {
-      libc = Deno.dlopen(path, SYMBOLS).symbols;
-      return libc;
-    } catch (error) {
-      failure = error; // not on this distribution: try the next
-    }
-  }
-  throw failure;
+  libc ??= loadFirst("libc", LIBC_PATHS, SYMBOLS);
+  return libc;
 }
 
 /** The flag that grants FFI for libc, as `deno task start` and the binary pass it. */
@@ -117,7 +101,7 @@ export function libcMissing(): string | null {
   if (os !== "linux" || (arch !== "x86_64" && arch !== "aarch64")) {
     return `Linux on x86_64 or aarch64 (this is ${os} on ${arch})`;
   }
-  if (grantedLibc() === null) {
+  if (!libraryGranted(LIBC_PATHS)) {
     return `FFI permission for libc: run with ${LIBC_FFI_FLAG} (deno task start and the binary grant it)`;
   }
   try {

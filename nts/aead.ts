@@ -1,6 +1,6 @@
 // AEAD_AES_SIV_CMAC_256 (RFC 5297, RFC 5116 id 15), the one AEAD NTS requires, from Nettle.
 
-import { libraryGranted, loadFirst } from "./libraries.ts";
+import { libraryGranted, loadFirst } from "../lib/libraries.ts";
 
 const SYMBOLS = {
   nettle_siv_cmac_aes128_set_key: { parameters: ["buffer", "buffer"], result: "void" },

@@ -1,6 +1,6 @@
 // TLS 1.3 for NTS-KE from the system's GnuTLS, chrony's own TLS library, through FFI.
 
-import { libraryGranted, loadFirst } from "./libraries.ts";
+import { libraryGranted, loadFirst } from "../lib/libraries.ts";
 import { bufferAddress, type Libc, loadLibc } from "../lib/libc.ts";
 
 // Handles (sessions, credentials, priorities) are pointers passed as usize: a pointer

@@ -89,11 +89,11 @@ export function readKeRequest(bytes: Uint8Array): KeRequest {
         }
         if (at !== bytes.length) return refuse(KeError.BAD_REQUEST, "bytes after End of Message");
         if (protocolCount !== 1) return refuse(KeError.BAD_REQUEST, "not one Next Protocol record");
-        if (!listHolds(bytes, protocols, protocolsLength(bytes, protocols), PROTOCOL_NTPV4)) {
+        if (!listHolds(bytes, protocols, bodyLength(bytes, protocols), PROTOCOL_NTPV4)) {
           return refuse(KeError.BAD_REQUEST, "NTPv4 not offered");
         }
         if (aeadCount !== 1) return refuse(KeError.BAD_REQUEST, "not one AEAD record");
-        if (!listHolds(bytes, aeads, protocolsLength(bytes, aeads), AEAD_AES_SIV_CMAC_256)) {
+        if (!listHolds(bytes, aeads, bodyLength(bytes, aeads), AEAD_AES_SIV_CMAC_256)) {
           return refuse(KeError.BAD_REQUEST, "AEAD_AES_SIV_CMAC_256 not offered");
         }
         return NTPV4;
@@ -121,7 +121,7 @@ export function readKeRequest(bytes: Uint8Array): KeRequest {
 }
 
 /** The body length of the record whose body starts at `body`. */
-function protocolsLength(bytes: Uint8Array, body: number): number {
+function bodyLength(bytes: Uint8Array, body: number): number {
   return (bytes[body - 2] << 8) | bytes[body - 1];
 }
 

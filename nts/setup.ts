@@ -2,7 +2,7 @@
 
 import { GNUTLS_PATHS, loadGnuTls } from "./gnutls.ts";
 import { loadNettle, NETTLE_PATHS } from "./aead.ts";
-import { libraryMissing } from "./libraries.ts";
+import { libraryMissing } from "../lib/libraries.ts";
 import { readOrCreateKeyFile } from "./key_file.ts";
 import { LIBC_PATHS, libcMissing } from "../lib/libc.ts";
 import { UsageError } from "../lib/usage.ts";

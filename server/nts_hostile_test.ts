@@ -25,7 +25,7 @@ import {
   readNtsReply,
   startNtsServer,
 } from "../testing/nts.ts";
-import { silentFrom, until } from "../testing/test_util.ts";
+import { resetStorm, silentFrom, until } from "../testing/test_util.ts";
 import { ntsMissing } from "../nts/setup.ts";
 import { MAX_KE_SESSIONS } from "./nts_ke.ts";
 
@@ -368,5 +368,35 @@ Deno.test({
       8,
     );
     await Promise.all(silent.map((connection) => connection.close()));
+  },
+});
+
+Deno.test({
+  name:
+    "connections reset before accept and a client that never reads its cookies leave NTS-KE serving a bystander",
+  ignore: noNts,
+  async fn() {
+    await using server = start();
+    const { stats } = server;
+    const kePort = server.ports.ntsKe!;
+    await resetStorm(kePort, 200);
+    // A TLS client that sends its request and never reads the answer, nor closes.
+    const deaf = await Deno.connectTls({
+      hostname: "127.0.0.1",
+      port: kePort,
+      caCerts: [Deno.readTextFileSync(certificate.cert)],
+      alpnProtocols: ["ntske/1"],
+    });
+    await deaf.handshake();
+    await deaf.write(CHRONY_KE_REQUEST);
+    await until(() => stats.keOk >= 1, 5000, "the deaf client's answer sent");
+    assert.equal(
+      (await keExchange(kePort, certificate.cert)).filter((r) => r.type === 5).length,
+      8,
+    );
+    // The deaf one's slot is freed at its deadline, not held for ever.
+    await until(() => stats.keSessions === 0, 10_000, "every session ended");
+    assert.equal(stats.keOk, 2);
+    deaf.close();
   },
 });

@@ -99,7 +99,7 @@ export class NtsService {
     }
   }
 
-  /** Stops KE (sessions in progress end at once or at their deadline) and the checks. */
+  /** Stops KE (sessions in progress are shut down at once) and the certificate checks. */
   async close(): Promise<void> {
     if (this.#timer !== null) clearInterval(this.#timer);
     await this.#ke?.close();

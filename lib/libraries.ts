@@ -1,4 +1,5 @@
-// Loading a system library through FFI from the first of its known paths that is granted.
+// Loading a system library (libc, GnuTLS, Nettle) through FFI from the first of its known
+// paths that is granted.
 
 /** Whether FFI is granted for one of `paths` (scoped grants match absolute paths only). */
 export function libraryGranted(paths: readonly string[]): boolean {
