@@ -25,7 +25,7 @@ import {
   ServiceListenError,
   type ServicePorts,
 } from "./server/server.ts";
-import { REPEAT_WINDOW_MS, StopSignals } from "./lib/stop_signals.ts";
+import { REPEAT_WINDOW_MS, type StopSignal, StopSignals, WATCHED_ENV } from "./lib/stop_signals.ts";
 import { attachNegativeValues, UsageError } from "./lib/usage.ts";
 import { parseCidr } from "./server/access.ts";
 import { libcMissing } from "./lib/libc.ts";
@@ -770,6 +770,8 @@ interface StopRequest {
  * exits. The first asks for the stop; a second exits at once with code 1, unless it
  * comes within {@linkcode REPEAT_WINDOW_MS} of the first: `deno task` passes on a signal
  * that its process group has already delivered, and one Ctrl-C must not count twice.
+ * Under `deno task dev` SIGINT belongs to `--watch`'s watcher, whose SIGTERM stops the
+ * server (see {@linkcode StopSignals}).
  *
  * The listeners are never removed: removing Deno's last one restores the signal's
  * default action, so a copy passed on late, after a quick drain, would kill the
@@ -778,11 +780,15 @@ interface StopRequest {
  */
 function listenForStop(logger: Logger): StopRequest {
   const requested = Promise.withResolvers<Deno.Signal>();
-  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
-  const policy = new StopSignals();
+  const signals: StopSignal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  const policy = new StopSignals({ watched: readWatched() });
   let finished = false;
-  const onSignal = (signal: Deno.Signal) => () => {
-    const verdict = policy.receive(performance.now());
+  const onSignal = (signal: StopSignal) => () => {
+    const verdict = policy.receive(signal, performance.now());
+    if (verdict === "watcher") {
+      logger.debug("SIGINT left to deno's watcher, whose SIGTERM stops the server", { signal });
+      return;
+    }
     if (finished || verdict === "repeat") {
       logger.debug("another signal at once, or after the stop; taken as the same stop", {
         signal,
@@ -799,6 +805,12 @@ function listenForStop(logger: Logger): StopRequest {
   };
   for (const signal of signals) Deno.addSignalListener(signal, onSignal(signal));
   return { requested: requested.promise, finished: () => finished = true };
+}
+
+/** Whether `deno task dev` says that `--watch`'s watcher owns SIGINT ({@linkcode WATCHED_ENV}). */
+function readWatched(): boolean {
+  const permission = Deno.permissions.querySync({ name: "env", variable: WATCHED_ENV });
+  return permission.state === "granted" && Deno.env.get(WATCHED_ENV) === "1";
 }
 
 /** A server or a pool of workers, as main() runs it. */
