@@ -238,24 +238,29 @@ for (const engine of ENGINES) {
       const stderr = new TextDecoder().decode(output.stderr);
       assert.ok(output.success, `the namespace runner failed:\n${stderr}`);
       const results = JSON.parse(new TextDecoder().decode(output.stdout));
+      // Each takes one or a few samples, so a pause of the client between its own
+      // timestamps (a busy machine) shows in the offset: that much is within the
+      // synchronisation distance it reports, half the round trip at least, beyond which
+      // only the server's error may lie.
       // sntp and ntpdate -q print "DATE TIME (+0000) +0.000029 +/- 0.000271 127.0.0.1 s10 no-leap".
       for (const tool of ["sntp", "ntpdate"]) {
         const { code, stdout, stderr } = results[tool];
         assert.equal(code, 0, `${tool}: ${stdout}${stderr}`);
-        const match = stdout.match(/([+-]\d+\.\d+) \+\/- \d+\.\d+ 127\.0\.0\.1 s10 no-leap/);
+        const match = stdout.match(/([+-]\d+\.\d+) \+\/- (\d+\.\d+) 127\.0\.0\.1 s10 no-leap/);
         assert.ok(match, `${tool} printed: ${stdout}`);
         assert.ok(
-          Math.abs(Number(match[1])) < OFFSET_LIMIT[engine],
-          `[${engine}] ${tool}: offset ${match[1]} s`,
+          Math.abs(Number(match[1])) < OFFSET_LIMIT[engine] + Number(match[2]),
+          `[${engine}] ${tool}: offset ${match[1]} +/- ${match[2]} s`,
         );
       }
+      // ntpdig's "precision" is its synchronisation distance.
       const dig = JSON.parse(results.ntpdig.stdout);
       assert.equal(dig.stratum, 10);
       assert.equal(dig.leap, "no-leap");
       assert.equal(dig.adjusted, false);
       assert.ok(
-        Math.abs(dig.offset) < OFFSET_LIMIT[engine],
-        `[${engine}] ntpdig: offset ${dig.offset} s`,
+        Math.abs(dig.offset) < OFFSET_LIMIT[engine] + Number(dig.precision),
+        `[${engine}] ntpdig: offset ${dig.offset} +/- ${dig.precision} s`,
       );
       assert.ok(results.answered >= 3);
     },

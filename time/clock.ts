@@ -95,10 +95,17 @@ export class PreciseClock {
    * Returns whether it recalibrated. Costs two clock reads unless it does.
    */
   check(): boolean {
-    const wall = this.#sources.wall();
-    const ahead = this.now() - wall;
-    // `wall` is the true time truncated to the ms, so `ahead` belongs in [0, 1).
-    if (ahead >= -STEP_TOLERANCE_MS && ahead < 1 + STEP_TOLERANCE_MS) return false;
+    const { wall, monotonic } = this.#sources;
+    // The wall reading is bracketed by two monotonic ones, so that a pause of the thread
+    // between the reads (a busy machine) widens the bracket instead of looking like a step.
+    const before = monotonic();
+    const reading = wall();
+    const after = monotonic();
+    // `reading` is the true time truncated to the ms, taken between `before` and `after`:
+    // the clock agrees when [before, after] + offset overlaps [reading, reading + 1).
+    const earliest = before + this.#offset - reading;
+    const latest = after + this.#offset - reading;
+    if (earliest < 1 + STEP_TOLERANCE_MS && latest >= -STEP_TOLERANCE_MS) return false;
     this.calibrate();
     return true;
   }

@@ -174,6 +174,30 @@ Deno.test("the precise clock follows a step of the system clock at the next chec
   assert.ok(Math.abs(clock.now() - fake.truth()) < 0.001);
 });
 
+Deno.test("a pause around a check's read of the wall clock is not taken for a step of it", () => {
+  for (const when of ["before", "after"] as const) {
+    for (const pauseMs of [2, 50, 1000]) {
+      let monotonic = 0;
+      let pause = false;
+      const start = 1_764_000_000_000.3;
+      const clock = new PreciseClock({
+        monotonic: () => (monotonic += 0.00005),
+        wall: () => {
+          // The thread is descheduled just before, or just after, it reads the wall clock.
+          if (pause && when === "before") (pause = false, monotonic += pauseMs);
+          const reading = Math.floor(start + monotonic);
+          if (pause && when === "after") (pause = false, monotonic += pauseMs);
+          return reading;
+        },
+      });
+      pause = true;
+      assert.equal(clock.check(), false, `a pause of ${pauseMs} ms ${when} the wall read`);
+      assert.equal(clock.calibrations, 1);
+      assert.ok(Math.abs(clock.now() - (start + monotonic)) < 0.001);
+    }
+  }
+});
+
 Deno.test("the precise clock falls back to a plain reading when the wall clock does not tick", () => {
   let monotonic = 0;
   const clock = new PreciseClock({ monotonic: () => (monotonic += 0.01), wall: () => 5_000 });
