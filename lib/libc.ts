@@ -42,6 +42,8 @@ const SYMBOLS = {
   close: { parameters: ["i32"], result: "i32" },
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
   adjtimex: { parameters: ["buffer"], result: "i32" },
+  // Who owns NTS's secret files: the user the server runs as.
+  geteuid: { parameters: [], result: "u32" },
   __errno_location: { parameters: [], result: "usize" },
   // memcpy returns its destination: the address of a buffer, without Deno.UnsafePointer,
   // which needs FFI permission for every library, not just libc.
@@ -110,6 +112,11 @@ export function libcMissing(): string | null {
   } catch (error) {
     return `libc.so.6, which did not load: ${error instanceof Error ? error.message : error}`;
   }
+}
+
+/** The user this process runs as (its effective uid); throws as {@linkcode loadLibc} does. */
+export function effectiveUid(): number {
+  return loadLibc().geteuid();
 }
 
 /** The calling thread's errno, after a call that failed. */

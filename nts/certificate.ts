@@ -3,6 +3,8 @@
 import { X509Certificate } from "node:crypto";
 import type { Logger } from "../lib/log.ts";
 import { TlsCredentials } from "./gnutls.ts";
+import { effectiveUid } from "../lib/libc.ts";
+import { readPrivateFile, UnsafeFileError } from "./private_file.ts";
 
 /** Below this much validity left, every check logs an error (at most once a day). */
 export const EXPIRY_WARNING_DAYS = 14;
@@ -23,11 +25,17 @@ export interface LoadedCertificate {
 
 /**
  * Reads the chain (PEM, leaf first) and key and loads them into GnuTLS; throws one line
- * that says which file is wrong and how.
+ * that says which file is wrong and how. The key's file must be a regular file (not a
+ * link) owned by `uid`, the user this server runs as, that others may not read and only
+ * its group may (mode 0600 or 0640): see `checkPrivateFile` in `private_file.ts`.
  */
-export function loadCertificate(certFile: string, keyFile: string): LoadedCertificate {
+export function loadCertificate(
+  certFile: string,
+  keyFile: string,
+  uid: number = effectiveUid(),
+): LoadedCertificate {
   const chain = readPem(certFile, "--nts-cert");
-  const key = readPem(keyFile, "--nts-key");
+  const key = readPrivateKey(keyFile, uid);
   let leaf: X509Certificate;
   try {
     leaf = new X509Certificate(chain);
@@ -47,11 +55,27 @@ function readPem(path: string, flag: string): Uint8Array {
   try {
     return Deno.readFileSync(path);
   } catch (error) {
-    const reason = error instanceof Deno.errors.NotCapable
-      ? `read access not granted (run with --allow-read=${path})`
-      : message(error);
-    throw new NtsError(`${flag} ${path} cannot be read: ${reason}`);
+    throw unreadable(path, flag, error);
   }
+}
+
+function readPrivateKey(path: string, uid: number): Uint8Array {
+  const flag = "--nts-key";
+  try {
+    const key = readPrivateFile(path, { flag, uid, groupMayRead: true });
+    if (key === null) throw new Deno.errors.NotFound("No such file or directory");
+    return key;
+  } catch (error) {
+    if (error instanceof UnsafeFileError) throw new NtsError(error.message);
+    throw unreadable(path, flag, error);
+  }
+}
+
+function unreadable(path: string, flag: string, error: unknown): NtsError {
+  const reason = error instanceof Deno.errors.NotCapable
+    ? `read access not granted (run with --allow-read=${path})`
+    : message(error);
+  return new NtsError(`${flag} ${path} cannot be read: ${reason}`);
 }
 
 function message(error: unknown): string {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createLogger } from "../lib/log.ts";
-import { CertificateStore, EXPIRY_WARNING_DAYS } from "./certificate.ts";
+import { CertificateStore, EXPIRY_WARNING_DAYS, loadCertificate } from "./certificate.ts";
+import { effectiveUid } from "../lib/libc.ts";
 import { gnutlsGranted } from "./gnutls.ts";
 import { haveOpenssl, makeCertificate } from "../testing/nts.ts";
 
@@ -65,5 +66,51 @@ Deno.test({
     assert.equal(store.credentials, reloaded);
     assert.match(lines.at(-1)!, /ERROR NTS certificate not reloaded; keeping the one in force/);
     store.close();
+  },
+});
+
+Deno.test({
+  name:
+    "a private key others may read, or one that is a link, is refused with one line; one its group may read is used",
+  ignore,
+  async fn() {
+    const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "time-server-cert-" });
+    const files = await makeCertificate(dir, "modes");
+    const uid = effectiveUid();
+    Deno.chmodSync(files.key, 0o644);
+    assert.throws(
+      () => loadCertificate(files.cert, files.key, uid),
+      /^NtsError: --nts-key .*modes.key may be read or written by others \(mode 644\): chmod 640 it$/,
+    );
+    Deno.chmodSync(files.key, 0o660);
+    assert.throws(() => loadCertificate(files.cert, files.key, uid), /\(mode 660\): chmod 640/);
+    Deno.chmodSync(files.key, 0o640);
+    loadCertificate(files.cert, files.key, uid).credentials.release();
+    const link = `${dir}/link.key`;
+    const ln = await new Deno.Command("ln", { args: ["-s", files.key, link] }).output();
+    assert.ok(ln.success);
+    assert.throws(
+      () => loadCertificate(files.cert, link, uid),
+      /--nts-key .*link.key is a symbolic link, which is refused/,
+    );
+    assert.throws(
+      () => loadCertificate(files.cert, `${dir}/missing.key`, uid),
+      /--nts-key .*missing.key cannot be read: No such file/,
+    );
+  },
+});
+
+Deno.test({
+  name: "a private key owned by another user is refused",
+  ignore: ignore || effectiveUid() !== 0,
+  async fn() {
+    const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "time-server-cert-" });
+    const files = await makeCertificate(dir, "theirs");
+    Deno.chownSync(files.key, 65534, 65534);
+    assert.throws(
+      () => loadCertificate(files.cert, files.key, 0),
+      /--nts-key .*theirs.key is owned by uid 65534, not by this server's user \(uid 0\)/,
+    );
+    loadCertificate(files.cert, files.key, 65534).credentials.release();
   },
 });

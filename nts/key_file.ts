@@ -1,35 +1,47 @@
 // The NTS master key in a file: what makes cookies survive restarts, and shared by workers.
 
 import { NtsError } from "./certificate.ts";
+import { readPrivateFile, UnsafeFileError } from "./private_file.ts";
 
 const KEY_BYTES = 32;
+const FLAG = "--nts-keys-file";
 
 /**
  * The master key kept in `path` (see {@linkcode CookieKeys}): read when the file is there,
- * made and written otherwise, with mode 0600, atomically (a new file renamed into
- * place), so that a crash leaves either no file or a whole one. A file that others may
- * read or write is refused: whoever reads it can forge this server's time.
+ * made and written otherwise, with mode 0600. A new key is written to a file of its own
+ * and then linked into place, which fails when the path exists: so a crash leaves either
+ * no file or a whole one, and of instances that start together and find no file, every
+ * one ends up with the key of the first to publish it.
  *
- * The file is one line of 64 hex digits, as `openssl rand -hex 32` prints. Throws one
+ * The file must be a regular file (not a link) owned by `uid`, the user this server
+ * runs as, that no one else may read or write: whoever reads it can forge this server's
+ * time. It is one line of 64 hex digits, as `openssl rand -hex 32` prints. Throws one
  * line that says what is wrong.
  */
-export function readOrCreateKeyFile(path: string): { key: Uint8Array; created: boolean } {
-  let text: string;
-  try {
-    const info = Deno.statSync(path);
-    if (info.mode !== null && (info.mode & 0o077) !== 0) {
-      throw new NtsError(
-        `--nts-keys-file ${path} may be read by others (mode ${
-          (info.mode & 0o777).toString(8)
-        }): chmod 600 it`,
-      );
-    }
-    text = Deno.readTextFileSync(path);
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw describe(error, path);
-    return { key: createKeyFile(path), created: true };
+export function readOrCreateKeyFile(
+  path: string,
+  uid: number,
+): { key: Uint8Array; created: boolean } {
+  // Twice at most: a file that appears between the read and the publishing is the
+  // winner's, and is read the second time.
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const existing = readKeyFile(path, uid);
+    if (existing !== null) return { key: existing, created: false };
+    const key = crypto.getRandomValues(new Uint8Array(KEY_BYTES));
+    if (publishKeyFile(path, key)) return { key, created: true };
   }
-  return { key: parseKeyFile(text, path), created: false };
+  throw new NtsError(`${FLAG} ${path} keeps appearing and disappearing`);
+}
+
+/** The key in `path`, or null when there is no file there; throws one line. */
+function readKeyFile(path: string, uid: number): Uint8Array | null {
+  let bytes: Uint8Array | null;
+  try {
+    bytes = readPrivateFile(path, { flag: FLAG, uid, groupMayRead: false });
+  } catch (error) {
+    throw describe(error, path);
+  }
+  return bytes === null ? null : parseKeyFile(new TextDecoder().decode(bytes), path);
 }
 
 /**
@@ -48,39 +60,59 @@ export function parseKeyFile(text: string, path: string): Uint8Array {
   const hex = text.trim();
   if (!/^[0-9a-f]{64}$/i.test(hex)) {
     throw new NtsError(
-      `--nts-keys-file ${path} is not a key file: 64 hex digits (openssl rand -hex 32)`,
+      `${FLAG} ${path} is not a key file: 64 hex digits (openssl rand -hex 32)`,
     );
   }
   return Uint8Array.from(hex.match(/../g)!, (byte) => parseInt(byte, 16));
 }
 
-function createKeyFile(path: string): Uint8Array {
-  const key = crypto.getRandomValues(new Uint8Array(KEY_BYTES));
+/**
+ * Writes `key` to `path` unless a file is there already: written whole to a temporary
+ * file first, then hard-linked into place, which, unlike a rename, never replaces what
+ * another process has just published. Returns false when the path was taken; throws
+ * one line when the file cannot be written.
+ */
+export function publishKeyFile(path: string, key: Uint8Array): boolean {
   const hex = Array.from(key, (byte) => byte.toString(16).padStart(2, "0")).join("");
-  const temporary = `${path}.${Deno.pid}.tmp`;
+  const temporary = `${path}.${Deno.pid}.${crypto.randomUUID()}.tmp`;
   try {
-    Deno.writeTextFileSync(temporary, `${hex}\n`, { mode: 0o600, createNew: true });
+    using file = Deno.openSync(temporary, { write: true, createNew: true, mode: 0o600 });
     Deno.chmodSync(temporary, 0o600); // exactly: the umask applies to `mode`
-    Deno.renameSync(temporary, path);
+    const text = new TextEncoder().encode(`${hex}\n`);
+    for (let written = 0; written < text.length;) written += file.writeSync(text.subarray(written));
+    file.syncSync();
   } catch (error) {
-    try {
-      Deno.removeSync(temporary);
-    } catch {
-      // never written
-    }
+    removeQuietly(temporary);
     throw describe(error, path);
   }
-  return key;
+  try {
+    Deno.linkSync(temporary, path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.AlreadyExists) return false;
+    throw describe(error, path);
+  } finally {
+    removeQuietly(temporary);
+  }
+}
+
+function removeQuietly(path: string): void {
+  try {
+    Deno.removeSync(path);
+  } catch {
+    // never written, or already gone
+  }
 }
 
 function describe(error: unknown, path: string): Error {
   if (error instanceof Deno.errors.NotCapable) {
     return new NtsError(
-      `--nts-keys-file ${path} needs --allow-read for it, and to create it --allow-write; ` +
+      `${FLAG} ${path} needs --allow-read for it, and to create it --allow-write; ` +
         `or make it: openssl rand -hex 32 > ${path}; chmod 600 ${path}`,
     );
   }
-  return error instanceof Error && error.message.startsWith("--nts-keys-file")
+  if (error instanceof UnsafeFileError) return new NtsError(error.message);
+  return error instanceof Error && error.message.startsWith(FLAG)
     ? error
-    : new NtsError(`--nts-keys-file ${path}: ${error instanceof Error ? error.message : error}`);
+    : new NtsError(`${FLAG} ${path}: ${error instanceof Error ? error.message : error}`);
 }

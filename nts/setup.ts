@@ -4,7 +4,7 @@ import { GNUTLS_PATHS, loadGnuTls } from "./gnutls.ts";
 import { loadNettle, NETTLE_PATHS } from "./aead.ts";
 import { libraryMissing } from "../lib/libraries.ts";
 import { readOrCreateKeyFile } from "./key_file.ts";
-import { LIBC_PATHS, libcMissing } from "../lib/libc.ts";
+import { effectiveUid, LIBC_PATHS, libcMissing } from "../lib/libc.ts";
 import { UsageError } from "../lib/usage.ts";
 
 /**
@@ -27,13 +27,17 @@ export function ntsMissing(): string | null {
 /**
  * The master key cookies are sealed under: from `keysFile` (made there when missing and
  * writable), or, without one, random for this run, so that every cookie dies with the
- * process. Throws `NtsError` with one line.
+ * process. The file must be this server's user's (`uid`, by default the effective one):
+ * see {@linkcode readOrCreateKeyFile}. Throws `NtsError` with one line.
  */
-export function masterKey(keysFile: string | null): { key: Uint8Array; source: string } {
+export function masterKey(
+  keysFile: string | null,
+  uid: number = effectiveUid(),
+): { key: Uint8Array; source: string } {
   if (keysFile === null) {
     return { key: crypto.getRandomValues(new Uint8Array(32)), source: "random" };
   }
-  const { key, created } = readOrCreateKeyFile(keysFile);
+  const { key, created } = readOrCreateKeyFile(keysFile, uid);
   return { key, source: created ? "created" : "file" };
 }
 
