@@ -23,8 +23,12 @@ export const KeError = {
 export const PROTOCOL_NTPV4 = 0;
 /** The one AEAD: AEAD_AES_SIV_CMAC_256, which RFC 8915 makes mandatory. */
 export const AEAD_AES_SIV_CMAC_256 = 15;
-/** A request longer than this is refused: chrony's is 16 bytes, with a server record ~300. */
-export const MAX_REQUEST_LENGTH = 1024;
+/**
+ * A request longer than this is refused, as chrony refuses one (its
+ * `NKE_MAX_MESSAGE_LENGTH`): chrony's own is 16 bytes, with a server record about 300,
+ * and the rest is room for the non-critical records RFC 8915 lets a client add.
+ */
+export const MAX_REQUEST_LENGTH = 16384;
 
 const CRITICAL = 0x8000;
 
@@ -54,8 +58,9 @@ function listHolds(bytes: Uint8Array, at: number, length: number, id: number): b
 
 /**
  * Reads a client's NTS-KE request (RFC 8915 §4.1): records up to End of Message.
- * Exactly one Next Protocol and one AEAD record must be there, and must offer NTPv4
- * and AES-SIV-CMAC-256; a critical record of a type this server does not know is
+ * Exactly one Next Protocol record (critical) and one AEAD record must be there, and
+ * must offer NTPv4 and AES-SIV-CMAC-256; at most {@linkcode MAX_REQUEST_LENGTH} bytes in
+ * all. A critical record of a type this server does not know is
  * answered with Error 0, every other fault with Error 1 (Bad Request). The client's
  * own NTPv4 Server and Port records are suggestions, which this server may ignore.
  *
@@ -99,6 +104,10 @@ export function readKeRequest(bytes: Uint8Array): KeRequest {
         return NTPV4;
       case KeRecord.NEXT_PROTOCOL:
       case KeRecord.AEAD:
+        // RFC 8915 §4.1.2: Next Protocol's critical bit MUST be set (AEAD's MAY be).
+        if (type === KeRecord.NEXT_PROTOCOL && !critical) {
+          return refuse(KeError.BAD_REQUEST, "Next Protocol without the critical bit");
+        }
         if (length % 2 !== 0) return refuse(KeError.BAD_REQUEST, "odd-length list");
         if (type === KeRecord.NEXT_PROTOCOL) (protocols = body, protocolCount++);
         else (aeads = body, aeadCount++);

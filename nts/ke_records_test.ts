@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { KeError, readKeRequest, writeKeAnswer, writeKeError } from "./ke_records.ts";
+import {
+  KeError,
+  MAX_REQUEST_LENGTH,
+  readKeRequest,
+  writeKeAnswer,
+  writeKeError,
+} from "./ke_records.ts";
 
 const record = (type: number, critical: boolean, ...body: number[]) => [
   (critical ? 0x80 : 0) | (type >> 8),
@@ -30,6 +36,21 @@ Deno.test("a KE request offering NTPv4 and AES-SIV among others is served, whate
   assert.deepEqual(readKeRequest(hinted), { kind: "ntpv4" });
 });
 
+Deno.test("a KE request padded with unknown non-critical records is served up to 16 KiB", () => {
+  // 1,028 bytes: an unknown non-critical record of 1,008, then chrony's records.
+  const padded = request(record(0x4242, false, ...new Array(1008).fill(7)), NTPV4, SIV, END);
+  assert.equal(padded.length, 1028);
+  assert.deepEqual(readKeRequest(padded), { kind: "ntpv4" });
+  const largest = request(
+    record(100, false, ...new Array(MAX_REQUEST_LENGTH - 4 - 16).fill(0)),
+    NTPV4,
+    SIV,
+    END,
+  );
+  assert.equal(largest.length, MAX_REQUEST_LENGTH);
+  assert.deepEqual(readKeRequest(largest), { kind: "ntpv4" });
+});
+
 Deno.test("a KE request is incomplete until its End of Message, however it is split", () => {
   const whole = request(NTPV4, SIV, END);
   for (let cut = 0; cut < whole.length; cut++) {
@@ -56,7 +77,13 @@ Deno.test("a bad KE request gets Error 0 for an unknown critical record and Erro
     [request(NTPV4, SIV, END, [0]), KeError.BAD_REQUEST], // bytes after it
     [request(record(2, true, 0, 0), NTPV4, SIV, END), KeError.BAD_REQUEST], // records of servers
     [request(record(5, false, 1, 2, 3, 4), NTPV4, SIV, END), KeError.BAD_REQUEST],
-    [request(record(100, false, ...new Array(1100).fill(0))), KeError.BAD_REQUEST], // too long
+    [request(record(1, false, 0, 0), SIV, END), KeError.BAD_REQUEST], // Next Protocol not critical
+    // Longer than any request needs: records that never end, or one past the bound.
+    [request(record(100, false, ...new Array(20000).fill(0))), KeError.BAD_REQUEST],
+    [
+      request(record(100, false, ...new Array(MAX_REQUEST_LENGTH - 4 - 12).fill(0)), NTPV4, SIV),
+      KeError.BAD_REQUEST, // the bound reached with no End of Message
+    ],
   ];
   for (const [bytes, code] of cases) {
     const read = readKeRequest(bytes);

@@ -210,7 +210,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "NTS-KE answers chrony's request with NTPv4, AES-SIV, the NTP port and 8 cookies, and bad requests with an Error record, then close_notify",
+    "NTS-KE answers chrony's request, and one padded past 1 KB, with NTPv4, AES-SIV, the NTP port and 8 cookies, and bad requests with an Error record, then close_notify",
   ignore: noNts,
   async fn() {
     await using server = start();
@@ -228,15 +228,25 @@ Deno.test({
     assert.deepEqual([...records[1].body], [0, 15]);
     assert.deepEqual([...records[2].body], [port >> 8, port & 0xff]);
     assert.ok(records.slice(3, 11).every((record) => record.body.length === 100));
+    // 1,028 bytes: an unknown non-critical record of 1,008, which RFC 8915 lets a client
+    // send, then chrony's records.
+    const padded = Uint8Array.of(0x42, 0x42, 1008 >> 8, 1008 & 0xff);
+    const long = new Uint8Array(padded.length + 1008 + CHRONY_KE_REQUEST.length);
+    long.set(padded);
+    long.set(CHRONY_KE_REQUEST, padded.length + 1008);
+    const served = await keExchange(kePort, certificate.cert, long);
+    assert.equal(served.filter((record) => record.type === 5).length, 8, "cookies");
     const unknownCritical = Uint8Array.of(0x80, 0x42, 0, 0, ...CHRONY_KE_REQUEST);
     const noAead = Uint8Array.of(0x80, 1, 0, 2, 0, 0, 0x80, 4, 0, 2, 0, 1, 0x80, 0, 0, 0);
-    for (const [request, code] of [[unknownCritical, 0], [noAead, 1]] as const) {
+    // Next Protocol without its critical bit, which RFC 8915 §4.1.2 says MUST be set.
+    const nonCritical = Uint8Array.of(0, 1, 0, 2, 0, 0, 0, 4, 0, 2, 0, 15, 0x80, 0, 0, 0);
+    for (const [request, code] of [[unknownCritical, 0], [noAead, 1], [nonCritical, 1]] as const) {
       const error = await keExchange(kePort, certificate.cert, request);
       assert.deepEqual(error.map(({ type }) => type), [2, 0]);
       assert.deepEqual([...error[0].body], [0, code]);
     }
-    assert.equal(server.stats.keOk, 1);
-    assert.equal(server.stats.keBadRequest, 2);
+    assert.equal(server.stats.keOk, 2);
+    assert.equal(server.stats.keBadRequest, 3);
   },
 });
 
