@@ -31,7 +31,13 @@ const SYMBOLS = {
     nonblocking: true,
   },
   gnutls_bye: { parameters: ["usize", "i32"], result: "i32", nonblocking: true },
-  gnutls_record_send: { parameters: ["usize", "buffer", "usize"], result: "isize" },
+  // The answer too: a client whose window is closed would block it, and the socket is
+  // blocking. On the pool, the session's deadline (which shuts the socket) ends it.
+  gnutls_record_send: {
+    parameters: ["usize", "buffer", "usize"],
+    result: "isize",
+    nonblocking: true,
+  },
   gnutls_protocol_get_version: { parameters: ["usize"], result: "i32" },
   gnutls_prf_rfc5705: {
     parameters: ["usize", "usize", "buffer", "usize", "buffer", "usize", "buffer"],
@@ -257,9 +263,13 @@ export class TlsSession {
     return Number(n);
   }
 
-  /** Sends `bytes` (a KE answer, well within one socket buffer); false if it failed. */
-  send(bytes: Uint8Array): boolean {
-    const n = this.#lib.gnutls_record_send(
+  /**
+   * Sends `bytes` (a KE answer or an Error record) on Deno's pool, so that a client that
+   * never reads cannot hold up the event loop: a send that waits is ended by the
+   * session's deadline, which shuts the socket down. Resolves false if it failed.
+   */
+  async send(bytes: Uint8Array): Promise<boolean> {
+    const n = await this.#lib.gnutls_record_send(
       this.#handle,
       bytes as Uint8Array<ArrayBuffer>,
       BigInt(bytes.length),

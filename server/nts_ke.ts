@@ -4,7 +4,8 @@ import type { AccessList } from "./access.ts";
 import { Epoll, EPOLLIN } from "./epoll.ts";
 import { errno, type Libc, loadLibc } from "../lib/libc.ts";
 import type { Logger } from "../lib/log.ts";
-import { clientHost } from "../lib/net.ts";
+import { clientHost, delay } from "../lib/net.ts";
+import { concernsOneConnection } from "./accept_errors.ts";
 import {
   ERRNO,
   errnoError,
@@ -33,8 +34,9 @@ export const KE_TIMEOUT_MS = 2000;
 /** Key establishments served at once (chrony's default too); more wait in the backlog. */
 export const MAX_KE_SESSIONS = 100;
 
-/** How long accepting pauses when descriptors run out. */
-const EXHAUSTED_PAUSE_MS = 100;
+/** How long accepting first pauses when it fails (descriptors run out), doubling up to the most. */
+const FIRST_BACKOFF_MS = 5;
+const MAX_BACKOFF_MS = 1000;
 
 /** How key establishments end, as the metrics label them. */
 export type KeResult = "ok" | "bad_request" | "tls_error" | "timeout" | "refused";
@@ -81,9 +83,9 @@ export interface KeHost {
 
 /**
  * Serves NTS-KE on a TCP listener of its own: an epoll wait on Deno's pool for new
- * connections, then for each, on a blocking socket, the handshake, the request and
- * `close_notify` as calls on the pool (see `nts/gnutls.ts`), and the answer from the
- * event loop. So handshakes cost the SNTP service only their bookkeeping. Each session
+ * connections, then for each, on a blocking socket, the handshake, the request, the
+ * answer and `close_notify` as calls on the pool (see `nts/gnutls.ts`). So handshakes
+ * cost the SNTP service only their bookkeeping, and no client can block the event loop. Each session
  * is bounded by {@linkcode KE_TIMEOUT_MS}: at the deadline its socket is shut down,
  * which ends whatever call is waiting on it.
  */
@@ -99,7 +101,7 @@ export class NtsKeService {
   readonly #open = new Set<number>();
   readonly #address = new Uint8Array(SOCKADDR_SLOT);
   readonly #addressLength = new Uint32Array(1);
-  #closing = false;
+  readonly #closing = new AbortController();
 
   /** Listens on `hostname` (an IP address) and `port`; throws as `Deno.listen` would. */
   constructor(hostname: string, port: number, host: KeHost) {
@@ -120,7 +122,7 @@ export class NtsKeService {
 
   /** Stops accepting, ends the sessions in progress, and resolves when all is closed. */
   async close(): Promise<void> {
-    this.#closing = true;
+    this.#closing.abort();
     this.#epoll.wake();
     for (const fd of this.#open) this.#c.shutdown(fd, SHUT_RDWR);
     await this.done;
@@ -128,21 +130,36 @@ export class NtsKeService {
 
   async #serve(): Promise<void> {
     const c = this.#c;
-    while (!this.#closing) {
+    const closing = this.#closing.signal;
+    let backoff = 0;
+    while (!closing.aborted) {
       const ready = await this.#epoll.wait(-1);
-      if (this.#closing) break;
-      if (ready > 0 && !this.#acceptAll()) {
-        // Out of descriptors: the queue stays ready, so wait before looking again.
-        await new Promise((resolve) => setTimeout(resolve, EXHAUSTED_PAUSE_MS));
+      if (closing.aborted) break;
+      if (ready <= 0) continue;
+      const failure = this.#acceptAll();
+      if (failure === null) {
+        backoff = 0;
+        continue;
       }
+      // Out of descriptors or memory, or a listener that fails every accept (EINVAL): the
+      // queue stays ready, so wait before looking again instead of spinning the event
+      // loop, as the TCP engines do: 5 ms, doubling to 1 s, one warning per streak.
+      if (backoff === 0) {
+        this.#host.logger.warn("NTS-KE: cannot accept; backing off", { error: failure.message });
+      }
+      backoff = Math.min(MAX_BACKOFF_MS, backoff === 0 ? FIRST_BACKOFF_MS : backoff * 2);
+      await delay(backoff, closing);
     }
     await this.#epoll.close();
     c.close(this.#listenFd);
     await Promise.all(this.#sessions);
   }
 
-  /** Accepts until the queue is empty; false when descriptors or memory ran out. */
-  #acceptAll(): boolean {
+  /**
+   * Accepts until the queue is empty; returns the error when accepting fails for a
+   * reason other than the connection being accepted, else null.
+   */
+  #acceptAll(): Error | null {
     const c = this.#c;
     for (;;) {
       this.#addressLength[0] = SOCKADDR_SLOT;
@@ -150,16 +167,10 @@ export class NtsKeService {
       const fd = c.accept4(this.#listenFd, this.#address, this.#addressLength, SOCK_CLOEXEC);
       if (fd < 0) {
         const code = errno(c);
-        if (code === ERRNO.EAGAIN) return true;
-        if (
-          code === ERRNO.EMFILE || code === ERRNO.ENFILE || code === ERRNO.ENOBUFS ||
-          code === ERRNO.ENOMEM
-        ) {
-          const error = errnoError("accept", code).message;
-          this.#host.logger.warn("NTS-KE: cannot accept", { error });
-          return false;
-        }
-        continue; // that connection died in the queue
+        if (code === ERRNO.EAGAIN) return null;
+        const error = errnoError("accept", code);
+        if (concernsOneConnection(error)) continue; // that connection died in the queue
+        return error;
       }
       const peer = clientHost(sockaddrHost(this.#address, 0));
       const verdict = this.#admit(peer);
@@ -246,7 +257,7 @@ export class NtsKeService {
       const read = readKeRequest(request.subarray(0, length));
       if (read.kind === "incomplete") continue;
       if (read.kind === "error") {
-        tls.send(writeKeError(read.code));
+        await tls.send(writeKeError(read.code));
         return ["bad_request", read.reason];
       }
       const keys = new Uint8Array(SESSION_KEYS_LENGTH);
@@ -263,7 +274,7 @@ export class NtsKeService {
         cookies.push(cookie);
       }
       keys.fill(0);
-      if (!tls.send(writeKeAnswer(this.#host.destination, cookies))) {
+      if (!(await tls.send(writeKeAnswer(this.#host.destination, cookies)))) {
         return ["tls_error", "send failed"];
       }
       this.#host.stats.ntsCookiesIssued += KE_COOKIES;
