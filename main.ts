@@ -19,6 +19,7 @@ import { formatAddress, parseAddress } from "./lib/net.ts";
 import {
   DEFAULTS,
   type NtsOptions,
+  ONE_ANSWER_RATE_LIMIT,
   resolveServerOptions,
   serve,
   type ServerOptions,
@@ -102,7 +103,8 @@ Network Time Security (RFC 8915; needs --ntp-port, and GnuTLS and Nettle through
 Who is served (every listener):
   --allow CIDR[,CIDR…]        serve only these address ranges (repeatable; default everyone)
   --deny CIDR[,CIDR…]         never serve these ranges, even if allowed (repeatable)
-  --rate-limit SECONDS        UDP: a client may average one request per SECONDS (default off)
+  --rate-limit SECONDS        UDP: a client may average one request per SECONDS (default: SNTP
+                              unlimited; Daytime and Time ${ONE_ANSWER_RATE_LIMIT.interval} s, burst ${ONE_ANSWER_RATE_LIMIT.burst})
   --rate-burst N              UDP: requests a client may send at once within the limit (default ${RATE_DEFAULTS.burst})
   --rate-leak N               UDP: answer 1 in 2^N requests over the limit anyway, 0 = none (default ${DEFAULTS.rateLeak})
   --kod                       NTP: tell a client over the limit to slow down (Kiss-o'-Death RATE)
@@ -753,6 +755,8 @@ function listeningFields(
     rateLimit: settings.rateLimit
       ? `${settings.rateLimit.interval}s burst ${settings.rateLimit.burst} leak ${settings.rateLeak}` +
         (settings.kissOfDeath ? " kod" : "")
+      : running.ports.daytime !== null || running.ports.time !== null
+      ? `daytime and time ${ONE_ANSWER_RATE_LIMIT.interval}s burst ${ONE_ANSWER_RATE_LIMIT.burst}`
       : undefined,
   };
 }

@@ -100,7 +100,7 @@ export const METRIC_FAMILIES: readonly MetricFamily[] = [
     name: "timeserver_udp_loop_dropped_total",
     type: "counter",
     help:
-      "Daytime and Time datagrams from a service's port (below 1024, or this server's own), dropped so that no two servers answer each other forever; also counted in timeserver_udp_dropped_total.",
+      "Daytime and Time datagrams from a service's port (below 1024, or this server's own), or that are themselves a Daytime or Time answer, dropped so that no two servers answer each other forever; also counted in timeserver_udp_dropped_total.",
     samples: [["", "droppedLoop"]],
   },
   {

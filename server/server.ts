@@ -5,6 +5,7 @@ import { createLogger, type Logger } from "../lib/log.ts";
 import { closeQuietly, formatAddress } from "../lib/net.ts";
 import { TimeAnswer } from "../protocol.ts";
 import {
+  ONE_ANSWER_RATE_LIMIT,
   resolveServerOptions,
   type ServerOptions,
   type ServerSettings,
@@ -30,6 +31,7 @@ import { Rfc868Answer } from "../time/rfc868.ts";
 export {
   DEFAULTS,
   type NtsOptions,
+  ONE_ANSWER_RATE_LIMIT,
   resolveServerOptions,
   type ServerOptions,
   type ServicePorts,
@@ -161,16 +163,24 @@ function ntsService(
   return new NtsService(settings.nts, { ...host, now: host.now ?? Date.now });
 }
 
-/** The UDP services' per-client rate limiter, or null when `--rate-limit` is off. */
+/**
+ * The UDP services' per-address rate limiter: `--rate-limit`'s, which every UDP service
+ * obeys; or, without it, {@linkcode ONE_ANSWER_RATE_LIMIT} for Daytime and Time alone,
+ * when either is on. Null when neither applies.
+ */
 function udpRateLimiter(settings: ServerSettings): RateLimiter | null {
-  if (settings.rateLimit === null) return null;
-  return new RateLimiter({
-    interval: settings.rateLimit.interval,
-    burst: settings.rateLimit.burst,
-    leak: settings.rateLeak,
-    kissOfDeath: settings.kissOfDeath,
-    maxClients: settings.maxClients,
-  });
+  const { rateLimit, maxClients } = settings;
+  if (rateLimit !== null) {
+    return new RateLimiter({
+      interval: rateLimit.interval,
+      burst: rateLimit.burst,
+      leak: settings.rateLeak,
+      kissOfDeath: settings.kissOfDeath,
+      maxClients,
+    });
+  }
+  if (settings.daytimePort === null && settings.timePort === null) return null;
+  return new RateLimiter({ ...ONE_ANSWER_RATE_LIMIT, leak: 0, kissOfDeath: false, maxClients });
 }
 
 /**
@@ -218,6 +228,7 @@ class Server implements TimeServer {
       logger,
       access,
       limiter: udpRateLimiter(settings),
+      limitNtp: settings.rateLimit !== null,
       daytimeAnswer,
       rfc868Answer,
       ntpTime: this.#timeSource,

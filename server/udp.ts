@@ -22,6 +22,7 @@ import { BATCH, MmsgSocket, mmsgSupported, RECEIVE_SLOT, REPLY_SLOT } from "./ud
 import { parseAddress } from "../lib/net.ts";
 import type { NtsResponder } from "../nts/nts_responder.ts";
 import { NtsShape } from "../nts/ntp_fields.ts";
+import { fromServicePort, isAnswer } from "./udp_loop_guard.ts";
 
 /** The protocols a time server speaks over UDP. */
 export type UdpProtocol = "daytime" | "time" | "ntp";
@@ -41,8 +42,13 @@ export interface UdpHost {
   readonly stats: ServerStats;
   readonly logger: Logger;
   readonly access: AccessList;
-  /** Null when rate limiting is off. */
+  /**
+   * The per-address rate limit of Daytime and Time, and of SNTP when `limitNtp`; null
+   * when Daytime and Time are off and SNTP is not limited.
+   */
   readonly limiter: RateLimiter | null;
+  /** Whether SNTP requests count against `limiter` (`--rate-limit`): off by default, as chrony's. */
+  readonly limitNtp: boolean;
   readonly daytimeAnswer: DaytimeAnswer;
   readonly rfc868Answer: Rfc868Answer;
   /** The time SNTP replies carry (the server's `TimeSource`). */
@@ -61,33 +67,6 @@ const KISS_RATE = referenceId("RATE");
 const KISS_NTS_NAK = referenceId("NTSN");
 /** A seal slower than this (a pause, a cold start) counts as this much. */
 const MAX_SEAL_MS = 0.1;
-/** Below this port only privileged services bind; a client's socket is given one above it. */
-const FIRST_CLIENT_PORT = 1024;
-
-/**
- * Tells whether a datagram to Daytime or Time comes from a service's port rather than a
- * client's, and so must not be answered. Both answer any datagram: a datagram spoofed from
- * another server's service port (echo, chargen, daytime, time, …, or this server's own
- * ports, or another instance of it on the same port) would make the two answer each other
- * forever, the "Loop DoS" of CVE-2024-2169. Clients send from unprivileged ports (Linux
- * gives them 32768 and up); inetd's internal services refuse their own ports the same way.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { fromServicePort } from "./udp.ts";
- *
- * const ports = { daytime: 1300, time: 3700, ntp: null, ntsKe: null };
- * assert.equal(fromServicePort(40_123, ports), false); // a client
- * assert.equal(fromServicePort(19, ports), true); // chargen
- * assert.equal(fromServicePort(3700, ports), true); // our own Time service
- * ```
- */
-export function fromServicePort(port: number, own: Readonly<ServicePorts>): boolean {
-  return port < FIRST_CLIENT_PORT || port === own.daytime || port === own.time ||
-    port === own.ntp;
-}
-
 /** Tells whether a receive failed because the socket was closed, which ends the loop. */
 function isClosed(error: unknown): boolean {
   return error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted;
@@ -142,8 +121,9 @@ export interface Datagram {
  * What a time server answers to one datagram, without the I/O: shared by both UDP
  * engines. Each datagram is checked against the access list, then (NTP) for being a
  * client request, then against the rate limit. Daytime and Time answer any datagram, as
- * RFC 867 and 868 say, but only from a client's port (see {@linkcode fromServicePort});
- * the rate limit is what bounds their use as reflectors. An NTP reply is 48 bytes and
+ * RFC 867 and 868 say, but only from a client's port and never one that is another
+ * server's answer (see `udp_loop_guard.ts`), so that no two servers answer each other;
+ * their rate limit, on by default, bounds their use as reflectors. An NTP reply is 48 bytes and
  * answers a request of at least 48, so it amplifies nothing; it answers only client mode
  * with server mode, so it cannot loop, and clients on port 123 (ntpd's) are answered.
  */
@@ -171,7 +151,8 @@ export class Responder {
     this.#host = host;
     this.#protocol = protocol;
     this.#transmitClock = transmitClock;
-    this.needsPeer = !host.access.open || host.limiter !== null;
+    const limited = host.limiter !== null && (protocol !== "ntp" || host.limitNtp);
+    this.needsPeer = !host.access.open || limited;
   }
 
   /**
@@ -189,7 +170,7 @@ export class Responder {
   }
 
   #ntp(datagram: Readonly<Datagram>, reply: Uint8Array, at: number): number {
-    const { stats, access, limiter } = this.#host;
+    const { stats, access, limiter, limitNtp } = this.#host;
     const { data, at: dataAt, peer } = datagram;
     if (peer !== null && !access.allows(peer)) {
       stats.droppedNtp++;
@@ -201,7 +182,7 @@ export class Responder {
       if (kind === NtpRequest.CONTROL) stats.droppedNtpControl++;
       return 0;
     }
-    if (limiter !== null) {
+    if (limitNtp && limiter !== null) {
       const verdict = limiter.check(clientHost(peer!));
       stats.clientsTracked = limiter.size;
       if (verdict === RateVerdict.DROP) {
@@ -274,7 +255,10 @@ export class Responder {
     const { stats, access, limiter } = this.#host;
     const counters = ONE_ANSWER_COUNTERS[protocol];
     const peer = datagram.peer;
-    if (fromServicePort(datagram.peerPort, this.#host.ports)) {
+    if (
+      fromServicePort(datagram.peerPort, this.#host.ports) ||
+      isAnswer(datagram.data, datagram.at, datagram.length)
+    ) {
       stats[counters.dropped]++;
       stats.droppedLoop++;
       return 0;
