@@ -7,6 +7,7 @@ WORKDIR /src
 # The modules and the compile tool (the tests come along; the binary only takes what main.ts reaches).
 COPY deno.json main.ts protocol.ts ./
 COPY server/ server/
+COPY cli/ cli/
 COPY client/ client/
 COPY lib/ lib/
 COPY time/ time/

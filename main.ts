@@ -26,7 +26,7 @@ import {
   ServiceListenError,
   type ServicePorts,
 } from "./server/server.ts";
-import { REPEAT_WINDOW_MS, type StopSignal, StopSignals, WATCHED_ENV } from "./lib/stop_signals.ts";
+import { REPEAT_WINDOW_MS, type StopSignal, StopSignals, WATCHED_ENV } from "./cli/stop_signals.ts";
 import { attachNegativeValues, UsageError } from "./lib/usage.ts";
 import { parseCidr } from "./server/access.ts";
 import { libcMissing } from "./lib/libc.ts";

@@ -18,7 +18,7 @@ import {
   workersCommand,
 } from "./testing/test_util.ts";
 import { exchangeDatagram, ffiFlag, ntpRequest, udpClient } from "./testing/time_clients.ts";
-import { mmsgSupported } from "./server/udp_mmsg.ts";
+import { mmsgSupported } from "./server/udp/mmsg.ts";
 import { delay } from "./lib/net.ts";
 import { LIBC_FFI_FLAG } from "./lib/libc.ts";
 import { ntsMissing } from "./nts/setup.ts";

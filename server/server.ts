@@ -12,17 +12,17 @@ import {
   type ServicePorts,
 } from "./server_options.ts";
 import { newServerStats, type ServerStats } from "./stats.ts";
-import { RateLimiter } from "./rate_limit.ts";
-import type { TcpEngine, TcpService } from "./tcp_host.ts";
-import { TcpServer } from "./tcp_server.ts";
+import { RateLimiter } from "./udp/rate_limit.ts";
+import type { TcpEngine, TcpService } from "./tcp/host.ts";
+import { TcpServer } from "./tcp/server.ts";
 import {
   chooseUdpEngine,
   listenUdp,
   type UdpHost,
   type UdpListener,
   type UdpProtocol,
-} from "./udp.ts";
-import { type NtsHost, NtsService } from "./nts_service.ts";
+} from "./udp/services.ts";
+import { type NtsHost, NtsService } from "./nts/service.ts";
 import { NtsError } from "../nts/certificate.ts";
 import { DaytimeAnswer } from "../time/daytime.ts";
 import { TimeSource } from "../time/time_source.ts";

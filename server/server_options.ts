@@ -191,7 +191,7 @@ export interface ServerOptions {
   preciseClock?: { now(): number };
   /**
    * Where `ntpClock: "kernel"` reads the kernel's synchronisation state; null when it
-   * cannot (no libc), and throws when the kernel refuses (see `readKernelClock` in `udp_mmsg.ts`).
+   * cannot (no libc), and throws when the kernel refuses (see `readKernelClock` in `time/kernel_clock.ts`).
    * @default {readKernelClock: adjtimex through FFI for libc}
    */
   kernelClock?: () => KernelClockState | null;

@@ -2,10 +2,10 @@
 
 import assert from "node:assert/strict";
 import { createLogger } from "../lib/log.ts";
-import { PROXY_V2_SIGNATURE } from "./proxy.ts";
+import { PROXY_V2_SIGNATURE } from "./tcp/proxy.ts";
 import { clientHost, formatAddress } from "../lib/net.ts";
 import { serve, type ServerOptions } from "./server.ts";
-import type { TcpEngine } from "./tcp_host.ts";
+import type { TcpEngine } from "./tcp/host.ts";
 import {
   engineTest,
   exchangeFrom,

@@ -6,7 +6,7 @@ import net from "node:net";
 import { createLogger } from "../lib/log.ts";
 import { engineTest } from "../testing/test_util.ts";
 import { ONE_ANSWER_RATE_LIMIT, serve, type ServerOptions, type TimeServer } from "./server.ts";
-import { mmsgSupported } from "./udp_mmsg.ts";
+import { mmsgSupported } from "./udp/mmsg.ts";
 import { readKernelClock } from "../time/kernel_clock.ts";
 import { JAM_LINE, LineClient, until, within } from "../testing/test_util.ts";
 import { delay } from "../lib/net.ts";

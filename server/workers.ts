@@ -1,7 +1,7 @@
 // Several event loops on one port: a pool of Workers, each running a server with SO_REUSEPORT.
 
 import type { LogFormat, LogLevel } from "../lib/log.ts";
-import { SHARED_CONNECTION_SLOTS } from "./limits.ts";
+import { SHARED_CONNECTION_SLOTS } from "./tcp/limits.ts";
 import type { ServerOptions } from "./server_options.ts";
 import type { ServicePorts } from "./server_options.ts";
 import { type ServerStats, sumStats } from "./stats.ts";

@@ -3,7 +3,7 @@
 import net from "node:net";
 import { LineReader, writeAll } from "../lib/net.ts";
 import { TIME_ANSWER } from "../protocol.ts";
-import type { TcpEngine } from "../server/tcp_host.ts";
+import type { TcpEngine } from "../server/tcp/host.ts";
 import { LIBC_FFI_FLAG } from "../lib/libc.ts";
 
 export { freePort } from "../lib/net.ts";

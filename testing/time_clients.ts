@@ -2,7 +2,7 @@
 // sntp, ntpdate, ntpdig, busybox, nc), and with hand-made datagrams.
 
 import { referenceId } from "../time/ntp.ts";
-import { mmsgSupported } from "../server/udp_mmsg.ts";
+import { mmsgSupported } from "../server/udp/mmsg.ts";
 
 /** The UDP engines the SNTP tests run on: both where the batched one can run. */
 export const UDP_ENGINES: readonly ("deno" | "mmsg")[] = mmsgSupported()

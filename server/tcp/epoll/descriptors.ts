@@ -1,11 +1,11 @@
 // What the epoll engine keeps of each connection, in typed arrays by descriptor, and the calls it makes on them.
 
-import type { CloseReason } from "./connections.ts";
-import type { Libc } from "../lib/libc.ts";
-import { formatAddress } from "../lib/net.ts";
-import type { Session } from "../protocol.ts";
-import type { ProxiedAddress } from "./proxy.ts";
-import { SOCKADDR_SLOT, sockaddrHost, sockaddrPort } from "../lib/sockets.ts";
+import type { CloseReason } from "../connections.ts";
+import type { Libc } from "../../../lib/libc.ts";
+import { formatAddress } from "../../../lib/net.ts";
+import type { Session } from "../../../protocol.ts";
+import type { ProxiedAddress } from "../proxy.ts";
+import { SOCKADDR_SLOT, sockaddrHost, sockaddrPort } from "../../../lib/sockets.ts";
 
 /** What a descriptor is doing; `FREE` for one this engine does not hold. */
 export const FREE = 0;

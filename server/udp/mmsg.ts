@@ -1,7 +1,7 @@
 // A batched UDP socket for Linux through libc (FFI): recvmmsg/sendmmsg, kernel receive
 // timestamps and SO_REUSEPORT, which Deno.listenDatagram does not offer.
 
-import { bufferAddress, type Libc, libcMissing, loadLibc } from "../lib/libc.ts";
+import { bufferAddress, type Libc, libcMissing, loadLibc } from "../../lib/libc.ts";
 import {
   bindSocket,
   failAndClose,
@@ -15,7 +15,7 @@ import {
   sockaddrHost,
   sockaddrPort,
   SOL_SOCKET,
-} from "../lib/sockets.ts";
+} from "../../lib/sockets.ts";
 
 /** Datagrams taken from, and given to, the kernel per call. */
 export const BATCH = 64;

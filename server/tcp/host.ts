@@ -1,13 +1,13 @@
 // What both TCP engines need of the server that holds them: the shared policies, counters and answers.
 
-import type { AccessList } from "./access.ts";
+import type { AccessList } from "../access.ts";
 import type { CloseReason, ConnectionTable } from "./connections.ts";
 import type { Limits } from "./limits.ts";
-import type { Logger } from "../lib/log.ts";
-import type { TimeAnswer } from "../protocol.ts";
-import type { ServerStats } from "./stats.ts";
-import type { DaytimeAnswer } from "../time/daytime.ts";
-import type { Rfc868Answer } from "../time/rfc868.ts";
+import type { Logger } from "../../lib/log.ts";
+import type { TimeAnswer } from "../../protocol.ts";
+import type { ServerStats } from "../stats.ts";
+import type { DaytimeAnswer } from "../../time/daytime.ts";
+import type { Rfc868Answer } from "../../time/rfc868.ts";
 
 /**
  * What a TCP listener speaks: the line protocol (`TIME` → `JAM hh:mm:ss`), or one of the
@@ -24,7 +24,7 @@ export const MAX_READ_SIZE = 16384;
 export const LINGER_MAX_BYTES = 16 * 1024 * 1024;
 
 /**
- * The TCP side as an engine sees it (`TcpServer` in tcp_server.ts): the table and limits
+ * The TCP side as an engine sees it (`TcpServer` in server.ts): the table and limits
  * every engine's connections share, who is served, the answers, and the calls that keep
  * the counts. An engine does the I/O; every decision is made here, once for both.
  */

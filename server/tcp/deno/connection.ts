@@ -1,16 +1,16 @@
 // One connection of the Deno.listen engine: the PROXY header, the read/answer/write loop, lingering close, and why it ended.
 
-import type { CloseReason } from "./connections.ts";
-import { clientHost, formatAddress, writeAll } from "../lib/net.ts";
-import { ERR_SERVER_BUSY, ERR_TOO_MANY_CONNECTIONS, Session } from "../protocol.ts";
+import type { CloseReason } from "../connections.ts";
+import { clientHost, formatAddress, writeAll } from "../../../lib/net.ts";
+import { ERR_SERVER_BUSY, ERR_TOO_MANY_CONNECTIONS, Session } from "../../../protocol.ts";
 import {
   parseProxyHeader,
   type ProxiedAddress,
   PROXY_HEADER_MAX,
   type ProxyHeader,
-} from "./proxy.ts";
-import { ONE_ANSWER_COUNTERS, type ServerStats } from "./stats.ts";
-import { LINGER_MAX_BYTES, MAX_READ_SIZE, type TcpHost, type TcpService } from "./tcp_host.ts";
+} from "../proxy.ts";
+import { ONE_ANSWER_COUNTERS, type ServerStats } from "../../stats.ts";
+import { LINGER_MAX_BYTES, MAX_READ_SIZE, type TcpHost, type TcpService } from "../host.ts";
 
 /** Bytes of the read buffer a connection starts with; grown for clients that pipeline. */
 const INITIAL_READ_SIZE = 256;

@@ -1,17 +1,11 @@
 // The line protocol on the epoll engine's descriptors: reads answered at once, back-pressure, and
 // a session of a connection's own only while it holds something.
 
-import {
-  type DescriptorCalls,
-  type Descriptors,
-  LAST,
-  QUIT,
-  SHUTDOWN,
-} from "./epoll_descriptors.ts";
-import { type Epoll, EPOLLIN, EPOLLOUT } from "./epoll.ts";
-import { Session, TIME_ANSWER_LENGTH } from "../protocol.ts";
-import { ERRNO } from "../lib/sockets.ts";
-import { MAX_READ_SIZE, type TcpHost } from "./tcp_host.ts";
+import { type DescriptorCalls, type Descriptors, LAST, QUIT, SHUTDOWN } from "./descriptors.ts";
+import { type Epoll, EPOLLIN, EPOLLOUT } from "../../../lib/epoll.ts";
+import { Session, TIME_ANSWER_LENGTH } from "../../../protocol.ts";
+import { ERRNO } from "../../../lib/sockets.ts";
+import { MAX_READ_SIZE, type TcpHost } from "../host.ts";
 
 /** The most `TIME` lines answered in one send by the fast path: the session's output limit. */
 const MAX_TIME_RUN = Math.floor(16384 / TIME_ANSWER_LENGTH);

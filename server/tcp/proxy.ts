@@ -1,6 +1,6 @@
 // The HAProxy PROXY protocol header (v1 text and v2 binary), parsed from bytes without I/O.
 
-import { parseAddress } from "../lib/net.ts";
+import { parseAddress } from "../../lib/net.ts";
 
 /** The most bytes a PROXY header may take here; a longer one is refused, so waiting for it is bounded. */
 export const PROXY_HEADER_MAX = 1024;

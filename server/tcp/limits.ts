@@ -1,6 +1,6 @@
 // Admission: the connection limit (this server's, or shared by workers) and the count per client address.
 
-import type { ServerStats } from "./stats.ts";
+import type { ServerStats } from "../stats.ts";
 
 /** The slots of a shared array: the connections counted by all workers, and evictions asked for. */
 export const SHARED_OPEN = 0;
@@ -23,7 +23,7 @@ const NO_ADDRESS = -1;
  * ```ts
  * import assert from "node:assert/strict";
  * import { Limits } from "./limits.ts";
- * import { newServerStats } from "./stats.ts";
+ * import { newServerStats } from "../stats.ts";
  *
  * const limits = new Limits({ max: 2, maxPerAddress: 1 }, newServerStats());
  * assert.ok(limits.take(0) && limits.takeAddress(0, "192.0.2.1"));

@@ -2,9 +2,9 @@
 // descriptors or memory backs off until a connection closes, and a warning says why.
 
 import { concernsOneConnection, shortageWarning } from "./accept_errors.ts";
-import type { Logger } from "../lib/log.ts";
-import { delay } from "../lib/net.ts";
-import type { ServerStats } from "./stats.ts";
+import type { Logger } from "../../lib/log.ts";
+import { delay } from "../../lib/net.ts";
+import type { ServerStats } from "../stats.ts";
 
 /** The shortest time between two warnings that accepting failed for want of resources. */
 const SHORTAGE_LOG_EVERY_MS = 10000;

@@ -1,7 +1,7 @@
 // Tests of what UDP Daytime and Time refuse to answer: service ports and other servers' answers.
 
 import assert from "node:assert/strict";
-import { fromServicePort, isAnswer } from "./udp_loop_guard.ts";
+import { fromServicePort, isAnswer } from "./loop_guard.ts";
 
 const text = (line: string) => new TextEncoder().encode(line);
 

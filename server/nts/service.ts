@@ -1,14 +1,14 @@
 // NTS as the server runs it: the cookie keys, the SNTP side's responder, and the KE service.
 
-import type { AccessList } from "./access.ts";
-import type { Logger } from "../lib/log.ts";
-import { RateLimiter } from "./rate_limit.ts";
-import type { ServerStats } from "./stats.ts";
-import { CertificateStore } from "../nts/certificate.ts";
-import { CookieKeys } from "../nts/cookies.ts";
-import { NtsResponder } from "../nts/nts_responder.ts";
-import { NtsKeService } from "./nts_ke.ts";
-import type { NtsOptions } from "./server_options.ts";
+import type { AccessList } from "../access.ts";
+import type { Logger } from "../../lib/log.ts";
+import { RateLimiter } from "../udp/rate_limit.ts";
+import type { ServerStats } from "../stats.ts";
+import { CertificateStore } from "../../nts/certificate.ts";
+import { CookieKeys } from "../../nts/cookies.ts";
+import { NtsResponder } from "../../nts/nts_responder.ts";
+import { NtsKeService } from "./key_establishment.ts";
+import type { NtsOptions } from "../server_options.ts";
 
 /** What NTS needs of the server. */
 export interface NtsHost {

@@ -1,11 +1,11 @@
 // The default TCP engine, as the design card has it: Deno.listen, and an async loop per connection.
 
-import { Acceptor } from "./accept_loop.ts";
+import { Acceptor } from "../acceptor.ts";
 import { Connection } from "./connection.ts";
-import type { SlotSockets } from "./connections.ts";
-import { clientHost, closeQuietly, formatAddress } from "../lib/net.ts";
-import { ERR_IDLE_EVICTED } from "../protocol.ts";
-import type { TcpHost, TcpService } from "./tcp_host.ts";
+import type { SlotSockets } from "../connections.ts";
+import { clientHost, closeQuietly, formatAddress } from "../../../lib/net.ts";
+import { ERR_IDLE_EVICTED } from "../../../protocol.ts";
+import type { TcpHost, TcpService } from "../host.ts";
 
 /**
  * Serves `Deno.TcpListener`s: accepts through an {@linkcode Acceptor}, asks the host to

@@ -1,7 +1,7 @@
 // An epoll instance through libc (FFI): interest by descriptor and generation, waits that cost no
 // thread hop when something is ready, and an eventfd that wakes a wait in progress.
 
-import type { Libc } from "../lib/libc.ts";
+import type { Libc } from "./libc.ts";
 
 /** Readable (or the peer closed, or an error): read. */
 export const EPOLLIN = 0x1;

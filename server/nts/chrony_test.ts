@@ -2,8 +2,8 @@
 // synchronising through hostile key establishments and hostile requests.
 
 import assert from "node:assert/strict";
-import { createLogger } from "../lib/log.ts";
-import { serve, type TimeServer } from "./server.ts";
+import { createLogger } from "../../lib/log.ts";
+import { serve, type TimeServer } from "../server.ts";
 import {
   exchangeDatagram,
   hasTool,
@@ -12,7 +12,7 @@ import {
   skipUnless,
   UDP_ENGINES as ENGINES,
   udpClient,
-} from "../testing/time_clients.ts";
+} from "../../testing/time_clients.ts";
 import {
   type CertificateFiles,
   chronydNts,
@@ -21,9 +21,9 @@ import {
   makeCertificate,
   type NtsServerOptions,
   startNtsServer,
-} from "../testing/nts.ts";
-import { freePort, until } from "../testing/test_util.ts";
-import { ntsMissing } from "../nts/setup.ts";
+} from "../../testing/nts.ts";
+import { freePort, until } from "../../testing/test_util.ts";
+import { ntsMissing } from "../../nts/setup.ts";
 
 const lacking = ntsMissing();
 const ignore = skipUnless(lacking === null, `NTS cannot run here: it needs ${lacking}`) ||

@@ -1,13 +1,13 @@
 // The UDP services: Daytime (RFC 867), Time (RFC 868) and SNTP (RFC 4330), one loop per socket.
 
-import type { AccessList } from "./access.ts";
-import { clientHost, closeQuietly } from "../lib/net.ts";
-import type { Logger } from "../lib/log.ts";
+import type { AccessList } from "../access.ts";
+import { clientHost, closeQuietly } from "../../lib/net.ts";
+import type { Logger } from "../../lib/log.ts";
 import { type RateLimiter, RateVerdict } from "./rate_limit.ts";
-import type { ServicePorts } from "./server_options.ts";
-import { ONE_ANSWER_COUNTERS, type ServerStats } from "./stats.ts";
-import type { DaytimeAnswer } from "../time/daytime.ts";
-import type { Rfc868Answer } from "../time/rfc868.ts";
+import type { ServicePorts } from "../server_options.ts";
+import { ONE_ANSWER_COUNTERS, type ServerStats } from "../stats.ts";
+import type { DaytimeAnswer } from "../../time/daytime.ts";
+import type { Rfc868Answer } from "../../time/rfc868.ts";
 import {
   checkNtpRequest,
   NTP_PACKET_LENGTH,
@@ -17,12 +17,12 @@ import {
   writeKissOfDeath,
   writeNtpReply,
   writeTimestamp,
-} from "../time/ntp.ts";
-import { BATCH, MmsgSocket, mmsgSupported, RECEIVE_SLOT, REPLY_SLOT } from "./udp_mmsg.ts";
-import { parseAddress } from "../lib/net.ts";
-import type { NtsResponder } from "../nts/nts_responder.ts";
-import { NtsShape } from "../nts/ntp_fields.ts";
-import { fromServicePort, isAnswer } from "./udp_loop_guard.ts";
+} from "../../time/ntp.ts";
+import { BATCH, MmsgSocket, mmsgSupported, RECEIVE_SLOT, REPLY_SLOT } from "./mmsg.ts";
+import { parseAddress } from "../../lib/net.ts";
+import type { NtsResponder } from "../../nts/nts_responder.ts";
+import { NtsShape } from "../../nts/ntp_fields.ts";
+import { fromServicePort, isAnswer } from "./loop_guard.ts";
 
 /** The protocols a time server speaks over UDP. */
 export type UdpProtocol = "daytime" | "time" | "ntp";
@@ -122,7 +122,7 @@ export interface Datagram {
  * engines. Each datagram is checked against the access list, then (NTP) for being a
  * client request, then against the rate limit. Daytime and Time answer any datagram, as
  * RFC 867 and 868 say, but only from a client's port and never one that is another
- * server's answer (see `udp_loop_guard.ts`), so that no two servers answer each other;
+ * server's answer (see `loop_guard.ts`), so that no two servers answer each other;
  * their rate limit, on by default, bounds their use as reflectors. An NTP reply is 48 bytes and
  * answers a request of at least 48, so it amplifies nothing; it answers only client mode
  * with server mode, so it cannot loop, and clients on port 123 (ntpd's) are answered.

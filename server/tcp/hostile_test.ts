@@ -1,9 +1,9 @@
 // Tests of the server against hostile clients, each with a bystander that must keep being served.
 
 import assert from "node:assert/strict";
-import { createLogger } from "../lib/log.ts";
-import { serve, type ServerOptions, type TimeServer } from "./server.ts";
-import type { TcpEngine } from "./tcp_host.ts";
+import { createLogger } from "../../lib/log.ts";
+import { serve, type ServerOptions, type TimeServer } from "../server.ts";
+import type { TcpEngine } from "./host.ts";
 import {
   engineTest,
   exchangeFrom,
@@ -18,7 +18,7 @@ import {
   until,
   within,
   workersCommand,
-} from "../testing/test_util.ts";
+} from "../../testing/test_util.ts";
 
 const linux = Deno.build.os === "linux";
 

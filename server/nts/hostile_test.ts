@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import net from "node:net";
-import type { TimeServer } from "./server.ts";
+import type { TimeServer } from "../server.ts";
 import {
   hasTool,
   ntpRequest,
@@ -12,7 +12,7 @@ import {
   skipUnless,
   UDP_ENGINES as ENGINES,
   udpClient,
-} from "../testing/time_clients.ts";
+} from "../../testing/time_clients.ts";
 import {
   CHRONY_KE_REQUEST,
   chronydNts,
@@ -24,10 +24,10 @@ import {
   type NtsServerOptions,
   readNtsReply,
   startNtsServer,
-} from "../testing/nts.ts";
-import { resetStorm, silentFrom, until } from "../testing/test_util.ts";
-import { ntsMissing } from "../nts/setup.ts";
-import { MAX_KE_SESSIONS } from "./nts_ke.ts";
+} from "../../testing/nts.ts";
+import { resetStorm, silentFrom, until } from "../../testing/test_util.ts";
+import { ntsMissing } from "../../nts/setup.ts";
+import { MAX_KE_SESSIONS } from "./key_establishment.ts";
 
 const lacking = ntsMissing();
 const noNts = skipUnless(lacking === null, `NTS cannot run here: it needs ${lacking}`) ||

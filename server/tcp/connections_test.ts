@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { ActivityLists, NO_SLOT } from "./activity_list.ts";
 import { ConnectionTable, type SlotSockets } from "./connections.ts";
 import { Limits } from "./limits.ts";
-import { newServerStats } from "./stats.ts";
+import { newServerStats } from "../stats.ts";
 
 /** An engine that records what the table asks of it, and frees slots as a real one does. */
 function recordingEngine() {

@@ -1,11 +1,11 @@
 // The NTS-KE service (RFC 8915 §4): TLS 1.3 on TCP, one request, cookies, close_notify.
 
-import type { AccessList } from "./access.ts";
-import { Epoll, EPOLLIN } from "./epoll.ts";
-import { errno, type Libc, loadLibc } from "../lib/libc.ts";
-import type { Logger } from "../lib/log.ts";
-import { clientHost, delay } from "../lib/net.ts";
-import { concernsOneConnection } from "./accept_errors.ts";
+import type { AccessList } from "../access.ts";
+import { Epoll, EPOLLIN } from "../../lib/epoll.ts";
+import { errno, type Libc, loadLibc } from "../../lib/libc.ts";
+import type { Logger } from "../../lib/log.ts";
+import { clientHost, delay } from "../../lib/net.ts";
+import { concernsOneConnection } from "../tcp/accept_errors.ts";
 import {
   ERRNO,
   errnoError,
@@ -14,10 +14,10 @@ import {
   SOCK_CLOEXEC,
   SOCKADDR_SLOT,
   sockaddrHost,
-} from "../lib/sockets.ts";
-import { type RateLimiter, RateVerdict } from "./rate_limit.ts";
-import { COOKIE_LENGTH, type CookieKeys, SESSION_KEYS_LENGTH } from "../nts/cookies.ts";
-import { describeTlsError, type TlsCredentials, TlsSession } from "../nts/gnutls.ts";
+} from "../../lib/sockets.ts";
+import { type RateLimiter, RateVerdict } from "../udp/rate_limit.ts";
+import { COOKIE_LENGTH, type CookieKeys, SESSION_KEYS_LENGTH } from "../../nts/cookies.ts";
+import { describeTlsError, type TlsCredentials, TlsSession } from "../../nts/gnutls.ts";
 import {
   AEAD_AES_SIV_CMAC_256,
   MAX_REQUEST_LENGTH,
@@ -25,7 +25,7 @@ import {
   readKeRequest,
   writeKeAnswer,
   writeKeError,
-} from "../nts/ke_records.ts";
+} from "../../nts/ke_records.ts";
 
 /** Cookies given in one key establishment, as chrony gives and keeps (RFC 8915 suggests 8). */
 export const KE_COOKIES = 8;

@@ -1,6 +1,6 @@
 // What keeps UDP Daytime and Time from answering another server: its port, or its answer.
 
-import type { ServicePorts } from "./server_options.ts";
+import type { ServicePorts } from "../server_options.ts";
 
 /** Below this port only privileged services bind; a client's socket is given one above it. */
 const FIRST_CLIENT_PORT = 1024;
@@ -17,7 +17,7 @@ const FIRST_CLIENT_PORT = 1024;
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { fromServicePort } from "./udp_loop_guard.ts";
+ * import { fromServicePort } from "./loop_guard.ts";
  *
  * const ports = { daytime: 1300, time: 3700, ntp: null, ntsKe: null };
  * assert.equal(fromServicePort(40_123, ports), false); // a client
@@ -50,7 +50,7 @@ function isDigit(byte: number): boolean {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { isAnswer } from "./udp_loop_guard.ts";
+ * import { isAnswer } from "./loop_guard.ts";
  *
  * const text = (line: string) => new TextEncoder().encode(line);
  * assert.equal(isAnswer(new Uint8Array(4), 0, 4), true); // a Time answer

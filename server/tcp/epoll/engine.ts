@@ -1,11 +1,11 @@
 // The epoll TCP engine: one loop over an epoll instance through FFI to libc, for very many connections.
 
-import type { Acceptor } from "./accept_loop.ts";
-import { concernsOneConnection } from "./accept_errors.ts";
-import type { SlotSockets } from "./connections.ts";
-import { Epoll, EPOLLIN } from "./epoll.ts";
-import { EpollConnections } from "./epoll_connections.ts";
-import { errno, type Libc, loadLibc } from "../lib/libc.ts";
+import type { Acceptor } from "../acceptor.ts";
+import { concernsOneConnection } from "../accept_errors.ts";
+import type { SlotSockets } from "../connections.ts";
+import { Epoll, EPOLLIN } from "../../../lib/epoll.ts";
+import { EpollConnections } from "./connections.ts";
+import { errno, type Libc, loadLibc } from "../../../lib/libc.ts";
 import {
   ERRNO,
   errnoError,
@@ -14,8 +14,8 @@ import {
   SOCK_NONBLOCK,
   SOCKADDR_SLOT,
   sockaddrHost,
-} from "../lib/sockets.ts";
-import type { TcpHost } from "./tcp_host.ts";
+} from "../../../lib/sockets.ts";
+import type { TcpHost } from "../host.ts";
 
 /** Connections accepted per readiness of the listener before other descriptors get a turn. */
 const ACCEPTS_PER_EVENT = 64;

@@ -1,20 +1,20 @@
 // The TCP side: admitting or refusing, the connection table and its sweep, and the drain, for both engines.
 
-import { Acceptor } from "./accept_loop.ts";
-import type { AccessList } from "./access.ts";
+import { Acceptor } from "./acceptor.ts";
+import type { AccessList } from "../access.ts";
 import { type CloseReason, ConnectionTable, type SlotSockets } from "./connections.ts";
-import { DenoEngine } from "./deno_engine.ts";
-import { EpollEngine } from "./epoll_engine.ts";
+import { DenoEngine } from "./deno/engine.ts";
+import { EpollEngine } from "./epoll/engine.ts";
 import { Eviction } from "./eviction.ts";
 import { Limits } from "./limits.ts";
-import type { Logger } from "../lib/log.ts";
+import type { Logger } from "../../lib/log.ts";
 import { PeerEviction } from "./peers.ts";
-import type { TimeAnswer } from "../protocol.ts";
-import { DEFAULTS, type ServerSettings } from "./server_options.ts";
-import type { ServerStats } from "./stats.ts";
-import type { TcpHost, TcpService } from "./tcp_host.ts";
-import type { DaytimeAnswer } from "../time/daytime.ts";
-import type { Rfc868Answer } from "../time/rfc868.ts";
+import type { TimeAnswer } from "../../protocol.ts";
+import { DEFAULTS, type ServerSettings } from "../server_options.ts";
+import type { ServerStats } from "../stats.ts";
+import type { TcpHost, TcpService } from "./host.ts";
+import type { DaytimeAnswer } from "../../time/daytime.ts";
+import type { Rfc868Answer } from "../../time/rfc868.ts";
 
 /**
  * How long a connection the server is closing keeps reading (and discarding) what the

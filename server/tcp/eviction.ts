@@ -3,9 +3,9 @@
 import { NO_SLOT } from "./activity_list.ts";
 import type { ConnectionTable } from "./connections.ts";
 import type { Limits } from "./limits.ts";
-import type { Logger } from "../lib/log.ts";
+import type { Logger } from "../../lib/log.ts";
 import { highWaterMark, mayReplace, pressureTimeout } from "./overload.ts";
-import type { ServerStats } from "./stats.ts";
+import type { ServerStats } from "../stats.ts";
 
 /** The settings eviction works by, in milliseconds where a time. */
 export interface EvictionSettings {

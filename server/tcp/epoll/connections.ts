@@ -1,9 +1,9 @@
 // The epoll engine's connections, from accept to close: admission, the PROXY header, the lingering
-// close and why each ended; the line protocol itself is epoll_lines.ts.
+// close and why each ended; the line protocol itself is lines.ts.
 
-import type { Epoll } from "./epoll.ts";
-import { EPOLLIN } from "./epoll.ts";
-import type { CloseReason } from "./connections.ts";
+import type { Epoll } from "../../../lib/epoll.ts";
+import { EPOLLIN } from "../../../lib/epoll.ts";
+import type { CloseReason } from "../connections.ts";
 import {
   ADMITTING,
   BAD_HEADER,
@@ -16,14 +16,14 @@ import {
   LINGER,
   LINGER_REASONS,
   PER_CLIENT,
-} from "./epoll_descriptors.ts";
-import { EpollLines } from "./epoll_lines.ts";
-import type { Libc } from "../lib/libc.ts";
-import { clientHost, formatAddress } from "../lib/net.ts";
-import { ERR_IDLE_EVICTED, ERR_SERVER_BUSY, ERR_TOO_MANY_CONNECTIONS } from "../protocol.ts";
-import { parseProxyHeader, PROXY_HEADER_MAX } from "./proxy.ts";
-import { ERRNO, SHUT_WR } from "../lib/sockets.ts";
-import { LINGER_MAX_BYTES, MAX_READ_SIZE, type TcpHost } from "./tcp_host.ts";
+} from "./descriptors.ts";
+import { EpollLines } from "./lines.ts";
+import type { Libc } from "../../../lib/libc.ts";
+import { clientHost, formatAddress } from "../../../lib/net.ts";
+import { ERR_IDLE_EVICTED, ERR_SERVER_BUSY, ERR_TOO_MANY_CONNECTIONS } from "../../../protocol.ts";
+import { parseProxyHeader, PROXY_HEADER_MAX } from "../proxy.ts";
+import { ERRNO, SHUT_WR } from "../../../lib/sockets.ts";
+import { LINGER_MAX_BYTES, MAX_READ_SIZE, type TcpHost } from "../host.ts";
 
 /**
  * The connections of one epoll loop. What is kept of an idle connection is 16 bytes in
