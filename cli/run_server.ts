@@ -1,0 +1,187 @@
+// Running the server, or a pool of workers, with its metrics, until a signal stops it.
+
+import { createLogger, type LogFormat, type Logger, type LogLevel } from "../lib/log.ts";
+import { serveMetrics } from "../server/metrics.ts";
+import { type ServerStats, sumStats } from "../server/stats.ts";
+import { startWorkers, unreadableModules } from "../server/workers.ts";
+import { formatAddress } from "../lib/net.ts";
+import {
+  type NtsOptions,
+  resolveServerOptions,
+  serve,
+  type ServerOptions,
+  type ServicePorts,
+} from "../server/server.ts";
+import { libcMissing } from "../lib/libc.ts";
+import { masterKey, type NtsFlags, ntsMissing } from "../nts/setup.ts";
+import type { Invocation } from "./command_line.ts";
+import { VERSION } from "./help.ts";
+import { listenForStop } from "./stop.ts";
+import { describeListenError, describeStartError } from "./start_errors.ts";
+import { PORT_UNREADABLE } from "./environment.ts";
+import { listeningFields } from "./listening.ts";
+
+/**
+ * NTS's options from its flags: the libraries checked, the master key read (or made).
+ * A string says why NTS cannot start.
+ */
+function ntsOptions(flags: NtsFlags): { options: NtsOptions; keySource: string } | string {
+  const lacking = ntsMissing();
+  if (lacking !== null) return `NTS (--nts-ke-port) needs ${lacking}`;
+  try {
+    const { key, source } = masterKey(flags.keysFile);
+    const { kePort, certFile, keyFile, keRate, ntpServer } = flags;
+    return {
+      options: { kePort, certFile, keyFile, keRate, ntpServer, masterKey: key },
+      keySource: source,
+    };
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
+}
+
+/** Says, once the server runs, where the NTS master key came from when that matters. */
+function logKeySource(source: string | null, keysFile: string | null, logger: Logger): void {
+  if (source === "random") {
+    logger.warn(
+      "NTS cookies are sealed under a key made for this run: they die with it " +
+        "(--nts-keys-file keeps them across restarts)",
+    );
+  } else if (source === "created") {
+    logger.info("NTS master key made", { keysFile: keysFile ?? undefined });
+  }
+}
+
+/** Runs the server (or pool) and its metrics until a signal stops them; the exit code. */
+export async function runServer(
+  invocation: Invocation & { action: "serve" },
+  portReadable: boolean,
+): Promise<number> {
+  const logger = createLogger({ level: invocation.logLevel, format: invocation.logFormat });
+  const { workers } = invocation;
+  let options = invocation.options;
+  let keySource: string | null = null;
+  if (invocation.nts !== null) {
+    const nts = ntsOptions(invocation.nts);
+    if (typeof nts === "string") {
+      console.error(`time-server: ${nts}`);
+      return 1;
+    }
+    options = { ...options, nts: nts.options };
+    keySource = nts.keySource;
+  }
+  const settings = resolveServerOptions(options);
+  const stop = listenForStop(logger);
+  if (!portReadable && options.port === undefined) {
+    logger.warn(`${PORT_UNREADABLE}; serving on the default port`, { port: settings.port });
+  }
+  const unreadable = workers > 1 ? unreadableModules() : null;
+  if (unreadable !== null) {
+    console.error(
+      `time-server: --workers needs read access to the server's modules: run with ` +
+        `--allow-read=${unreadable} (deno task start grants it)`,
+    );
+    return 1;
+  }
+  let running: Running;
+  try {
+    running = workers > 1
+      ? await startPool(workers, options, invocation.logLevel, invocation.logFormat)
+      : startSingle(options, logger);
+  } catch (error) {
+    console.error(`time-server: ${describeStartError(error, settings)}`);
+    return 1;
+  }
+  warnOfPortableEngine(running, options, logger);
+  logKeySource(keySource, invocation.nts?.keysFile ?? null, logger);
+  let metrics: Deno.HttpServer<Deno.NetAddr> | undefined;
+  if (invocation.metrics) {
+    try {
+      metrics = serveMetrics(invocation.metrics, running.stats, {
+        version: VERSION,
+        startTimeSeconds: Math.round(performance.timeOrigin / 1000),
+      }, logger);
+    } catch (error) {
+      await running.stop();
+      const address = formatAddress({ transport: "tcp", ...invocation.metrics });
+      const reason = describeListenError(error, invocation.metrics.port);
+      console.error(`time-server: cannot serve metrics on ${address}: ${reason}`);
+      return 1;
+    }
+  }
+  logger.info("listening", listeningFields(running, invocation, metrics));
+  await stop.requested;
+  const last = await running.stop();
+  stop.finished();
+  await metrics?.shutdown();
+  if (workers > 1) {
+    last.forEach((stats, worker) =>
+      logger.info("worker stopped", {
+        worker,
+        connectionsTotal: stats.connectionsTotal,
+        requestsTime: stats.requestsTime,
+        requestsNtp: stats.requestsNtp || undefined,
+        requestsNts: stats.requestsNts || undefined,
+      })
+    );
+  }
+  logger.info("stopped", { ...sumStats(last) });
+  return 0;
+}
+
+/**
+ * Says once why UDP is served by the portable engine when `auto` could not choose the
+ * batched one for want of FFI: a slower, less accurate server should not be a surprise.
+ */
+function warnOfPortableEngine(running: Running, options: ServerOptions, logger: Logger): void {
+  const udp = Object.values(running.ports).some((port) => port !== null);
+  if (!udp || running.udpEngine !== "deno" || (options.udpEngine ?? "auto") !== "auto") return;
+  const lacking = libcMissing();
+  if (lacking?.startsWith("FFI")) {
+    logger.warn(`UDP is served by the portable engine: the batched one needs ${lacking}`);
+  }
+}
+
+/** A server or a pool of workers, as main() runs it. */
+export interface Running {
+  readonly address: string;
+  readonly port: number;
+  readonly ports: ServicePorts;
+  readonly udpEngine: "deno" | "mmsg";
+  stats(): ServerStats | Promise<ServerStats>;
+  /** Drains and stops; resolves with the last counters of each server. */
+  stop(): Promise<ServerStats[]>;
+}
+
+function startSingle(options: ServerOptions, logger: Logger): Running {
+  const server = serve({ ...options, logger });
+  return {
+    address: formatAddress(server.addr),
+    port: server.addr.port,
+    ports: server.ports,
+    udpEngine: server.udpEngine,
+    stats: () => server.stats,
+    stop: async () => {
+      await server.shutdown();
+      return [server.stats];
+    },
+  };
+}
+
+async function startPool(
+  count: number,
+  options: ServerOptions,
+  level: LogLevel,
+  format: LogFormat,
+): Promise<Running> {
+  const pool = await startWorkers(count, options, { level, format });
+  const host = resolveServerOptions(options).hostname;
+  return {
+    address: formatAddress({ transport: "tcp", hostname: host, port: pool.port }),
+    port: pool.port,
+    ports: pool.ports,
+    udpEngine: pool.udpEngine,
+    stats: () => pool.stats(),
+    stop: () => pool.shutdown(),
+  };
+}
