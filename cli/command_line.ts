@@ -112,6 +112,29 @@ export interface Platform {
   readonly libcMissing?: string | null;
 }
 
+/** `--workers auto|N`: more than 1 only on Linux, or throws saying why. */
+function parseWorkers(text: string, platform: Platform): number {
+  const workers = text === "auto" ? platform.cpus : readWorkers(text, platform.cpus);
+  if (workers > 1 && platform.os !== "linux") {
+    throw new UsageError(
+      `--workers above 1 needs Linux, whose SO_REUSEPORT spreads connections over the workers; ` +
+        `on ${platform.os} every connection would go to one of them`,
+    );
+  }
+  return workers;
+}
+
+/** `--metrics HOST:PORT`, or throws saying what it takes. */
+function parseMetrics(text: string): { hostname: string; port: number } {
+  const metrics = parseHostPort(text);
+  if (metrics === null) {
+    throw new UsageError(
+      `--metrics must be HOST:PORT, e.g. 127.0.0.1:9464 or [::1]:9464, got "${text}"`,
+    );
+  }
+  return metrics;
+}
+
 /** `--workers N`: from 1 to twice the CPUs (at least 2), or throws saying why. */
 function readWorkers(text: string, cpus: number): number {
   const max = Math.max(2, WORKERS_PER_CPU * cpus);
@@ -186,27 +209,10 @@ export function parseCommandLine(
   if (values["proxy-protocol"]) options.proxyProtocol = true;
   parseTcpEngine(values["tcp-engine"], options, platform);
   parseTimeProtocolFlags(values, options, platform);
-  let workers: number = COMMAND_LINE_DEFAULTS.workers;
-  if (values.workers !== undefined) {
-    workers = values.workers === "auto"
-      ? platform.cpus
-      : readWorkers(values.workers, platform.cpus);
-    if (workers > 1 && platform.os !== "linux") {
-      throw new UsageError(
-        `--workers above 1 needs Linux, whose SO_REUSEPORT spreads connections over the workers; ` +
-          `on ${platform.os} every connection would go to one of them`,
-      );
-    }
-  }
-  let metrics = null;
-  if (values.metrics !== undefined) {
-    metrics = parseHostPort(values.metrics);
-    if (metrics === null) {
-      throw new UsageError(
-        `--metrics must be HOST:PORT, e.g. 127.0.0.1:9464 or [::1]:9464, got "${values.metrics}"`,
-      );
-    }
-  }
+  const workers = values.workers === undefined
+    ? COMMAND_LINE_DEFAULTS.workers
+    : parseWorkers(values.workers, platform);
+  const metrics = values.metrics === undefined ? null : parseMetrics(values.metrics);
   const nts = parseNtsFlags(values);
   checkPortClashes(
     options,

@@ -5,11 +5,20 @@ import { formatAddress } from "../lib/net.ts";
 import { ONE_ANSWER_RATE_LIMIT, resolveServerOptions } from "../server/server.ts";
 import type { Invocation } from "./command_line.ts";
 import { VERSION } from "./help.ts";
-import type { Running } from "./run_server.ts";
+import type { ServicePorts } from "../server/server.ts";
+
+/** What the "listening" line needs of the server or pool that runs. */
+export interface Listening {
+  /** The TCP address, formatted. */
+  readonly address: string;
+  readonly port: number;
+  readonly ports: ServicePorts;
+  readonly udpEngine: "deno" | "mmsg";
+}
 
 /** What the "listening" line says: where, and every setting in force. */
 export function listeningFields(
-  running: Running,
+  running: Listening,
   invocation: Invocation & { action: "serve" },
   metrics: Deno.HttpServer<Deno.NetAddr> | undefined,
 ): LogFields {
