@@ -1,12 +1,12 @@
 // The `nts` scenario of `deno task bench`: this server's NTS (RFC 8915) side by side with
 // chronyd serving NTS, driven by shared/bench/nts_loadgen.c, and chronyd -Q's offset over NTS.
 
-import { startCommand } from "../tools/start_task.ts";
-import { freePort } from "../lib/net.ts";
-import { chronydNts, hasTool } from "../tools/time_clients.ts";
-import { makeCertificate } from "../tools/certificate.ts";
-import { format, median } from "./ntp_bench.ts";
-import { startServer, stopServer } from "./servers.ts";
+import { startCommand } from "../../tools/start_task.ts";
+import { freePort } from "../../lib/net.ts";
+import { chronydNts, hasTool } from "../../tools/time_clients.ts";
+import { makeCertificate } from "../../tools/certificate.ts";
+import { format, median } from "../common/stats.ts";
+import { startServer, stopServer } from "../common/servers.ts";
 
 /** Options of {@linkcode ntsBench}. */
 export interface NtsBenchOptions {

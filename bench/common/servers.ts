@@ -1,7 +1,7 @@
 // Servers the benchmarks measure, as subprocesses: started in the project's folder, waited
 // for, stopped.
 
-const root = new URL("..", import.meta.url).pathname;
+const root = new URL("../..", import.meta.url).pathname;
 
 /** Starts `argv` in the project's folder with its output discarded. */
 export function spawnServer(argv: string[]): Deno.ChildProcess {

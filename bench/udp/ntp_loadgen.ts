@@ -2,8 +2,8 @@
 // result. The C one (shared/bench/ntp_loadgen.c) is faster; this one needs nothing but Deno.
 
 import { parseArgs } from "node:util";
-import { PreciseClock } from "../time/clock.ts";
-import { readTimestamp, writeTimestamp } from "../time/ntp.ts";
+import { PreciseClock } from "../../time/clock.ts";
+import { readTimestamp, writeTimestamp } from "../../time/ntp.ts";
 
 /** What one SNTP load run measured; printed as JSON on stdout. */
 export interface NtpLoadResult {

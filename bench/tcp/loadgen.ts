@@ -1,8 +1,8 @@
 // A load generator for the time protocol, in TypeScript: drives one server and prints one JSON result.
 
 import { parseArgs } from "node:util";
-import { writeAll } from "../lib/net.ts";
-import { isTimeAnswer, TIME_ANSWER_LENGTH } from "../protocol.ts";
+import { writeAll } from "../../lib/net.ts";
+import { isTimeAnswer, TIME_ANSWER_LENGTH } from "../../protocol.ts";
 
 /** What one load run measured; printed as JSON on stdout. */
 export interface LoadResult {

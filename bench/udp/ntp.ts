@@ -1,11 +1,12 @@
 // The `ntp` scenario of `deno task bench`: this server's SNTP service (both UDP engines) side
 // by side with chronyd and the minimal C server, for throughput and for accuracy.
 
-import { startCommand } from "../tools/start_task.ts";
-import { freePort } from "../lib/net.ts";
-import { chronydOffset, hasTool } from "../tools/time_clients.ts";
+import { startCommand } from "../../tools/start_task.ts";
+import { freePort } from "../../lib/net.ts";
+import { chronydOffset, hasTool } from "../../tools/time_clients.ts";
 import type { NtpLoadResult } from "./ntp_loadgen.ts";
-import { spawnServer, stopServer } from "./servers.ts";
+import { spawnServer, stopServer } from "../common/servers.ts";
+import { format, median } from "../common/stats.ts";
 
 const loadgenModule = new URL("./ntp_loadgen.ts", import.meta.url).pathname;
 
@@ -14,7 +15,7 @@ export interface NtpBenchOptions {
   runs: number;
   /** Seconds of load per run. */
   duration: number;
-  /** A compiled shared/bench/ntp_loadgen.c; bench/ntp_loadgen.ts when left out. */
+  /** A compiled shared/bench/ntp_loadgen.c; bench/udp/ntp_loadgen.ts when left out. */
   loadgen?: string;
   /** A compiled shared/bench/ntp_echo_server.c, to measure too. */
   echoServer?: string;
@@ -47,14 +48,6 @@ interface NtpServer {
   command: string[];
   /** Files to write first (chronyd's configuration), with {port} and {dir} replaced. */
   files?: Record<string, string>;
-}
-
-/** The median of `values`; NaN for none. */
-export function median(values: number[]): number {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
 }
 
 /** The servers the scenario measures: ours with each engine, chronyd, the C server. */
@@ -281,15 +274,6 @@ export async function ntpBench(options: NtpBenchOptions): Promise<NtpRow[]> {
       chronydOffsets: chronyd,
       failed: failed || full.length === 0,
     };
-  });
-}
-
-/** A number for a table: grouped thousands, `digits` decimals, "–" when it is not finite. */
-export function format(value: number, digits = 0): string {
-  if (!Number.isFinite(value)) return "–";
-  return value.toLocaleString("en-US", {
-    maximumFractionDigits: digits,
-    minimumFractionDigits: digits,
   });
 }
 
