@@ -10,6 +10,7 @@ import {
   type ServerOptions,
   type ServerSettings,
   type ServicePorts,
+  tcpSettings,
 } from "./server_options.ts";
 import { newServerStats, type ServerStats } from "./stats.ts";
 import { RateLimiter } from "./udp/rate_limit.ts";
@@ -235,7 +236,7 @@ class Server implements TimeServer {
       ports: this.ports,
       nts: nts?.responder ?? null,
     };
-    this.#tcp = new TcpServer(settings, {
+    this.#tcp = new TcpServer(tcpSettings(settings), {
       stats: this.stats,
       logger,
       jamAnswer: new TimeAnswer({ timeZone, now }),

@@ -3,6 +3,7 @@
 import type { Logger } from "../lib/log.ts";
 import { DEFAULT_MAX_LINE, DEFAULT_PORT } from "../protocol.ts";
 import type { KernelClockState } from "../time/kernel_clock.ts";
+import type { TcpSettings } from "./tcp/server.ts";
 
 export interface ServerOptions {
   /**
@@ -310,4 +311,23 @@ export interface ServicePorts {
   time: number | null;
   /** SNTP, UDP. */
   ntp: number | null;
+}
+
+/**
+ * The TCP side's own settings, taken from the whole once, so that it reaches for nothing
+ * else: see {@linkcode TcpSettings}.
+ */
+export function tcpSettings(settings: ServerSettings): TcpSettings {
+  return {
+    maxLine: settings.maxLine,
+    idleTimeout: settings.idleTimeout,
+    peerIdleTimeout: settings.idleTimeout || DEFAULTS.idleTimeout,
+    maxConnections: settings.maxConnections,
+    maxConnectionsPerIp: settings.maxConnectionsPerIp,
+    evictAfter: settings.evictAfter,
+    proxyProtocol: settings.proxyProtocol,
+    proxyHeaderTimeout: settings.proxyHeaderTimeout,
+    shutdownTimeout: settings.shutdownTimeout,
+    reusePort: settings.reusePort,
+  };
 }

@@ -10,7 +10,6 @@ import { Limits } from "./limits.ts";
 import type { Logger } from "../../lib/log.ts";
 import { PeerEviction } from "./peers.ts";
 import type { TimeAnswer } from "../../protocol.ts";
-import { DEFAULTS, type ServerSettings } from "../server_options.ts";
 import type { ServerStats } from "../stats.ts";
 import type { TcpHost, TcpService } from "./host.ts";
 import type { DaytimeAnswer } from "../../time/daytime.ts";
@@ -33,11 +32,30 @@ const SWEEP_MAX_MS = 250;
 const ACCEPT_TICK_MS = 10;
 
 /**
+ * The settings the TCP side is handed, resolved once by the server (`tcpSettings` in
+ * `server_options.ts`): its own, and nothing of the other services'. Seconds, as the
+ * options give them; 0 turns a timeout off.
+ */
+export interface TcpSettings {
+  readonly maxLine: number;
+  readonly idleTimeout: number;
+  /** The idle timeout other workers assume of this one's connections: never 0. */
+  readonly peerIdleTimeout: number;
+  readonly maxConnections: number;
+  readonly maxConnectionsPerIp: number;
+  readonly evictAfter: number;
+  readonly proxyProtocol: boolean;
+  readonly proxyHeaderTimeout: number;
+  readonly shutdownTimeout: number;
+  readonly reusePort: boolean;
+}
+
+/**
  * How often the sweep runs, in ms: a quarter of the shortest deadline it enforces, at
  * most {@linkcode SWEEP_MAX_MS}. One sweep over the lists beats a timer per connection
  * reset on every request.
  */
-function sweepPeriod(settings: ServerSettings): number {
+function sweepPeriod(settings: TcpSettings): number {
   const positive = (seconds: number) => seconds > 0 ? seconds * 1000 : Infinity;
   const shortest = Math.min(
     positive(settings.idleTimeout),
@@ -87,7 +105,7 @@ export class TcpServer implements TcpHost {
   readonly proxyProtocol: boolean;
   readonly limits: Limits;
   readonly table: ConnectionTable;
-  readonly #settings: ServerSettings;
+  readonly #settings: TcpSettings;
   readonly #eviction: Eviction;
   readonly #peers: PeerEviction | null;
   readonly #stopAccepting = new AbortController();
@@ -101,7 +119,7 @@ export class TcpServer implements TcpHost {
   #lastSweep = performance.now();
   #drain: Promise<void> | null = null;
 
-  constructor(settings: ServerSettings, context: TcpContext) {
+  constructor(settings: TcpSettings, context: TcpContext) {
     this.#settings = settings;
     ({
       stats: this.stats,
@@ -131,7 +149,7 @@ export class TcpServer implements TcpHost {
       this.debug ? this.logger : null,
       {
         maxConnections: settings.maxConnections,
-        idleTimeoutMs: (settings.idleTimeout || DEFAULTS.idleTimeout) * 1000,
+        idleTimeoutMs: settings.peerIdleTimeout * 1000,
         evictAfterMs: settings.evictAfter * 1000,
         slackMs: this.#sweepEveryMs,
       },
