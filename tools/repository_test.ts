@@ -59,3 +59,17 @@ Deno.test("the README stays short enough to finish: at most 12 KB", () => {
     `README.md is ${size} bytes; the details belong in docs/ and bench/`,
   );
 });
+
+Deno.test("the longer pages stay short enough to read: docs/ and bench/README.md at most 60 KB", () => {
+  const pages = [...Deno.readDirSync(new URL("docs/", root))]
+    .filter((entry) => entry.name.endsWith(".md")).map((entry) => `docs/${entry.name}`);
+  const sizes = [...pages, "bench/README.md"].map((page) =>
+    Deno.statSync(new URL(page, root)).size
+  );
+  const total = sizes.reduce((a, b) => a + b, 0);
+  assert.ok(pages.length >= 3, pages.join(" "));
+  assert.ok(
+    total <= 60 * 1024,
+    `docs/ and bench/README.md hold ${total} bytes; history goes to CHANGELOG.md`,
+  );
+});

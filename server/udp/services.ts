@@ -27,7 +27,6 @@ import { fromServicePort, isAnswer } from "./loop_guard.ts";
 /** The protocols a time server speaks over UDP. */
 export type UdpProtocol = "daytime" | "time" | "ntp";
 
-/** What the UDP services share with the rest of the server. */
 /** What the SNTP service needs of the server's time source. */
 export interface NtpTime {
   /** The clock NTP timestamps are read from, ms since the epoch with sub-ms resolution. */
@@ -38,6 +37,7 @@ export interface NtpTime {
   readonly isSystemClock: boolean;
 }
 
+/** What the UDP services share with the rest of the server. */
 export interface UdpHost {
   readonly stats: ServerStats;
   readonly logger: Logger;
@@ -67,6 +67,7 @@ const KISS_RATE = referenceId("RATE");
 const KISS_NTS_NAK = referenceId("NTSN");
 /** A seal slower than this (a pause, a cold start) counts as this much. */
 const MAX_SEAL_MS = 0.1;
+
 /** Tells whether a receive failed because the socket was closed, which ends the loop. */
 function isClosed(error: unknown): boolean {
   return error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted;
