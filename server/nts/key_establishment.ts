@@ -85,9 +85,9 @@ export interface KeHost {
  * Serves NTS-KE on a TCP listener of its own: an epoll wait on Deno's pool for new
  * connections, then for each, on a blocking socket, the handshake, the request, the
  * answer and `close_notify` as calls on the pool (see `nts/gnutls.ts`). So handshakes
- * cost the SNTP service only their bookkeeping, and no client can block the event loop. Each session
- * is bounded by {@linkcode KE_TIMEOUT_MS}: at the deadline its socket is shut down,
- * which ends whatever call is waiting on it.
+ * cost the SNTP service only their bookkeeping, and no client can block the event
+ * loop. Each session is bounded by {@linkcode KE_TIMEOUT_MS}: at the deadline its
+ * socket is shut down, which ends whatever call is waiting on it.
  */
 export class NtsKeService {
   readonly port: number;
