@@ -12,6 +12,12 @@ const SYMBOLS = {
     result: "i32",
     nonblocking: true,
   },
+  // The same call on this thread, for what is already queued (MSG_DONTWAIT).
+  recvmmsgNow: {
+    name: "recvmmsg",
+    parameters: ["i32", "buffer", "u32", "i32", "pointer"],
+    result: "i32",
+  },
   sendmmsg: { parameters: ["i32", "usize", "u32", "i32"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   // The TCP engine's calls. Lengths are usize, passed as BigInt to stay on V8's fast

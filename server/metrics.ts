@@ -114,6 +114,29 @@ export const METRIC_FAMILIES: readonly MetricFamily[] = [
     ], ['{protocol="ntp"}', "rateLimitedNtp"]],
   },
   {
+    name: "timeserver_ntp_interleaved_total",
+    type: "counter",
+    help:
+      "SNTP and NTS replies in interleaved mode (RFC 9769), with the true transmit time of the reply before.",
+    samples: [["", "ntpInterleaved"]],
+  },
+  {
+    name: "timeserver_ntp_timestamps_held",
+    type: "gauge",
+    help: "Receive and transmit timestamp pairs saved for clients in interleaved mode.",
+    samples: [["", "ntpTimestampsHeld"]],
+  },
+  {
+    name: "timeserver_ntp_kernel_tx_timestamps_total",
+    type: "counter",
+    help:
+      "Kernel transmit timestamps of replies a client may ask about, by result: received, or missing (the server's own estimate stands in).",
+    samples: [['{result="received"}', "kernelTxTimestamps"], [
+      '{result="missing"}',
+      "kernelTxMissing",
+    ]],
+  },
+  {
     name: "timeserver_ntp_kiss_of_death_total",
     type: "counter",
     help: "Kiss-o'-Death RATE replies sent.",

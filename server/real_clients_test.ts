@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { createLogger } from "../lib/log.ts";
 import { serve, type ServerOptions, type TimeServer } from "./server.ts";
 import {
+  chronydMeasure,
   chronydOffset,
   ffiFlag,
   hasTool,
@@ -135,6 +136,35 @@ Deno.test({
         `[${engine}] chronyd -Q: offset ${offset} s`,
       );
       assert.ok(server.stats.requestsNtp >= 1, `[${engine}] ${server.stats.requestsNtp} answered`);
+    }));
+  },
+});
+
+Deno.test({
+  name: "chronyd -x asking for interleaved mode (xleave) gets it, with either UDP engine",
+  ignore: skipUnless(haveChronyd, "chronyd is not installed"),
+  async fn() {
+    await Promise.all(ENGINES.map(async (engine) => {
+      await using server = start({ ntpPort: 0, udpEngine: engine });
+      // 16 polls a second for 3 s; the third exchange is the first that can be interleaved.
+      const { measurements, output } = await chronydMeasure({
+        port: server.ports.ntp!,
+        xleave: true,
+        seconds: 3,
+      });
+      const interleaved = measurements.filter((m) => m.interleaved).length;
+      assert.ok(
+        measurements.length >= 10,
+        `[${engine}] ${measurements.length} measurements:\n${output}`,
+      );
+      assert.ok(
+        interleaved >= measurements.length / 2,
+        `[${engine}] ${interleaved} of ${measurements.length} interleaved`,
+      );
+      assert.equal(server.stats.ntpInterleaved >= interleaved, true);
+      for (const { offset } of measurements) {
+        assert.ok(Math.abs(offset) < OFFSET_LIMIT[engine], `[${engine}] offset ${offset} s`);
+      }
     }));
   },
 });

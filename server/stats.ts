@@ -65,6 +65,14 @@ export interface ServerStats extends RequestCounts {
   udpErrors: number;
   /** Of `requestsNtp`, the NTS requests answered with authenticated time. */
   requestsNts: number;
+  /** Of `requestsNtp`, the replies in interleaved mode (RFC 9769). */
+  ntpInterleaved: number;
+  /** Gauge: receive and transmit timestamp pairs saved for interleaved mode. */
+  ntpTimestampsHeld: number;
+  /** Kernel transmit timestamps received for saved replies (batched engine). */
+  kernelTxTimestamps: number;
+  /** Saved replies the kernel gave no transmit timestamp for: the server's own stands in. */
+  kernelTxMissing: number;
   /** NTS NAKs sent (kiss code `NTSN`): the cookie did not open, or the request was not authentic. */
   ntsNaks: number;
   /** NTP requests with NTS fields that break the rules, dropped. */
@@ -124,6 +132,10 @@ export function newServerStats(): ServerStats {
     clientsTracked: 0,
     udpErrors: 0,
     requestsNts: 0,
+    ntpInterleaved: 0,
+    ntpTimestampsHeld: 0,
+    kernelTxTimestamps: 0,
+    kernelTxMissing: 0,
     ntsNaks: 0,
     droppedNts: 0,
     ntsCookiesIssued: 0,

@@ -9,7 +9,13 @@ export const UDP_ENGINES: readonly ("deno" | "mmsg")[] = mmsgSupported()
   ? ["deno", "mmsg"]
   : ["deno"];
 
-export { chronydOffset, hasTool, runTool, type ToolResult } from "../tools/time_clients.ts";
+export {
+  chronydMeasure,
+  chronydOffset,
+  hasTool,
+  runTool,
+  type ToolResult,
+} from "../tools/time_clients.ts";
 
 /**
  * The largest offset a client may measure against the server, in seconds, by UDP engine.

@@ -4,7 +4,8 @@
 /**
  * As root these tools set the machine's clock unless told not to. Every run goes through
  * {@linkcode runTool}, which calls this first: it throws for a command line without the
- * flag that prevents it (`rdate -p`, `chronyd -Q`, `ntpdate -q`), or with one that steps.
+ * flag that prevents it (`rdate -p`, `chronyd -Q` or `-x`, `ntpdate -q`), or with one
+ * that steps.
  *
  * @example
  * ```ts
@@ -22,7 +23,7 @@ export function assertCannotSetClock(command: string, args: readonly string[]): 
     : command === "busybox"
     ? args[0] !== "rdate" || (has("-p") && !has("-s"))
     : command === "chronyd"
-    ? has("-Q")
+    ? has("-Q") || (has("-x") && !has("-q"))
     : command === "ntpdate"
     ? has("-q")
     : command === "sntp" || command === "ntpdig"
@@ -147,4 +148,118 @@ export async function chronydNts(
   const output = result.stdout + result.stderr;
   const match = output.match(/System clock wrong by (-?\d+\.\d+) seconds/);
   return { offset: match ? Number(match[1]) : null, output };
+}
+
+/** One measurement a chronyd client logged (`log measurements`). */
+export interface ChronydMeasurement {
+  /** The offset it measured, seconds: its own clock's error as it sees it. */
+  offset: number;
+  /** The round-trip delay it measured, seconds. */
+  delay: number;
+  /** Whether the server answered in interleaved mode (`I`), else basic (`B`). */
+  interleaved: boolean;
+}
+
+/** Options of {@linkcode chronydMeasure}. */
+export interface ChronydMeasureOptions {
+  /** The server's NTP port. */
+  port: number;
+  /** @default {"127.0.0.1"} */
+  host?: string;
+  /** Ask for interleaved mode (`xleave`). @default {false} */
+  xleave?: boolean;
+  /** NTS: the key establishment port and the certificate to trust. */
+  nts?: { kePort: number; trusted: string };
+  /** How long to measure, seconds. */
+  seconds: number;
+  /** log₂ of the polling interval, seconds. @default {-4} */
+  poll?: number;
+  /** Run chronyd pinned to this CPU (`taskset`), as the benchmark does. */
+  cpu?: number;
+}
+
+/**
+ * Runs a chronyd client that never touches the clock (`-x`) against one server for a
+ * while, logging every measurement (`log measurements`), as chrony's own users measure a
+ * server; returns the measurements and what chronyd printed. chronyd polls at most 16
+ * times a second.
+ */
+export async function chronydMeasure(
+  options: ChronydMeasureOptions,
+): Promise<{ measurements: ChronydMeasurement[]; output: string }> {
+  const { port, host = "127.0.0.1", xleave = false, nts, seconds, poll = -4 } = options;
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "time-server-chronyd-" });
+  try {
+    const server = [`server ${host} port ${port} minpoll ${poll} maxpoll ${poll}`];
+    if (xleave) server.push("xleave");
+    if (nts) server.push(`nts ntsport ${nts.kePort}`);
+    const args = [
+      "-x",
+      "-d",
+      "-u",
+      "root",
+      server.join(" "),
+      ...(nts ? [`ntstrustedcerts ${nts.trusted}`, "nocerttimecheck 1", `ntsdumpdir ${dir}`] : []),
+      `logdir ${dir}`,
+      "log measurements",
+      `pidfile ${dir}/chronyd.pid`,
+      `driftfile ${dir}/drift`,
+      "port 0",
+      "cmdport 0",
+      "bindcmdaddress /",
+    ];
+    assertCannotSetClock("chronyd", args);
+    const pinned = options.cpu === undefined ? null : ["-c", String(options.cpu), "chronyd"];
+    const child = new Deno.Command(pinned ? "taskset" : "chronyd", {
+      args: pinned ? [...pinned, ...args] : args,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const timer = setTimeout(() => child.kill("SIGTERM"), seconds * 1000);
+    const result = await child.output();
+    clearTimeout(timer);
+    const decoder = new TextDecoder();
+    const output = decoder.decode(result.stdout) + decoder.decode(result.stderr);
+    let log = "";
+    try {
+      log = await Deno.readTextFile(`${dir}/measurements.log`);
+    } catch {
+      // No measurement was made: the caller sees none.
+    }
+    return { measurements: parseMeasurements(log), output };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/**
+ * Reads chronyd's `measurements.log`: one line per measurement after its header, the
+ * offset and peer delay in columns 12 and 13, and the mode in the last group (`4I`:
+ * version 4, interleaved).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseMeasurements } from "./time_clients.ts";
+ *
+ * const line = "2026-12-02 21:56:04 127.0.0.1       N 10 111 111 1111  -4 -4 1.00  " +
+ *   "4.100e-08  3.055e-06  5.159e-07  0.000e+00  7.629e-05 4C4F434C 4I K K";
+ * assert.deepEqual(parseMeasurements(line), [{ offset: 4.1e-8, delay: 3.055e-6, interleaved: true }]);
+ * ```
+ */
+export function parseMeasurements(log: string): ChronydMeasurement[] {
+  const measurements: ChronydMeasurement[] = [];
+  for (const line of log.split("\n")) {
+    if (!/^\d{4}-\d\d-\d\d /.test(line)) continue;
+    const fields = line.trim().split(/\s+/);
+    const mode = fields.find((field) => /^\d[BIP]$/.test(field));
+    if (fields.length < 18 || mode === undefined) continue;
+    measurements.push({
+      offset: Number(fields[11]),
+      delay: Number(fields[12]),
+      interleaved: mode.endsWith("I"),
+    });
+  }
+  return measurements;
 }

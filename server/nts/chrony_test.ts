@@ -23,6 +23,7 @@ import {
   startNtsServer,
 } from "../../testing/nts.ts";
 import { freePort, until } from "../../testing/test_util.ts";
+import { chronydMeasure } from "../../testing/time_clients.ts";
 import { ntsMissing } from "../../nts/setup.ts";
 
 const lacking = ntsMissing();
@@ -58,6 +59,34 @@ Deno.test({
       assert.equal(stats.requestsNts, stats.requestsNtp, `[${udpEngine}] no plain answers`);
       assert.equal(stats.ntsNaks + stats.droppedNts, 0);
       assert.equal(stats.ntsCookiesIssued, 8 + stats.requestsNts);
+    }));
+  },
+});
+
+Deno.test({
+  name: "chronyd -x asking for interleaved mode over NTS gets it, with either UDP engine",
+  ignore,
+  async fn() {
+    await Promise.all(ENGINES.map(async (udpEngine) => {
+      await using server = start({ udpEngine });
+      const [kePort, port] = ports(server);
+      const { measurements, output } = await chronydMeasure({
+        port,
+        xleave: true,
+        nts: { kePort, trusted: trusted.cert },
+        seconds: 4,
+      });
+      const interleaved = measurements.filter((m) => m.interleaved).length;
+      assert.ok(
+        measurements.length >= 10,
+        `[${udpEngine}] ${measurements.length} measurements:\n${output}`,
+      );
+      assert.ok(
+        interleaved >= measurements.length / 2,
+        `[${udpEngine}] ${interleaved} of ${measurements.length} interleaved`,
+      );
+      assert.equal(server.stats.requestsNts, server.stats.requestsNtp, "every reply authenticated");
+      assert.ok(server.stats.ntpInterleaved >= interleaved);
     }));
   },
 });

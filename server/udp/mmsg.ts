@@ -1,5 +1,5 @@
-// A batched UDP socket for Linux through libc (FFI): recvmmsg/sendmmsg, kernel receive
-// timestamps and SO_REUSEPORT, which Deno.listenDatagram does not offer.
+// A batched UDP socket for Linux through libc (FFI): recvmmsg/sendmmsg, kernel receive and
+// transmit timestamps and SO_REUSEPORT, which Deno.listenDatagram does not offer.
 
 import { bufferAddress, type Libc, libcMissing, loadLibc } from "../../lib/libc.ts";
 import {
@@ -16,6 +16,13 @@ import {
   sockaddrPort,
   SOL_SOCKET,
 } from "../../lib/sockets.ts";
+import {
+  receiveTime,
+  SO_TIMESTAMPING,
+  TIMESTAMPING_NUMBERED,
+  TransmitTimestamps,
+  TX_REQUEST,
+} from "./kernel_timestamps.ts";
 
 /** Datagrams taken from, and given to, the kernel per call. */
 export const BATCH = 64;
@@ -25,8 +32,6 @@ export const RECEIVE_SLOT = 2048;
 export const REPLY_SLOT = RECEIVE_SLOT;
 
 const SO_RCVTIMEO = 20;
-const SO_TIMESTAMPNS = 35;
-const SCM_TIMESTAMPNS = SO_TIMESTAMPNS;
 const MSG_DONTWAIT = 0x40;
 const MSG_WAITFORONE = 0x10000;
 const CLOCK_REALTIME = 0;
@@ -34,7 +39,7 @@ const CLOCK_REALTIME = 0;
 const MMSGHDR = 64;
 const IOVEC = 16;
 const NAME_SLOT = SOCKADDR_SLOT;
-/** Room for one SCM_TIMESTAMPNS message (CMSG_SPACE(16) = 32) and a spare. */
+/** Room for one SCM_TIMESTAMPING message: CMSG_SPACE(3 × 16) = 64. */
 const CONTROL_SLOT = 64;
 /** How long a receive blocks before it looks whether the socket is closing, in ms. */
 const RECEIVE_TIMEOUT_MS = 200;
@@ -66,7 +71,7 @@ function bindUdpSocket(
   // No SO_REUSEADDR: for UDP it would let `::` share a port another server holds on
   // 127.0.0.1, splitting its traffic. Deno.listenDatagram does not set it either.
   const ok = (!reusePort || intOption(c, fd, SOL_SOCKET, SO_REUSEPORT, 1)) &&
-    intOption(c, fd, SOL_SOCKET, SO_TIMESTAMPNS, 1) &&
+    intOption(c, fd, SOL_SOCKET, SO_TIMESTAMPING, TIMESTAMPING_NUMBERED) &&
     c.setsockopt(
         fd,
         SOL_SOCKET,
@@ -86,6 +91,9 @@ function bindUdpSocket(
  * time in {@linkcode MmsgSocket.receivedAt}; a reply goes into `replies` at
  * `i * REPLY_SLOT` and is queued with {@linkcode MmsgSocket.queue}, then all go out with
  * one {@linkcode MmsgSocket.flush}. One receive at a time.
+ *
+ * A reply sent alone ({@linkcode MmsgSocket.sendNow}) may ask the kernel when it left;
+ * {@linkcode MmsgSocket.transmitTimes} reads the times from the error queue.
  */
 export class MmsgSocket {
   readonly port: number;
@@ -106,14 +114,16 @@ export class MmsgSocket {
   readonly #sendHeaders = new Uint8Array(BATCH * MMSGHDR);
   readonly #sendInts = new Uint32Array(this.#sendHeaders.buffer);
   readonly #sendAddress: number;
+  /** The first send header's address, made once: a BigInt per reply would be garbage. */
+  readonly #firstSendHeader: bigint;
   readonly #receiveIovecs = new Uint32Array(BATCH * 4);
   readonly #sendIovecs = new Uint32Array(BATCH * 4);
   /** The address of each name slot and each reply slot, as low and high 32 bits. */
   readonly #nameAddresses = new Uint32Array(BATCH * 2);
   readonly #replyAddresses = new Uint32Array(BATCH * 2);
-  /** The slot of each queued reply. */
-  readonly #queuedSlots = new Uint8Array(BATCH);
   readonly #timespec = new Uint32Array(4);
+  /** The kernel's transmit timestamps of the replies that asked. */
+  readonly transmitTimes: TransmitTimestamps;
   #queued = 0;
   #closing = false;
   #closed = false;
@@ -151,6 +161,9 @@ export class MmsgSocket {
       this.#sendInts[at + 6] = 1;
     }
     this.#sendAddress = bufferAddress(c, this.#sendHeaders);
+    this.#firstSendHeader = BigInt(this.#sendAddress);
+
+    this.transmitTimes = new TransmitTimestamps(c, this.#fd);
   }
 
   /**
@@ -186,29 +199,12 @@ export class MmsgSocket {
   }
 
   /**
-   * The kernel's receive time of datagram `i` (SO_TIMESTAMPNS), ms since the epoch; NaN
-   * when the kernel gave none.
+   * The kernel's receive time of datagram `i` (the software one of SCM_TIMESTAMPING), ms
+   * since the epoch; NaN when the kernel gave none.
    */
   receivedAt(i: number): number {
-    const controlLength = this.#receiveInts[(i * MMSGHDR) / 4 + 10];
-    const view = this.#controlView;
-    let offset = i * CONTROL_SLOT;
-    const end = offset + Math.min(controlLength, CONTROL_SLOT);
-    while (offset + 16 <= end) {
-      const length = view.getUint32(offset, true);
-      if (length < 16) break;
-      if (
-        view.getInt32(offset + 8, true) === SOL_SOCKET &&
-        view.getInt32(offset + 12, true) === SCM_TIMESTAMPNS
-      ) {
-        const seconds = view.getUint32(offset + 16, true) +
-          view.getInt32(offset + 20, true) * 0x1_0000_0000;
-        const nanoseconds = view.getUint32(offset + 24, true);
-        return seconds * 1000 + nanoseconds / 1e6;
-      }
-      offset += (length + 7) & ~7;
-    }
-    return NaN;
+    const length = Math.min(this.#receiveInts[(i * MMSGHDR) / 4 + 10], CONTROL_SLOT);
+    return receiveTime(this.#controlView, i * CONTROL_SLOT, length);
   }
 
   /** The sender of datagram `i`, as a `Deno.NetAddr` hostname would read. */
@@ -223,17 +219,24 @@ export class MmsgSocket {
 
   /** Queues the reply in slot `i`, `length` bytes, to the sender of datagram `i`. */
   queue(i: number, length: number): void {
-    const j = this.#queued++;
+    this.#address(this.#queued++, i, length, false);
+  }
+
+  /** Writes send header `j` for the reply in slot `i`; with `stamp`, asking for its timestamp. */
+  #address(j: number, i: number, length: number, stamp: boolean): void {
     const at = (j * MMSGHDR) / 4;
     const ints = this.#sendInts;
     ints[at] = this.#nameAddresses[2 * i]; // msg_name
     ints[at + 1] = this.#nameAddresses[2 * i + 1];
     ints[at + 2] = this.#receiveInts[(i * MMSGHDR) / 4 + 2]; // msg_namelen, as received
+    const request = this.transmitTimes.request;
+    ints[at + 8] = stamp ? request[0] : 0; // msg_control
+    ints[at + 9] = stamp ? request[1] : 0;
+    ints[at + 10] = stamp ? TX_REQUEST : 0; // msg_controllen
     const iovecs = this.#sendIovecs;
     iovecs[4 * j] = this.#replyAddresses[2 * i]; // iov_base
     iovecs[4 * j + 1] = this.#replyAddresses[2 * i + 1];
     iovecs[4 * j + 2] = length; // iov_len
-    this.#queuedSlots[j] = i;
   }
 
   /** How many replies are queued. */
@@ -241,14 +244,10 @@ export class MmsgSocket {
     return this.#queued;
   }
 
-  /** The slot of the `j`th queued reply, for stamping just before {@linkcode flush}. */
-  queuedSlot(j: number): number {
-    return this.#queuedSlots[j];
-  }
-
   /**
    * Sends every queued reply without blocking; returns how many the kernel took. A reply
-   * it refuses (a full buffer, an unreachable address) is skipped, as UDP may.
+   * it refuses (a full buffer, an unreachable address) is skipped, as UDP may. Replies
+   * that ask for a transmit timestamp go out through {@linkcode sendNow} instead.
    */
   flush(): number {
     const count = this.#queued;
@@ -265,6 +264,20 @@ export class MmsgSocket {
       }
     }
     return sent;
+  }
+
+  /**
+   * Sends the reply in slot `i`, `length` bytes, to the sender of datagram `i` at once,
+   * without blocking, for a reply whose transmit timestamp was read just before; with
+   * `stamp`, asking the kernel when it left. Returns that timestamp's number
+   * ({@linkcode transmitTimes}), -1 when sent without asking, -2 when the kernel refused
+   * it. Not while replies are queued.
+   */
+  sendNow(i: number, length: number, stamp: boolean): number {
+    this.#address(0, i, length, stamp);
+    const sent = this.#c.sendmmsg(this.#fd, this.#firstSendHeader, 1, MSG_DONTWAIT) === 1;
+    const id = stamp ? this.transmitTimes.number(sent) : -1;
+    return sent ? id : -2;
   }
 
   /** The system clock now (CLOCK_REALTIME), ms since the epoch, at its full resolution. */

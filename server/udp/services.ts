@@ -1,73 +1,21 @@
 // The UDP services: Daytime (RFC 867), Time (RFC 868) and SNTP (RFC 4330), one loop per socket.
 
-import type { AccessList } from "../access.ts";
-import { clientHost, closeQuietly } from "../../lib/net.ts";
-import type { Logger } from "../../lib/log.ts";
-import { type RateLimiter, RateVerdict } from "./rate_limit.ts";
-import type { ServicePorts } from "../server_options.ts";
-import { ONE_ANSWER_COUNTERS, type ServerStats } from "../stats.ts";
-import type { DaytimeAnswer } from "../../time/daytime.ts";
-import type { Rfc868Answer } from "../../time/rfc868.ts";
-import {
-  checkNtpRequest,
-  NTP_PACKET_LENGTH,
-  NtpRequest,
-  type NtpServerInfo,
-  referenceId,
-  writeKissOfDeath,
-  writeNtpReply,
-  writeTimestamp,
-} from "../../time/ntp.ts";
+import { closeQuietly, parseAddress } from "../../lib/net.ts";
 import { BATCH, MmsgSocket, mmsgSupported, RECEIVE_SLOT, REPLY_SLOT } from "./mmsg.ts";
-import { parseAddress } from "../../lib/net.ts";
-import type { NtsResponder } from "../../nts/nts_responder.ts";
-import { NtsShape } from "../../nts/ntp_fields.ts";
-import { fromServicePort, isAnswer } from "./loop_guard.ts";
+import { type Datagram, Responder, type UdpHost, type UdpProtocol } from "./responder.ts";
+import { PendingTransmits } from "./pending_transmits.ts";
+import { read32 } from "../../time/interleaved.ts";
 
-/** The protocols a time server speaks over UDP. */
-export type UdpProtocol = "daytime" | "time" | "ntp";
-
-/** What the SNTP service needs of the server's time source. */
-export interface NtpTime {
-  /** The clock NTP timestamps are read from, ms since the epoch with sub-ms resolution. */
-  readonly clock: { now(): number };
-  /** What NTP replies say about the clock; kept up to date by its owner. */
-  readonly info: NtpServerInfo;
-  /** Whether `clock` is the system clock, so the kernel's timestamps may stand in for it. */
-  readonly isSystemClock: boolean;
-}
-
-/** What the UDP services share with the rest of the server. */
-export interface UdpHost {
-  readonly stats: ServerStats;
-  readonly logger: Logger;
-  readonly access: AccessList;
-  /**
-   * The per-address rate limit of Daytime and Time, and of SNTP when `limitNtp`; null
-   * when Daytime and Time are off and SNTP is not limited.
-   */
-  readonly limiter: RateLimiter | null;
-  /** Whether SNTP requests count against `limiter` (`--rate-limit`): off by default, as chrony's. */
-  readonly limitNtp: boolean;
-  readonly daytimeAnswer: DaytimeAnswer;
-  readonly rfc868Answer: Rfc868Answer;
-  /** The time SNTP replies carry (the server's `TimeSource`). */
-  readonly ntpTime: NtpTime;
-  /** The server's own service ports, which Daytime and Time never answer. */
-  readonly ports: Readonly<ServicePorts>;
-  /** NTS on the SNTP service; null when NTS is off. */
-  readonly nts: NtsResponder | null;
-}
+export type { NtpTime, UdpHost, UdpProtocol } from "./responder.ts";
 
 /** Larger datagrams are truncated; NTP requests with extension fields fit. */
 const RECEIVE_SIZE = 2048;
 /** Room for the longest reply: an NTS reply is no longer than its request. */
 const REPLY_SIZE = RECEIVE_SIZE;
-const KISS_RATE = referenceId("RATE");
-const KISS_NTS_NAK = referenceId("NTSN");
-/** A seal slower than this (a pause, a cold start) counts as this much. */
-const MAX_SEAL_MS = 0.1;
-
+/** A reply that left later than this after its clock read (a pause) counts as this much, ms. */
+const MAX_LAG_MS = 0.02;
+/** How often the kernel is asked when a basic reply left, to learn how late replies leave, ms. */
+const PROBE_MS = 10;
 /** Tells whether a receive failed because the socket was closed, which ends the loop. */
 function isClosed(error: unknown): boolean {
   return error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted;
@@ -100,193 +48,6 @@ export function listenUdp(
     return new MmsgService(protocol, new MmsgSocket(hostname, port, reusePort), host);
   }
   return new UdpService(protocol, Deno.listenDatagram({ hostname, port, transport: "udp" }), host);
-}
-
-/**
- * One received datagram as {@linkcode Responder.respond} reads it: a record each socket
- * fills in again for every datagram, so that nothing is allocated per datagram.
- */
-export interface Datagram {
-  /** The buffer the datagram is in: `length` bytes from `at`. */
-  data: Uint8Array;
-  at: number;
-  length: number;
-  /** The client's address, or null when no rule needs it; and its port. */
-  peer: string | null;
-  peerPort: number;
-  /** When it was received, ms since the epoch. */
-  receivedAt: number;
-}
-
-/**
- * What a time server answers to one datagram, without the I/O: shared by both UDP
- * engines. Each datagram is checked against the access list, then (NTP) for being a
- * client request, then against the rate limit. Daytime and Time answer any datagram, as
- * RFC 867 and 868 say, but only from a client's port and never one that is another
- * server's answer (see `loop_guard.ts`), so that no two servers answer each other;
- * their rate limit, on by default, bounds their use as reflectors. An NTP reply is 48 bytes and
- * answers a request of at least 48, so it amplifies nothing; it answers only client mode
- * with server mode, so it cannot loop, and clients on port 123 (ntpd's) are answered.
- */
-export class Responder {
-  readonly #host: UdpHost;
-  readonly #protocol: UdpProtocol;
-  readonly #transmitClock: () => number;
-  /** How long sealing an NTS reply takes, ms: a moving average of the last few. */
-  #sealMs = 0;
-  /** Whether {@linkcode respond} needs the client's address (access lists or rate limit). */
-  readonly needsPeer: boolean;
-  /** Whether the last reply written was an NTP reply that wants its transmit timestamp. */
-  stamp = false;
-
-  /**
-   * @param transmitClock What the engine stamps transmit timestamps with (the kernel's
-   * clock where it takes the kernel's receive timestamps), for the replies it cannot
-   * stamp itself: an NTS reply's timestamp is sealed with it.
-   */
-  constructor(
-    host: UdpHost,
-    protocol: UdpProtocol,
-    transmitClock: () => number = () => host.ntpTime.clock.now(),
-  ) {
-    this.#host = host;
-    this.#protocol = protocol;
-    this.#transmitClock = transmitClock;
-    const limited = host.limiter !== null && (protocol !== "ntp" || host.limitNtp);
-    this.needsPeer = !host.access.open || limited;
-  }
-
-  /**
-   * Writes the reply to one datagram into `reply` at `at`; returns its length, 0 for
-   * none. Offsets rather than views: nothing is allocated per datagram. For an NTP reply
-   * (then {@linkcode stamp} is true) the transmit timestamp is left for the caller, to be
-   * read as late as possible: see {@linkcode stampTransmit}.
-   */
-  respond(datagram: Readonly<Datagram>, reply: Uint8Array, at: number): number {
-    this.stamp = false;
-    const protocol = this.#protocol;
-    return protocol === "ntp"
-      ? this.#ntp(datagram, reply, at)
-      : this.#oneAnswer(protocol, datagram, reply, at);
-  }
-
-  #ntp(datagram: Readonly<Datagram>, reply: Uint8Array, at: number): number {
-    const { stats, access, limiter, limitNtp } = this.#host;
-    const { data, at: dataAt, peer } = datagram;
-    if (peer !== null && !access.allows(peer)) {
-      stats.droppedNtp++;
-      return 0;
-    }
-    const kind = checkNtpRequest(data, datagram.length, dataAt);
-    if (kind !== NtpRequest.CLIENT) {
-      stats.droppedNtp++;
-      if (kind === NtpRequest.CONTROL) stats.droppedNtpControl++;
-      return 0;
-    }
-    if (limitNtp && limiter !== null) {
-      const verdict = limiter.check(clientHost(peer!));
-      stats.clientsTracked = limiter.size;
-      if (verdict === RateVerdict.DROP) {
-        stats.rateLimitedNtp++;
-        return 0;
-      }
-      if (verdict === RateVerdict.KISS) {
-        stats.rateLimitedNtp++;
-        stats.kissOfDeathSent++;
-        writeKissOfDeath(data, reply, KISS_RATE, dataAt, at);
-        return NTP_PACKET_LENGTH;
-      }
-    }
-    const receivedAt = datagram.receivedAt;
-    const nts = this.#host.nts;
-    if (nts !== null && datagram.length > NTP_PACKET_LENGTH) {
-      const shape = nts.read(data, dataAt, datagram.length);
-      if (shape !== NtsShape.PLAIN) return this.#nts(nts, shape, datagram, reply, at);
-    }
-    writeNtpReply(data, reply, receivedAt, receivedAt, this.#host.ntpTime.info, dataAt, at);
-    stats.requestsNtp++;
-    this.stamp = true;
-    return NTP_PACKET_LENGTH;
-  }
-
-  /**
-   * An NTS request: authenticated time, a NAK, or nothing. The authenticator covers the
-   * transmit timestamp, so it is written before the seal: everything else is ready first,
-   * and the timestamp is put ahead by what the seal has been taking (as chrony does), so
-   * that it is not early by that much.
-   */
-  #nts(
-    nts: NtsResponder,
-    shape: NtsShape,
-    datagram: Readonly<Datagram>,
-    reply: Uint8Array,
-    at: number,
-  ): number {
-    const { stats, ntpTime } = this.#host;
-    const { data, at: dataAt } = datagram;
-    if (shape === NtsShape.MALFORMED) {
-      stats.droppedNts++;
-      return 0;
-    }
-    if (!nts.open(data, dataAt)) {
-      stats.ntsNaks++;
-      writeKissOfDeath(data, reply, KISS_NTS_NAK, dataAt, at);
-      return nts.nak(data, reply, at);
-    }
-    const length = nts.prepare(data, datagram.length, reply, at);
-    const stamped = this.#transmitClock();
-    const transmit = stamped + this.#sealMs;
-    const receivedAt = datagram.receivedAt;
-    writeNtpReply(data, reply, receivedAt, transmit, ntpTime.info, dataAt, at);
-    nts.seal(reply, at);
-    const took = Math.min(this.#transmitClock() - stamped, MAX_SEAL_MS);
-    this.#sealMs += (took - this.#sealMs) / 8;
-    stats.requestsNtp++;
-    stats.requestsNts++;
-    return length;
-  }
-
-  /** Daytime and Time: the answer to any datagram from a client, within the limits. */
-  #oneAnswer(
-    protocol: Exclude<UdpProtocol, "ntp">,
-    datagram: Readonly<Datagram>,
-    reply: Uint8Array,
-    at: number,
-  ): number {
-    const { stats, access, limiter } = this.#host;
-    const counters = ONE_ANSWER_COUNTERS[protocol];
-    const peer = datagram.peer;
-    if (
-      fromServicePort(datagram.peerPort, this.#host.ports) ||
-      isAnswer(datagram.data, datagram.at, datagram.length)
-    ) {
-      stats[counters.dropped]++;
-      stats.droppedLoop++;
-      return 0;
-    }
-    if (peer !== null && !access.allows(peer)) {
-      stats[counters.dropped]++;
-      return 0;
-    }
-    if (limiter !== null) {
-      const verdict = limiter.check(clientHost(peer!));
-      stats.clientsTracked = limiter.size;
-      if (verdict >= RateVerdict.KISS) {
-        stats[counters.limited]++;
-        return 0;
-      }
-    }
-    const answer = (protocol === "daytime" ? this.#host.daytimeAnswer : this.#host.rfc868Answer)
-      .current();
-    reply.set(answer, at);
-    stats[counters.answered]++;
-    return answer.length;
-  }
-}
-
-/** Writes an NTP reply's transmit timestamp: the last thing before it goes to the kernel. */
-export function stampTransmit(reply: Uint8Array, at: number, now: number): void {
-  writeTimestamp(reply, at + 40, now);
 }
 
 /** A UDP service of either engine, as the server holds it. */
@@ -360,10 +121,15 @@ export class UdpService implements UdpListener {
       datagram.peerPort = from.port;
       const size = responder.respond(datagram, reply, 0);
       if (size === 0) continue;
-      if (responder.stamp) stampTransmit(reply, 0, clock.now());
+      const saved = responder.saved;
+      if (responder.stamp) responder.timestamps!.stampTransmit(reply, 0, clock.now(), saved);
       try {
         await socket.send(size === reply.length ? reply : reply.subarray(0, size), from);
         stats.bytesSent += size;
+        // For interleaved mode, when it left: the best this engine can tell.
+        if (saved >= 0) {
+          responder.timestamps!.sent(saved, read32(reply, 32), read32(reply, 36), clock.now());
+        }
       } catch (error) {
         if (isClosed(error)) return;
         failed(this.#host, protocol, error);
@@ -374,8 +140,13 @@ export class UdpService implements UdpListener {
 
 /**
  * Serves one protocol on a {@linkcode MmsgSocket} (Linux, FFI) until closed: up to 64
- * datagrams per receive and per send, kernel receive timestamps, and `SO_REUSEPORT` so
- * that workers share the port.
+ * datagrams per receive, kernel receive timestamps, and `SO_REUSEPORT` so that workers
+ * share the port. Daytime and Time answers go out 64 per send. Each SNTP reply goes out
+ * alone, as soon as it is written, its transmit timestamp read just before: in a batch
+ * the 64th reply would leave some 200 µs after the first, and a client measures half of
+ * any such error as offset. The kernel's transmit timestamps (see
+ * {@linkcode MmsgSocket.transmitTimes}) serve interleaved mode and teach the
+ * service how long a reply takes to leave after its timestamp is read.
  */
 export class MmsgService implements UdpListener {
   readonly protocol: UdpProtocol;
@@ -383,13 +154,24 @@ export class MmsgService implements UdpListener {
   readonly #socket: MmsgSocket;
   readonly #host: UdpHost;
   readonly #responder: Responder;
+  /** Whether timestamps come from the kernel's clock, so its transmit timestamps apply. */
+  readonly #kernelTime: boolean;
+  /** When the kernel was last asked when a basic reply left, ms since the epoch. */
+  #probedAt = -Infinity;
+  /** The replies awaiting the kernel's transmit timestamp. */
+  readonly #pending = new PendingTransmits();
+  /** Whether a reply since the last read of the error queue asked for a timestamp. */
+  #asked = false;
+  /** Of the pending transmits' `missing`, those added to the stats so far. */
+  #missingCounted = 0;
 
   constructor(protocol: UdpProtocol, socket: MmsgSocket, host: UdpHost) {
     this.protocol = protocol;
     this.#socket = socket;
     this.#host = host;
-    // The kernel's clock stamps replies where the kernel's receive timestamps are used.
-    const kernelTime = host.ntpTime.isSystemClock;
+    // The kernel's clock stamps replies where the kernel's receive timestamps are used;
+    // an injected clock (tests) replaces both.
+    const kernelTime = this.#kernelTime = host.ntpTime.isSystemClock;
     this.#responder = new Responder(
       host,
       protocol,
@@ -412,9 +194,8 @@ export class MmsgService implements UdpListener {
     const clock = this.#host.ntpTime.clock;
     const responder = this.#responder;
     const { data, replies, lengths } = socket;
-    // An injected clock (tests) replaces the kernel's timestamps too.
-    const kernelTime = this.#host.ntpTime.isSystemClock;
-    const stamped = new Uint8Array(BATCH);
+    const kernelTime = this.#kernelTime;
+    const ntp = this.protocol === "ntp";
     const datagram: Datagram = { data, at: 0, length: 0, peer: null, peerPort: 0, receivedAt: 0 };
     for (;;) {
       const count = await socket.receive();
@@ -429,19 +210,82 @@ export class MmsgService implements UdpListener {
         datagram.peerPort = socket.peerPort(i);
         const length = responder.respond(datagram, replies, i * REPLY_SLOT);
         if (length === 0) continue;
-        stamped[socket.queued] = responder.stamp ? 1 : 0;
-        socket.queue(i, length);
         stats.bytesSent += length;
+        if (ntp) this.#sendNow(i, length);
+        else socket.queue(i, length);
       }
       const queued = socket.queued;
-      if (queued === 0) continue;
-      const now = kernelTime ? socket.now() : clock.now();
-      for (let j = 0; j < queued; j++) {
-        if (stamped[j] === 1) stampTransmit(replies, socket.queuedSlot(j) * REPLY_SLOT, now);
+      if (queued > 0) {
+        const sent = socket.flush();
+        if (sent < queued) stats.udpErrors += queued - sent;
       }
-      const sent = socket.flush();
-      if (sent < queued) stats.udpErrors += queued - sent;
+      if (this.#asked) this.#readTransmitTimes();
     }
+  }
+
+  /**
+   * Sends the SNTP reply just written for datagram `i`, a basic one stamped first. It
+   * asks the kernel when it left if the client may ask about it (interleaved mode), and
+   * once every {@linkcode PROBE_MS} for a basic one, to learn the lag.
+   */
+  #sendNow(i: number, length: number): void {
+    const socket = this.#socket;
+    const responder = this.#responder;
+    const saved = responder.saved;
+    const clock = this.#host.ntpTime.clock;
+    const kernelTime = this.#kernelTime;
+    const before = kernelTime ? socket.now() : clock.now();
+    const probe = kernelTime && responder.stamp && before - this.#probedAt >= PROBE_MS;
+    const ask = kernelTime && (saved >= 0 || probe);
+    const at = i * REPLY_SLOT;
+    if (responder.stamp) {
+      responder.timestamps!.stampTransmit(socket.replies, at, before + responder.lagMs, saved);
+    }
+    const id = socket.sendNow(i, length, ask);
+    if (id === -2) {
+      this.#host.stats.udpErrors++;
+      return;
+    }
+    if (id === -1) return;
+    if (probe) this.#probedAt = before;
+    const { replies } = socket;
+    this.#pending.expect(id, saved, read32(replies, at + 32), read32(replies, at + 36), before);
+    this.#asked = true;
+  }
+
+  /**
+   * Reads the kernel's transmit timestamps that have come (one bounded read of the error
+   * queue, which never blocks): each goes to its saved pair, and each teaches the
+   * responder's lag, a moving average bounded per sample so that a pause moves it little.
+   */
+  #readTransmitTimes(): void {
+    const socket = this.#socket;
+    const { stats } = this.#host;
+    const pending = this.#pending;
+    const responder = this.#responder;
+    this.#asked = false;
+    const times = socket.transmitTimes;
+    const restarts = times.restarts;
+    const count = times.read();
+    for (let k = 0; k < count; k++) {
+      const seconds = times.seconds[k];
+      const nanoseconds = times.nanoseconds[k];
+      const slot = pending.match(times.ids[k], seconds, nanoseconds);
+      if (slot === -2) continue;
+      const lag = Math.min(Math.max(pending.lag, 0), MAX_LAG_MS);
+      responder.lagMs += (lag - responder.lagMs) / 8;
+      if (
+        slot >= 0 &&
+        responder.timestamps!.sentAt(slot, pending.rxHi, pending.rxLo, seconds, nanoseconds)
+      ) {
+        stats.kernelTxTimestamps++;
+      }
+    }
+    // What the read left (more than one read holds) waits for the next.
+    if (count === BATCH) this.#asked = true;
+    if (times.restarts !== restarts) pending.forget();
+    stats.kernelTxMissing += pending.missing - this.#missingCounted;
+    this.#missingCounted = pending.missing;
   }
 }
 

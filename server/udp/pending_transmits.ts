@@ -1,0 +1,86 @@
+// Matching the kernel's transmit timestamps to the replies that asked for them.
+
+/** Sends awaiting their timestamp at most; the kernel gives them within one flush or two. */
+const PENDING = 1024;
+
+/**
+ * The replies sent with a request for the kernel's transmit timestamp, by the number the
+ * kernel gave each (`SOF_TIMESTAMPING_OPT_ID`), with what is needed to put the time where
+ * it belongs: the reply's store slot and receive timestamp, and the clock just before the
+ * send. A time from before that instant cannot be this reply's (a number reused after a
+ * restart of the count): it is refused, so a mismatch never becomes a wrong time.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { PendingTransmits } from "./pending_transmits.ts";
+ *
+ * const pending = new PendingTransmits();
+ * pending.expect(0, 7, 0xea000001, 9, 1_700_000_000_000);
+ * assert.equal(pending.match(0, 1_700_000_000, 5_000), 7); // 5 µs after the clock read
+ * assert.ok(Math.abs(pending.lag - 0.005) < 0.001); // ms, read as doubles
+ * assert.equal(pending.match(0, 1_700_000_000, 5_000), -2); // once
+ * ```
+ */
+export class PendingTransmits {
+  readonly #ids = new Float64Array(PENDING).fill(-1);
+  readonly #slots = new Int32Array(PENDING);
+  readonly #rxHi = new Uint32Array(PENDING);
+  readonly #rxLo = new Uint32Array(PENDING);
+  readonly #before = new Float64Array(PENDING);
+  /** Sends whose timestamp never came: overwritten or dropped while still awaited. */
+  missing = 0;
+
+  /**
+   * Awaits the timestamp of send number `id`: the reply saved in store slot `slot` (-1
+   * for one sent only to measure), with receive timestamp (`rxHi`, `rxLo`), sent after the
+   * clock read `before` (ms since the epoch).
+   */
+  expect(id: number, slot: number, rxHi: number, rxLo: number, before: number): void {
+    const at = id % PENDING;
+    if (this.#ids[at] !== -1) this.missing++;
+    this.#ids[at] = id;
+    this.#slots[at] = slot;
+    this.#rxHi[at] = rxHi;
+    this.#rxLo[at] = rxLo;
+    this.#before[at] = before;
+  }
+
+  /**
+   * Finds send number `id`, whose time the kernel gives as `seconds` and `nanoseconds`
+   * since the Unix epoch: returns its store slot (-1 for none), or -2 when none awaits it
+   * or the time is from before its send. Then {@linkcode rxHi} and {@linkcode rxLo} give
+   * its receive timestamp, and {@linkcode lag} how long after the clock read it left (ms).
+   */
+  match(id: number, seconds: number, nanoseconds: number): number {
+    const at = id % PENDING;
+    if (this.#ids[at] !== id) return -2;
+    this.#ids[at] = -1;
+    // The clock is read in ms as a double: allow its rounding, well under a microsecond.
+    const lag = seconds * 1000 + nanoseconds / 1e6 - this.#before[at];
+    if (lag < -0.001) {
+      this.missing++;
+      return -2;
+    }
+    this.rxHi = this.#rxHi[at];
+    this.rxLo = this.#rxLo[at];
+    this.lag = lag;
+    return this.#slots[at];
+  }
+
+  /** The receive timestamp of the reply {@linkcode match} found last. */
+  rxHi = 0;
+  rxLo = 0;
+  /** How long after its clock read the reply {@linkcode match} found last left, ms. */
+  lag = 0;
+
+  /** Gives up on every send still awaited (the kernel's numbering restarted). */
+  forget(): void {
+    for (let at = 0; at < PENDING; at++) {
+      if (this.#ids[at] !== -1) {
+        this.missing++;
+        this.#ids[at] = -1;
+      }
+    }
+  }
+}
