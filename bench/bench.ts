@@ -2,6 +2,7 @@
 
 import { ntpBench, type NtpRow, ntpTable } from "./udp/ntp.ts";
 import { ntsBench, type NtsRow, ntsTable } from "./udp/nts.ts";
+import { accuracyBench, type AccuracyRow, accuracyTable } from "./udp/accuracy.ts";
 import { type ParsedValues, parseToolFlags } from "./common/flags.ts";
 import { machine } from "./common/stats.ts";
 import { hasTaskset } from "./tcp/commands.ts";
@@ -14,9 +15,12 @@ Starts each server as a subprocess on a free port, drives it with the load gener
 (bench/tcp/loadgen.ts, or the C one with --loadgen), prints one table and writes it as JSON.
 
 Options:
-  --scenario LIST        rr, pipeline, churn, idle, deadlines, ntp, nts, or all (default all);
-                         comma-separated. deadlines: how late --idle-timeout 1 closes silent
-                         connections under the rr load (p50, p99, max in µs; this server only)
+  --scenario LIST        rr, pipeline, churn, idle, deadlines, ntp, nts, accuracy, or all
+                         (default all); comma-separated. deadlines: how late --idle-timeout 1
+                         closes silent connections under the rr load (p50, p99, max in µs; this
+                         server only). accuracy: a bystander chronyd -x (16 polls a second)
+                         measures this server and chronyd, basic and xleave, idle and
+                         saturated, SNTP and NTS
   --duration SECONDS     measured seconds per run, after 1 s of warm-up (default 5)
   --runs N               runs per scenario; the table shows medians (default 3)
   --connections N        connections for rr, pipeline and churn (default 50)
@@ -39,7 +43,11 @@ Options:
   --ntp-echo PATH        ntp: measure a compiled shared/bench/ntp_echo_server.c too
   --offset-runs N        ntp, nts: chronyd -Q runs per server for the offset, ~4 s each (default: --runs)
   --nts-loadgen PATH     nts: a compiled shared/bench/nts_loadgen.c, for NTS and NTS-KE rates
-                         (without it, nts measures only chronyd -Q's offset over NTS)
+                         (without it, nts measures only chronyd -Q's offset over NTS, and
+                         accuracy NTS idle only)
+  --accuracy-seconds N   accuracy: seconds the bystander measures each case (default 20)
+  --tree-before DIR      ntp, nts: measure another checkout of this project too (the tree
+                         before a change), run from its own folder
   --out FILE             where the JSON goes (default bench/runs/<date>.json, which git ignores)
   -h, --help             print this help`;
 
@@ -85,6 +93,8 @@ const FLAGS = {
   "ntp-echo": { type: "string" },
   "offset-runs": { type: "string" },
   "nts-loadgen": { type: "string" },
+  "accuracy-seconds": { type: "string", default: "20" },
+  "tree-before": { type: "string" },
   out: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -135,13 +145,13 @@ function sayWhatIsSkipped(
   }
 }
 
-/** The UDP scenarios, `ntp` and `nts`, each run and printed when asked for. */
+/** The UDP scenarios, `ntp`, `nts` and `accuracy`, each run and printed when asked for. */
 async function runTimeScenarios(
   values: ParsedValues<typeof FLAGS>,
   scenarios: string[],
   runs: number,
   pin: boolean,
-): Promise<{ ntpRows: NtpRow[]; ntsRows: NtsRow[] }> {
+): Promise<{ ntpRows: NtpRow[]; ntsRows: NtsRow[]; accuracyRows: AccuracyRow[] }> {
   const offsetRuns = values["offset-runs"] === undefined ? runs : Number(values["offset-runs"]);
   const duration = Number(values.duration);
   let ntpRows: NtpRow[] = [];
@@ -153,6 +163,7 @@ async function runTimeScenarios(
       echoServer: values["ntp-echo"],
       offsetRuns,
       pin,
+      treeBefore: values["tree-before"],
     });
     console.log(
       `\nntp: ${values["ntp-loadgen"] ?? "bench/udp/ntp_loadgen.ts"}, 8 sockets × 16 outstanding`,
@@ -161,7 +172,14 @@ async function runTimeScenarios(
   }
   let ntsRows: NtsRow[] = [];
   if (scenarios.includes("nts")) {
-    ntsRows = await ntsBench({ runs, duration, loadgen: values["nts-loadgen"], offsetRuns, pin });
+    ntsRows = await ntsBench({
+      runs,
+      duration,
+      loadgen: values["nts-loadgen"],
+      offsetRuns,
+      pin,
+      treeBefore: values["tree-before"],
+    });
     console.log(
       values["nts-loadgen"]
         ? `\nnts: ${values["nts-loadgen"]}, 4 sockets × 8 outstanding`
@@ -169,7 +187,24 @@ async function runTimeScenarios(
     );
     console.log(ntsTable(ntsRows));
   }
-  return { ntpRows, ntsRows };
+  let accuracyRows: AccuracyRow[] = [];
+  if (scenarios.includes("accuracy")) {
+    const seconds = Number(values["accuracy-seconds"]);
+    accuracyRows = await accuracyBench({
+      runs,
+      seconds,
+      ntpLoadgen: values["ntp-loadgen"],
+      ntsLoadgen: values["nts-loadgen"],
+      pin,
+    });
+    console.log(
+      `\naccuracy: a bystander chronyd -x, 16 polls a second, ${seconds} s per case and run; ` +
+        `saturated: ${values["ntp-loadgen"] ?? "bench/udp/ntp_loadgen.ts"} (8 × 16)` +
+        (values["nts-loadgen"] ? `, ${values["nts-loadgen"]} (4 × 8)` : ""),
+    );
+    console.log(accuracyTable(accuracyRows));
+  }
+  return { ntpRows, ntsRows, accuracyRows };
 }
 
 async function main(args: string[]): Promise<number> {
@@ -179,7 +214,7 @@ async function main(args: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  const all = ["rr", "pipeline", "churn", "idle", "deadlines", "ntp", "nts"];
+  const all = ["rr", "pipeline", "churn", "idle", "deadlines", "ntp", "nts", "accuracy"];
   const scenarios = values.scenario === "all" ? all : values.scenario.split(",");
   for (const scenario of scenarios) {
     if (!all.includes(scenario)) {
@@ -208,7 +243,8 @@ async function main(args: string[]): Promise<number> {
   printSetup(info, pin, values.loadgen, runs);
 
   const idleSizes = values["idle-connections"].split(",");
-  const tcpScenarios = scenarios.filter((scenario) => scenario !== "ntp" && scenario !== "nts")
+  const udp = ["ntp", "nts", "accuracy"];
+  const tcpScenarios = scenarios.filter((scenario) => !udp.includes(scenario))
     .flatMap((scenario) =>
       scenario === "idle" && idleSizes.length > 1 ? idleSizes.map((n) => `idle:${n}`) : [scenario]
     );
@@ -226,7 +262,7 @@ async function main(args: string[]): Promise<number> {
   );
   if (rows.length > 0) console.log(table(rows, baseline));
   if (idleSizes.length > 1) console.log(`\n${marginalMemory(rows, idleSizes)}`);
-  const { ntpRows, ntsRows } = await runTimeScenarios(values, scenarios, runs, pin);
+  const { ntpRows, ntsRows, accuracyRows } = await runTimeScenarios(values, scenarios, runs, pin);
 
   const out = values.out ?? `${root}bench/runs/${new Date().toISOString().slice(0, 10)}.json`;
   await Deno.mkdir(out.slice(0, out.lastIndexOf("/")), { recursive: true });
@@ -241,13 +277,14 @@ async function main(args: string[]): Promise<number> {
         rows,
         ntpRows,
         ntsRows,
+        accuracyRows,
       },
       null,
       2,
     ) + "\n",
   );
   console.log(`\nwritten: ${out}`);
-  const failed = [...rows, ...ntpRows, ...ntsRows].some((row) => row.failed);
+  const failed = [...rows, ...ntpRows, ...ntsRows, ...accuracyRows].some((row) => row.failed);
   return failed ? 1 : 0;
 }
 

@@ -2,7 +2,8 @@
 
 /**
  * The words of `deno task start` from deno.json, with `deno` replaced by the running
- * Deno's path, so that tools run exactly what users run.
+ * Deno's path, so that tools run exactly what users run; from another checkout's
+ * deno.json with `tree` (the benchmark's tree before), to be run in that folder.
  *
  * @example
  * ```ts
@@ -14,8 +15,9 @@
  * assert.ok(command.at(-1)!.endsWith("main.ts"));
  * ```
  */
-export function startCommand(): string[] {
-  const config = JSON.parse(Deno.readTextFileSync(new URL("../deno.json", import.meta.url)));
+export function startCommand(tree?: string): string[] {
+  const file = tree === undefined ? new URL("../deno.json", import.meta.url) : `${tree}/deno.json`;
+  const config = JSON.parse(Deno.readTextFileSync(file));
   const [deno, ...rest] = (config.tasks.start as string).split(/\s+/);
   return [deno === "deno" ? Deno.execPath() : deno, ...rest];
 }

@@ -3,11 +3,11 @@
 
 const root = new URL("../..", import.meta.url).pathname;
 
-/** Starts `argv` in the project's folder with its output discarded. */
-export function spawnServer(argv: string[]): Deno.ChildProcess {
+/** Starts `argv` in the project's folder (or `cwd`: another tree's) with its output discarded. */
+export function spawnServer(argv: string[], cwd: string = root): Deno.ChildProcess {
   return new Deno.Command(argv[0], {
     args: argv.slice(1),
-    cwd: root,
+    cwd,
     stdin: "null",
     stdout: "null",
     stderr: "null",
@@ -34,8 +34,12 @@ export async function waitForPort(port: number, child: Deno.ChildProcess): Promi
  * Starts a server (`argv`, run in the project's folder, its output discarded) and
  * resolves once it accepts connections on `port`; kills it if it does not.
  */
-export async function startServer(argv: string[], port: number): Promise<Deno.ChildProcess> {
-  const child = spawnServer(argv);
+export async function startServer(
+  argv: string[],
+  port: number,
+  cwd?: string,
+): Promise<Deno.ChildProcess> {
+  const child = spawnServer(argv, cwd);
   try {
     await waitForPort(port, child);
     return child;

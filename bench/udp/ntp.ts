@@ -22,6 +22,8 @@ export interface NtpBenchOptions {
   /** chronyd -Q runs per server for the offset (each takes ~4 s). */
   offsetRuns: number;
   pin: boolean;
+  /** Another checkout of this project (the tree before a change), measured too. */
+  treeBefore?: string;
 }
 
 /** One server's results, medians over the runs. */
@@ -46,16 +48,19 @@ interface NtpServer {
   label: string;
   /** The command, with {port} and {tcp}. */
   command: string[];
+  /** Where it runs: another tree's folder, or this project's by default. */
+  cwd?: string;
   /** Files to write first (chronyd's configuration), with {port} and {dir} replaced. */
   files?: Record<string, string>;
 }
 
 /** The servers the scenario measures: ours with each engine, chronyd, the C server. */
 function ntpServers(options: NtpBenchOptions): NtpServer[] {
-  const ours = (engine: string) => ({
-    label: `time-server (--udp-engine ${engine})`,
+  const ours = (engine: string, tree?: string) => ({
+    label: `time-server (--udp-engine ${engine})${tree ? ", tree before" : ""}`,
+    cwd: tree,
     command: [
-      ...startCommand(),
+      ...startCommand(tree),
       "--port",
       "{tcp}",
       "--ntp-port",
@@ -67,6 +72,7 @@ function ntpServers(options: NtpBenchOptions): NtpServer[] {
     ],
   });
   const servers: NtpServer[] = [ours("mmsg"), ours("deno")];
+  if (options.treeBefore) servers.splice(1, 0, ours("mmsg", options.treeBefore));
   if (hasTool("chronyd")) {
     // As shared/bench/README.md: no clock control (-x), no sources, no rate limit.
     servers.unshift({
@@ -139,11 +145,11 @@ function parseCLoadgen(line: string): NtpLoadResult {
 }
 
 /** Runs the load generator against `port`: `sockets` × `window` outstanding for `seconds`. */
-async function load(
+export async function load(
   port: number,
   pid: number,
   shape: { sockets: number; window: number; seconds: number },
-  options: NtpBenchOptions,
+  options: { loadgen?: string; pin: boolean },
 ): Promise<NtpLoadResult> {
   let argv = options.loadgen
     ? [
@@ -208,7 +214,7 @@ async function withServer<T>(
     await Deno.writeTextFile(`${dir}/${name}`, fill(text));
   }
   const command = server.command.map(fill);
-  const child = spawnServer(pin ? ["taskset", "-c", "0", ...command] : command);
+  const child = spawnServer(pin ? ["taskset", "-c", "0", ...command] : command, server.cwd);
   try {
     await waitForNtp(port, child);
     return await measure(port, child.pid);

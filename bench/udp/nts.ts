@@ -15,6 +15,8 @@ export interface NtsBenchOptions {
   duration: number;
   /** A compiled shared/bench/nts_loadgen.c; without it only chronyd -Q's offsets are measured. */
   loadgen?: string;
+  /** Another checkout of this project (the tree before a change), measured too. */
+  treeBefore?: string;
   /** chronyd -Q runs per server for the offset (each takes ~6 s). */
   offsetRuns: number;
   pin: boolean;
@@ -43,10 +45,12 @@ export interface NtsRow {
   failed: boolean;
 }
 
-interface NtsServer {
+export interface NtsServer {
   label: string;
   /** With {ntp}, {ke}, {tcp}, {dir}, {cert} and {key}. */
   command: string[];
+  /** Where it runs: another tree's folder, or this project's by default. */
+  cwd?: string;
   files?: Record<string, string>;
 }
 
@@ -54,19 +58,19 @@ interface NtsServer {
  * chronyd as shared/bench/README.md serves NTS (no clock control), and this server as
  * `deno task start` runs it, with read access to the benchmark's certificate added.
  */
-function ntsServers(): NtsServer[] {
-  const start = startCommand().map((word) =>
-    word.startsWith("--allow-read") ? `${word},{dir}` : word
-  );
-  const servers: NtsServer[] = [{
-    label: "time-server (--udp-engine mmsg)",
+export function ntsServers(treeBefore?: string): NtsServer[] {
+  const ours = (tree?: string) => ({
+    label: `time-server (--udp-engine mmsg)${tree ? ", tree before" : ""}`,
+    cwd: tree,
     command: [
-      ...start,
+      ...startCommand(tree).map((word) => word.startsWith("--allow-read") ? `${word},{dir}` : word),
       ...["--host", "127.0.0.1", "--port", "{tcp}", "--ntp-port", "{ntp}", "--udp-engine", "mmsg"],
       ...["--nts-ke-port", "{ke}", "--nts-cert", "{cert}", "--nts-key", "{key}"],
       ...["--nts-ke-rate", "0", "--log-level", "warn"],
     ],
-  }];
+  });
+  const servers: NtsServer[] = [ours()];
+  if (treeBefore) servers.push(ours(treeBefore));
   if (hasTool("chronyd")) {
     servers.unshift({
       label: "chronyd",
@@ -97,7 +101,10 @@ function fields(line: string): Record<string, string> {
 }
 
 /** Runs nts_loadgen with `args`, pinned to CPU 1; its one key=value line. */
-async function loadgen(options: NtsBenchOptions, args: string[]): Promise<Record<string, string>> {
+export async function loadgen(
+  options: { loadgen?: string; pin: boolean },
+  args: string[],
+): Promise<Record<string, string>> {
   const argv = [options.loadgen!, ...args, "-q"];
   const pinned = options.pin ? ["taskset", "-c", "1", ...argv] : argv;
   const output = await new Deno.Command(pinned[0], { args: pinned.slice(1), stdin: "null" })
@@ -133,7 +140,7 @@ export async function ntsBench(options: NtsBenchOptions): Promise<NtsRow[]> {
   // One self-signed certificate for both servers (IP SAN 127.0.0.1), as shared/bench's.
   const { cert, key } = await makeCertificate(dir, "bench");
   await Deno.mkdir(`${dir}/ntsdump`);
-  const servers = ntsServers();
+  const servers = ntsServers(options.treeBefore);
   const rows: NtsRow[] = servers.map((server) => ({
     server: server.label,
     nts: [],
@@ -184,7 +191,11 @@ export async function ntsBench(options: NtsBenchOptions): Promise<NtsRow[]> {
   return rows;
 }
 
-async function withServer<T>(
+/**
+ * Starts one NTS server (pinned to CPU 0 when `pin`) with a free KE and NTP port, waits
+ * until it accepts key establishments, runs `measure`, and stops it.
+ */
+export async function withServer<T>(
   server: NtsServer,
   { dir, cert, key }: { dir: string; cert: string; key: string },
   pin: boolean,
@@ -198,7 +209,11 @@ async function withServer<T>(
     await Deno.writeTextFile(`${dir}/${name}`, fill(text));
   }
   const command = server.command.map(fill);
-  const child = await startServer(pin ? ["taskset", "-c", "0", ...command] : command, ke);
+  const child = await startServer(
+    pin ? ["taskset", "-c", "0", ...command] : command,
+    ke,
+    server.cwd,
+  );
   try {
     return await measure(ke, ntp, child.pid);
   } finally {
