@@ -19,33 +19,47 @@ function start(udpEngine: "deno" | "mmsg", options: ServerOptions = {}): TimeSer
   });
 }
 
-for (const engine of UDP_ENGINES) {
-  Deno.test(`[${engine}] a client in interleaved mode learns when its previous reply left, once per reply`, async () => {
-    await using server = start(engine);
-    using socket = udpClient();
-    const client = new InterleavedClient(socket, server.ports.ntp!);
-    const first = await client.ask();
-    const second = await client.ask();
-    assert.ok(first.reply && second.reply);
-    assert.equal(first.interleaved || second.interleaved, false, "nothing saved yet to interleave");
-    const third = await client.ask();
-    assert.ok(third.reply);
-    assert.ok(third.interleaved, "the third exchange is interleaved");
-    const before = parseNtpReply(second.reply);
-    const now = parseNtpReply(third.reply);
-    // The transmit time of the second reply: after it was received, and near the time it claimed.
-    assert.ok(now.transmit >= before.receive, `${now.transmit} before ${before.receive}`);
-    assert.ok(Math.abs(now.transmit - before.transmit) < 5, `${now.transmit - before.transmit} ms`);
-    assert.equal(third.reply[47] & 1, 0, "a transmit timestamp is even");
-    assert.equal(third.reply[39] & 1, 1, "a receive timestamp is odd");
+/** The hand-made client's exchanges with a server on `listen`, from `from`. */
+async function exchange(engine: "deno" | "mmsg", listen: string, from: string): Promise<void> {
+  await using server = start(engine, { hostname: listen });
+  using socket = udpClient(from);
+  const client = new InterleavedClient(socket, server.ports.ntp!, from);
 
-    const replay = await client.ask(third.request);
-    assert.ok(replay.reply);
-    assert.equal(replay.interleaved, false, "a replayed request gets basic mode");
-    assert.deepEqual(replay.reply.subarray(24, 32), third.request.subarray(40, 48));
-    assert.equal(server.stats.ntpInterleaved, 1);
-    if (engine === "mmsg") {
-      await until(() => server.stats.kernelTxTimestamps >= 2, 2000, "kernel transmit timestamps");
+  const first = await client.ask();
+  const second = await client.ask();
+  assert.ok(first.reply && second.reply);
+  assert.equal(first.interleaved || second.interleaved, false, "nothing saved yet to interleave");
+  const third = await client.ask();
+  assert.ok(third.reply);
+  assert.ok(third.interleaved, "the third exchange is interleaved");
+  const before = parseNtpReply(second.reply);
+  const now = parseNtpReply(third.reply);
+  // The transmit time of the second reply: after it was received, and near the time it claimed.
+  assert.ok(now.transmit >= before.receive, `${now.transmit} before ${before.receive}`);
+  assert.ok(Math.abs(now.transmit - before.transmit) < 5, `${now.transmit - before.transmit} ms`);
+  assert.equal(third.reply[47] & 1, 0, "a transmit timestamp is even");
+  assert.equal(third.reply[39] & 1, 1, "a receive timestamp is odd");
+
+  const replay = await client.ask(third.request);
+  assert.ok(replay.reply);
+  assert.equal(replay.interleaved, false, "a replayed request gets basic mode");
+  assert.deepEqual(replay.reply.subarray(24, 32), third.request.subarray(40, 48));
+  assert.equal(server.stats.ntpInterleaved, 1);
+  if (engine === "mmsg") {
+    await until(() => server.stats.kernelTxTimestamps >= 2, 2000, "kernel transmit timestamps");
+  }
+}
+
+for (const engine of UDP_ENGINES) {
+  Deno.test(`[${engine}] a client in interleaved mode learns when its previous reply left, once per reply`, async (t) => {
+    // IPv4, IPv4 on a dual-stack socket, and IPv6: the kernel's error queue differs.
+    for (
+      const [listen, from] of [["127.0.0.1", "127.0.0.1"], ["::", "127.0.0.1"], ["::1", "::1"]]
+    ) {
+      await t.step(
+        `listening on ${listen}, asked from ${from}`,
+        () => exchange(engine, listen, from),
+      );
     }
   });
 

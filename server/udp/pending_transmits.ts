@@ -28,15 +28,24 @@ export class PendingTransmits {
   readonly #rxHi = new Uint32Array(PENDING);
   readonly #rxLo = new Uint32Array(PENDING);
   readonly #before = new Float64Array(PENDING);
+  readonly #meant = new Float64Array(PENDING);
   /** Sends whose timestamp never came: overwritten or dropped while still awaited. */
   missing = 0;
 
   /**
    * Awaits the timestamp of send number `id`: the reply saved in store slot `slot` (-1
    * for one sent only to measure), with receive timestamp (`rxHi`, `rxLo`), sent after the
-   * clock read `before` (ms since the epoch).
+   * clock read `before` (ms since the epoch), and whose transmit timestamp was meant for
+   * `meant` (`before` unless the reply was sealed earlier).
    */
-  expect(id: number, slot: number, rxHi: number, rxLo: number, before: number): void {
+  expect(
+    id: number,
+    slot: number,
+    rxHi: number,
+    rxLo: number,
+    before: number,
+    meant: number = before,
+  ): void {
     const at = id % PENDING;
     if (this.#ids[at] !== -1) this.missing++;
     this.#ids[at] = id;
@@ -44,34 +53,36 @@ export class PendingTransmits {
     this.#rxHi[at] = rxHi;
     this.#rxLo[at] = rxLo;
     this.#before[at] = before;
+    this.#meant[at] = meant;
   }
 
   /**
    * Finds send number `id`, whose time the kernel gives as `seconds` and `nanoseconds`
    * since the Unix epoch: returns its store slot (-1 for none), or -2 when none awaits it
    * or the time is from before its send. Then {@linkcode rxHi} and {@linkcode rxLo} give
-   * its receive timestamp, and {@linkcode lag} how long after the clock read it left (ms).
+   * its receive timestamp, and {@linkcode lag} how long after the time its transmit
+   * timestamp was meant for it left (ms).
    */
   match(id: number, seconds: number, nanoseconds: number): number {
     const at = id % PENDING;
     if (this.#ids[at] !== id) return -2;
     this.#ids[at] = -1;
     // The clock is read in ms as a double: allow its rounding, well under a microsecond.
-    const lag = seconds * 1000 + nanoseconds / 1e6 - this.#before[at];
-    if (lag < -0.001) {
+    const time = seconds * 1000 + nanoseconds / 1e6;
+    if (time < this.#before[at] - 0.001) {
       this.missing++;
       return -2;
     }
     this.rxHi = this.#rxHi[at];
     this.rxLo = this.#rxLo[at];
-    this.lag = lag;
+    this.lag = time - this.#meant[at];
     return this.#slots[at];
   }
 
   /** The receive timestamp of the reply {@linkcode match} found last. */
   rxHi = 0;
   rxLo = 0;
-  /** How long after its clock read the reply {@linkcode match} found last left, ms. */
+  /** How long after the time meant the reply {@linkcode match} found last left, ms. */
   lag = 0;
 
   /** Gives up on every send still awaited (the kernel's numbering restarted). */
@@ -82,5 +93,48 @@ export class PendingTransmits {
         this.#ids[at] = -1;
       }
     }
+  }
+}
+
+/** Samples {@linkcode SendLag} keeps: the median of the last nine. */
+const LAG_SAMPLES = 9;
+
+/**
+ * How long a reply takes to leave after its transmit timestamp is read, ms: the median
+ * of the last nine the kernel showed, each at most `limit`. A median, because a pause of
+ * the thread makes one sample huge and leaves the next as it was; nine, so that it
+ * follows a change of load within a few samples (one each 10 ms under load).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { SendLag } from "./pending_transmits.ts";
+ *
+ * const lag = new SendLag(0.1);
+ * for (const sample of [0.002, 0.003, 5, 0.002, 0.004]) lag.add(sample);
+ * assert.equal(lag.value, 0.003);
+ * ```
+ */
+export class SendLag {
+  readonly #limit: number;
+  readonly #samples = new Float64Array(LAG_SAMPLES);
+  readonly #sorted = new Float64Array(LAG_SAMPLES);
+  #count = 0;
+  /** The current estimate, ms; 0 before any sample. */
+  value = 0;
+
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+
+  /** Adds one sample, ms: bounded to [0, limit]. */
+  add(lag: number): void {
+    this.#samples[this.#count % LAG_SAMPLES] = Math.min(Math.max(lag, 0), this.#limit);
+    this.#count++;
+    const n = Math.min(this.#count, LAG_SAMPLES);
+    const sorted = this.#sorted.subarray(0, n);
+    sorted.set(this.#samples.subarray(0, n));
+    sorted.sort();
+    this.value = sorted[n >> 1];
   }
 }

@@ -102,6 +102,12 @@ export class Responder {
   /** Whether the last reply written was an NTP reply that wants its transmit timestamp. */
   stamp = false;
   /**
+   * For the last reply when it is a basic NTS one, whose transmit timestamp is sealed in
+   * already: when it expects to be sent, ms since the epoch (the timestamp less
+   * {@linkcode lagMs}); NaN for any other reply.
+   */
+  sealedFor = NaN;
+  /**
    * The store slot of the last reply's timestamps, or -1: the client may ask in
    * interleaved mode when it left, so the engine tells {@linkcode timestamps} when it did.
    */
@@ -141,6 +147,7 @@ export class Responder {
   respond(datagram: Readonly<Datagram>, reply: Uint8Array, at: number): number {
     this.stamp = false;
     this.saved = -1;
+    this.sealedFor = NaN;
     const protocol = this.#protocol;
     return protocol === "ntp"
       ? this.#ntp(datagram, reply, at)
@@ -218,7 +225,10 @@ export class Responder {
     const receivedAt = datagram.receivedAt;
     writeNtpReply(data, reply, receivedAt, transmit, ntpTime.info, dataAt, at);
     const timestamps = this.timestamps!;
-    if (!timestamps.apply(data, dataAt, reply, at)) timestamps.keepTransmit(reply, at);
+    if (!timestamps.apply(data, dataAt, reply, at)) {
+      timestamps.keepTransmit(reply, at);
+      this.sealedFor = transmit - this.lagMs;
+    }
     this.saved = timestamps.saved;
     nts.seal(reply, at);
     const took = Math.min(this.#transmitClock() - stamped, MAX_SEAL_MS);

@@ -3,7 +3,7 @@
 import { closeQuietly, parseAddress } from "../../lib/net.ts";
 import { BATCH, MmsgSocket, mmsgSupported, RECEIVE_SLOT, REPLY_SLOT } from "./mmsg.ts";
 import { type Datagram, Responder, type UdpHost, type UdpProtocol } from "./responder.ts";
-import { PendingTransmits } from "./pending_transmits.ts";
+import { PendingTransmits, SendLag } from "./pending_transmits.ts";
 import { read32 } from "../../time/interleaved.ts";
 
 export type { NtpTime, UdpHost, UdpProtocol } from "./responder.ts";
@@ -13,7 +13,7 @@ const RECEIVE_SIZE = 2048;
 /** Room for the longest reply: an NTS reply is no longer than its request. */
 const REPLY_SIZE = RECEIVE_SIZE;
 /** A reply that left later than this after its clock read (a pause) counts as this much, ms. */
-const MAX_LAG_MS = 0.02;
+const MAX_LAG_MS = 0.1;
 /** How often the kernel is asked when a basic reply left, to learn how late replies leave, ms. */
 const PROBE_MS = 10;
 /** Tells whether a receive failed because the socket was closed, which ends the loop. */
@@ -160,6 +160,8 @@ export class MmsgService implements UdpListener {
   #probedAt = -Infinity;
   /** The replies awaiting the kernel's transmit timestamp. */
   readonly #pending = new PendingTransmits();
+  /** How long replies take to leave after their timestamp is read, from the kernel's. */
+  readonly #lag = new SendLag(MAX_LAG_MS);
   /** Whether a reply since the last read of the error queue asked for a timestamp. */
   #asked = false;
   /** Of the pending transmits' `missing`, those added to the stats so far. */
@@ -235,7 +237,9 @@ export class MmsgService implements UdpListener {
     const clock = this.#host.ntpTime.clock;
     const kernelTime = this.#kernelTime;
     const before = kernelTime ? socket.now() : clock.now();
-    const probe = kernelTime && responder.stamp && before - this.#probedAt >= PROBE_MS;
+    const sealedFor = responder.sealedFor;
+    const basic = responder.stamp || !Number.isNaN(sealedFor);
+    const probe = kernelTime && basic && before - this.#probedAt >= PROBE_MS;
     const ask = kernelTime && (saved >= 0 || probe);
     const at = i * REPLY_SLOT;
     if (responder.stamp) {
@@ -249,14 +253,16 @@ export class MmsgService implements UdpListener {
     if (id === -1) return;
     if (probe) this.#probedAt = before;
     const { replies } = socket;
-    this.#pending.expect(id, saved, read32(replies, at + 32), read32(replies, at + 36), before);
+    const meant = Number.isNaN(sealedFor) ? before : sealedFor;
+    const rxHi = read32(replies, at + 32);
+    this.#pending.expect(id, saved, rxHi, read32(replies, at + 36), before, meant);
     this.#asked = true;
   }
 
   /**
    * Reads the kernel's transmit timestamps that have come (one bounded read of the error
    * queue, which never blocks): each goes to its saved pair, and each teaches the
-   * responder's lag, a moving average bounded per sample so that a pause moves it little.
+   * responder's lag ({@linkcode SendLag}).
    */
   #readTransmitTimes(): void {
     const socket = this.#socket;
@@ -272,8 +278,8 @@ export class MmsgService implements UdpListener {
       const nanoseconds = times.nanoseconds[k];
       const slot = pending.match(times.ids[k], seconds, nanoseconds);
       if (slot === -2) continue;
-      const lag = Math.min(Math.max(pending.lag, 0), MAX_LAG_MS);
-      responder.lagMs += (lag - responder.lagMs) / 8;
+      this.#lag.add(pending.lag);
+      responder.lagMs = this.#lag.value;
       if (
         slot >= 0 &&
         responder.timestamps!.sentAt(slot, pending.rxHi, pending.rxLo, seconds, nanoseconds)
