@@ -132,6 +132,15 @@ export function errno(c: Libc): number {
   return value[0];
 }
 
+/**
+ * Writes a 64-bit address (or length) into `ints` at `at` as two 32-bit halves, low first
+ * (little-endian): a C struct's pointer field written without a BigInt.
+ */
+export function writeAddress(ints: Uint32Array, at: number, value: number): void {
+  ints[at] = value % 0x1_0000_0000;
+  ints[at + 1] = Math.floor(value / 0x1_0000_0000);
+}
+
 /** The address of a buffer's first byte (the buffer must stay referenced while it is used). */
 export function bufferAddress(c: Libc, bytes: ArrayBufferView): number {
   return Number(c.memcpy(bytes as Uint8Array<ArrayBuffer>, bytes as Uint8Array<ArrayBuffer>, 0n));

@@ -1,7 +1,7 @@
 // The kernel's timestamps of a UDP socket (SO_TIMESTAMPING): a received datagram's from its
 // control message, a sent one's from the socket's error queue.
 
-import { bufferAddress, type Libc } from "../../lib/libc.ts";
+import { bufferAddress, type Libc, writeAddress } from "../../lib/libc.ts";
 import { intOption, SOL_SOCKET } from "../../lib/sockets.ts";
 
 /** The socket option, and the control message type that carries its timestamps. */
@@ -94,12 +94,8 @@ export class TransmitTimestamps {
     this.#c = c;
     this.#fd = fd;
     const base = bufferAddress(c, this.#headers);
-    const put = (ints: Uint32Array, at: number, value: number) => {
-      ints[at] = value % 0x1_0000_0000;
-      ints[at + 1] = Math.floor(value / 0x1_0000_0000);
-    };
     for (let i = 0; i < ENTRIES; i++) {
-      put(this.#ints, (i * MMSGHDR) / 4 + 8, base + ENTRIES * MMSGHDR + i * CONTROL_SLOT);
+      writeAddress(this.#ints, (i * MMSGHDR) / 4 + 8, base + ENTRIES * MMSGHDR + i * CONTROL_SLOT);
     }
     const at = ENTRIES * (MMSGHDR + CONTROL_SLOT);
     const cmsg = new DataView(this.#area, at, TX_REQUEST);
@@ -107,7 +103,7 @@ export class TransmitTimestamps {
     cmsg.setInt32(8, SOL_SOCKET, true);
     cmsg.setInt32(12, SO_TIMESTAMPING, true);
     cmsg.setUint32(16, SOF_TIMESTAMPING_TX_SOFTWARE, true);
-    put(this.request, 0, base + at);
+    writeAddress(this.request, 0, base + at);
   }
 
   /**

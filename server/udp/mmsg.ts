@@ -1,7 +1,7 @@
 // A batched UDP socket for Linux through libc (FFI): recvmmsg/sendmmsg, kernel receive and
 // transmit timestamps and SO_REUSEPORT, which Deno.listenDatagram does not offer.
 
-import { bufferAddress, type Libc, libcMissing, loadLibc } from "../../lib/libc.ts";
+import { bufferAddress, type Libc, libcMissing, loadLibc, writeAddress } from "../../lib/libc.ts";
 import {
   bindSocket,
   failAndClose,
@@ -141,23 +141,18 @@ export class MmsgSocket {
     this.port = bound.port;
 
     const address64 = (bytes: ArrayBufferView, offset: number) => bufferAddress(c, bytes) + offset;
-    /** Writes a 64-bit address as two 32-bit halves, little-endian. */
-    const put = (ints: Uint32Array, at: number, value: number) => {
-      ints[at] = value % 0x1_0000_0000;
-      ints[at + 1] = Math.floor(value / 0x1_0000_0000);
-    };
     for (let i = 0; i < BATCH; i++) {
-      put(this.#nameAddresses, 2 * i, address64(this.#names, i * NAME_SLOT));
-      put(this.#replyAddresses, 2 * i, address64(this.replies, i * REPLY_SLOT));
-      put(this.#receiveIovecs, 4 * i, address64(this.data, i * RECEIVE_SLOT));
+      writeAddress(this.#nameAddresses, 2 * i, address64(this.#names, i * NAME_SLOT));
+      writeAddress(this.#replyAddresses, 2 * i, address64(this.replies, i * REPLY_SLOT));
+      writeAddress(this.#receiveIovecs, 4 * i, address64(this.data, i * RECEIVE_SLOT));
       this.#receiveIovecs[4 * i + 2] = RECEIVE_SLOT;
       const at = (i * MMSGHDR) / 4;
       const ints = this.#receiveInts;
-      put(ints, at, address64(this.#names, i * NAME_SLOT)); // msg_name
-      put(ints, at + 4, address64(this.#receiveIovecs, i * IOVEC)); // msg_iov
+      writeAddress(ints, at, address64(this.#names, i * NAME_SLOT)); // msg_name
+      writeAddress(ints, at + 4, address64(this.#receiveIovecs, i * IOVEC)); // msg_iov
       ints[at + 6] = 1; // msg_iovlen
-      put(ints, at + 8, address64(this.#control, i * CONTROL_SLOT)); // msg_control
-      put(this.#sendInts, at + 4, address64(this.#sendIovecs, i * IOVEC));
+      writeAddress(ints, at + 8, address64(this.#control, i * CONTROL_SLOT)); // msg_control
+      writeAddress(this.#sendInts, at + 4, address64(this.#sendIovecs, i * IOVEC));
       this.#sendInts[at + 6] = 1;
     }
     this.#sendAddress = bufferAddress(c, this.#sendHeaders);
