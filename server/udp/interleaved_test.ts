@@ -34,9 +34,9 @@ async function exchange(engine: "deno" | "mmsg", listen: string, from: string): 
   assert.ok(third.interleaved, "the third exchange is interleaved");
   const before = parseNtpReply(second.reply);
   const now = parseNtpReply(third.reply);
-  // The transmit time of the second reply: after it was received, and near the time it claimed.
+  // When the second reply left: after its request came, before the third request came.
   assert.ok(now.transmit >= before.receive, `${now.transmit} before ${before.receive}`);
-  assert.ok(Math.abs(now.transmit - before.transmit) < 5, `${now.transmit - before.transmit} ms`);
+  assert.ok(now.transmit <= now.receive, `${now.transmit} after ${now.receive}`);
   assert.equal(third.reply[47] & 1, 0, "a transmit timestamp is even");
   assert.equal(third.reply[39] & 1, 1, "a receive timestamp is odd");
 
