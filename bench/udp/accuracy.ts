@@ -71,6 +71,11 @@ export async function accuracyBench(options: AccuracyOptions): Promise<AccuracyR
     console.error("bench accuracy: chronyd is not installed: it is the bystander; skipping");
     return [];
   }
+  if (options.ntsLoadgen === undefined) {
+    console.error(
+      "bench accuracy: NTS is measured idle only; the saturated cases need --nts-loadgen PATH",
+    );
+  }
   const dir = await Deno.makeTempDir({ prefix: "time-server-bench-accuracy-" });
   const { cert, key } = await makeCertificate(dir, "bench");
   await Deno.mkdir(`${dir}/ntsdump`);
