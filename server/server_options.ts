@@ -168,9 +168,10 @@ export interface ServerOptions {
    */
   nts?: NtsOptions | null;
   /**
-   * How UDP is read and written: `mmsg` batches up to 64 datagrams per system call
-   * (recvmmsg/sendmmsg through FFI, Linux only, needs `--allow-ffi`), takes the kernel's
-   * receive timestamps and shares the port between workers; `deno` uses
+   * How UDP is read and written: `mmsg` receives up to 64 datagrams per system call
+   * (recvmmsg through FFI, Linux only, needs `--allow-ffi`), sends each SNTP reply alone
+   * and Daytime and Time answers 64 at a time, takes the kernel's receive and transmit
+   * timestamps and shares the port between workers; `deno` uses
    * `Deno.listenDatagram`, one call per datagram, and needs only `--allow-net`; `auto`
    * picks `mmsg` where it can run.
    * @default {"auto"}
