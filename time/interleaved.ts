@@ -1,5 +1,7 @@
 // Interleaved client/server mode (RFC 9769): the server's saved (receive, transmit) timestamps.
 
+import { read32, write32 } from "./ntp.ts";
+
 /** Units of an NTP timestamp's fraction per second: 2³². */
 const FRACTION = 0x1_0000_0000;
 /** A receive timestamp this far behind the last one means the clock stepped back: start over. */
@@ -9,19 +11,6 @@ export const DEFAULT_CAPACITY = 1 << 16;
 
 const USED = 1;
 const HAS_TRANSMIT = 2;
-
-/** Reads the big-endian 32-bit word at `at`. */
-export function read32(bytes: Uint8Array, at: number): number {
-  return ((bytes[at] << 24) | (bytes[at + 1] << 16) | (bytes[at + 2] << 8) | bytes[at + 3]) >>> 0;
-}
-
-/** Writes the low 32 bits of `value`, big-endian, at `at`. */
-export function write32(bytes: Uint8Array, at: number, value: number): void {
-  bytes[at] = value >>> 24;
-  bytes[at + 1] = (value >>> 16) & 0xff;
-  bytes[at + 2] = (value >>> 8) & 0xff;
-  bytes[at + 3] = value & 0xff;
-}
 
 /** `a − b` for two NTP timestamps given as 32-bit halves, in fraction units; wraps eras. */
 function difference(aHi: number, aLo: number, bHi: number, bLo: number): number {

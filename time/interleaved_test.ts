@@ -1,7 +1,8 @@
 // Tests of the interleaved-mode store against RFC 9769's rules and chrony's.
 
 import assert from "node:assert/strict";
-import { read32, TimestampStore, write32 } from "./interleaved.ts";
+import { TimestampStore } from "./interleaved.ts";
+import { read32, write32 } from "./ntp.ts";
 
 /** A reply whose receive timestamp is `hi`.`lo` as the server wrote it, before its claim. */
 function replyAt(hi: number, lo: number): Uint8Array {

@@ -89,17 +89,22 @@ export function referenceId(code: string): number {
 export function writeTimestamp(bytes: Uint8Array, offset: number, epochMilliseconds: number): void {
   const seconds = Math.floor(epochMilliseconds / 1000);
   const fraction = (epochMilliseconds - seconds * 1000) * 4_294_967.296;
-  put32(bytes, offset, seconds + SECONDS_1900_TO_1970);
-  put32(bytes, offset + 4, fraction);
+  write32(bytes, offset, seconds + SECONDS_1900_TO_1970);
+  write32(bytes, offset + 4, fraction);
 }
 
-/** Writes the low 32 bits of a number, big-endian; no DataView to allocate per packet. */
-function put32(bytes: Uint8Array, offset: number, value: number): void {
+/** Writes the low 32 bits of `value` at `at`, big-endian; no DataView to allocate per packet. */
+export function write32(bytes: Uint8Array, at: number, value: number): void {
   const v = value >>> 0;
-  bytes[offset] = v >>> 24;
-  bytes[offset + 1] = (v >>> 16) & 0xff;
-  bytes[offset + 2] = (v >>> 8) & 0xff;
-  bytes[offset + 3] = v & 0xff;
+  bytes[at] = v >>> 24;
+  bytes[at + 1] = (v >>> 16) & 0xff;
+  bytes[at + 2] = (v >>> 8) & 0xff;
+  bytes[at + 3] = v & 0xff;
+}
+
+/** Reads the big-endian 32-bit word at `at`. */
+export function read32(bytes: Uint8Array, at: number): number {
+  return ((bytes[at] << 24) | (bytes[at + 1] << 16) | (bytes[at + 2] << 8) | bytes[at + 3]) >>> 0;
 }
 
 /**
@@ -174,9 +179,9 @@ export function writeNtpReply(
   reply[r + 1] = info.stratum;
   reply[r + 2] = request[requestAt + 2];
   reply[r + 3] = info.precision & 0xff;
-  put32(reply, r + 4, 0); // root delay: the server is its own reference
-  put32(reply, r + 8, shortFormat(info.rootDispersion));
-  put32(reply, r + 12, info.referenceId);
+  write32(reply, r + 4, 0); // root delay: the server is its own reference
+  write32(reply, r + 8, shortFormat(info.rootDispersion));
+  write32(reply, r + 12, info.referenceId);
   writeTimestamp(reply, r + 16, info.referenceTime);
   for (let i = 0; i < 8; i++) reply[r + 24 + i] = request[requestAt + 40 + i];
   writeTimestamp(reply, r + 32, received);
@@ -199,7 +204,7 @@ export function writeKissOfDeath(
   reply.fill(0, r, r + NTP_PACKET_LENGTH);
   reply[r] = (3 << 6) | (request[requestAt] & 0x38) | 4;
   reply[r + 2] = request[requestAt + 2];
-  put32(reply, r + 12, code);
+  write32(reply, r + 12, code);
   for (let i = 0; i < 8; i++) {
     const byte = request[requestAt + 40 + i];
     reply[r + 24 + i] = byte;

@@ -1,11 +1,9 @@
 // SNTP's interleaved mode (RFC 9769) as the responder applies it to each reply.
 
-import { read32, TimestampStore } from "../../time/interleaved.ts";
-import { writeTimestamp } from "../../time/ntp.ts";
+import { TimestampStore } from "../../time/interleaved.ts";
+import { read32, writeTimestamp } from "../../time/ntp.ts";
+import { SECONDS_1900_TO_1970 } from "../../time/rfc868.ts";
 import type { ServerStats } from "../stats.ts";
-
-/** Seconds from 1900 (NTP's era 0) to 1970 (the Unix epoch). */
-const NTP_UNIX = 2_208_988_800;
 
 /**
  * Interleaved mode for one socket's replies: the {@linkcode TimestampStore} of what it
@@ -103,7 +101,7 @@ export class InterleavedMode {
    * by now or the timestamp cannot belong to it.
    */
   sentAt(slot: number, rxHi: number, rxLo: number, seconds: number, nanoseconds: number): boolean {
-    const hi = (seconds + NTP_UNIX) >>> 0;
+    const hi = (seconds + SECONDS_1900_TO_1970) >>> 0;
     const lo = Math.floor(nanoseconds * 4.294967296) >>> 0;
     return this.#store.setTransmit(slot, rxHi, rxLo, hi, lo, true);
   }

@@ -1,7 +1,7 @@
 // Tests of matching the kernel's transmit timestamps to the replies that asked for them.
 
 import assert from "node:assert/strict";
-import { PendingTransmits } from "./pending_transmits.ts";
+import { PendingTransmits, SendLag } from "./pending_transmits.ts";
 
 const SECOND = 1_800_000_000;
 const BEFORE = SECOND * 1000; // the clock read before each send, ms
@@ -37,4 +37,20 @@ Deno.test("sends whose timestamps never come are counted as missing", () => {
   pending.expect(1024, 5, 0xea000000, 23, BEFORE); // the same place, 1,024 sends later
   assert.equal(pending.missing, 3);
   assert.equal(pending.match(1024, SECOND, 100), 5);
+});
+
+Deno.test("the send lag is the median of the last nine samples, each bounded", () => {
+  const lag = new SendLag(0.1);
+  assert.equal(lag.value, 0);
+  lag.add(0.004);
+  assert.equal(lag.value, 0.004);
+  for (const sample of [0.002, 5, -1, 0.003]) lag.add(sample);
+  // 0.004, 0.002, 0.1 (bounded), 0 (bounded), 0.003: the median is 0.003.
+  assert.equal(lag.value, 0.003);
+  for (let i = 0; i < 9; i++) lag.add(0.05);
+  assert.equal(lag.value, 0.05, "the old samples are gone");
+  for (let i = 0; i < 4; i++) lag.add(0.001);
+  assert.equal(lag.value, 0.05, "four of nine do not move the median");
+  lag.add(0.001);
+  assert.equal(lag.value, 0.001, "five do");
 });

@@ -4,7 +4,7 @@ import { closeQuietly, parseAddress } from "../../lib/net.ts";
 import { BATCH, MmsgSocket, mmsgSupported, RECEIVE_SLOT, REPLY_SLOT } from "./mmsg.ts";
 import { type Datagram, Responder, type UdpHost, type UdpProtocol } from "./responder.ts";
 import { PendingTransmits, SendLag } from "./pending_transmits.ts";
-import { read32 } from "../../time/interleaved.ts";
+import { read32 } from "../../time/ntp.ts";
 
 export type { NtpTime, UdpHost, UdpProtocol } from "./responder.ts";
 
