@@ -268,6 +268,11 @@ export const ERR_SERVER_BUSY: Uint8Array = encoder.encode("ERR server busy\r\n")
  * silent the longest while the server was full.
  */
 export const ERR_IDLE_EVICTED: Uint8Array = encoder.encode("ERR idle, closed to make room\r\n");
+/**
+ * What a connection hears, after the answers it is owed, before it is closed to make
+ * room for a newcomer: the server was full, and its address held the most connections.
+ */
+export const ERR_BUSY_EVICTED: Uint8Array = encoder.encode("ERR busy, closed to make room\r\n");
 /** The answer, before closing, to a connection past the per-client limit. */
 export const ERR_TOO_MANY_CONNECTIONS: Uint8Array = encoder.encode(
   "ERR too many connections\r\n",

@@ -43,6 +43,7 @@ const FLAGS = {
   "log-format": { type: "string" },
   "max-connections-per-ip": { type: "string" },
   "proxy-protocol": { type: "boolean" },
+  "no-fairness": { type: "boolean" },
   "tcp-engine": { type: "string" },
   workers: { type: "string" },
   metrics: { type: "string" },
@@ -207,6 +208,7 @@ export function parseCommandLine(
     options.timeZone = values.tz;
   }
   if (values["proxy-protocol"]) options.proxyProtocol = true;
+  if (values["no-fairness"]) options.fairness = false;
   parseTcpEngine(values["tcp-engine"], options, platform);
   parseTimeProtocolFlags(values, options, platform);
   const workers = values.workers === undefined

@@ -31,12 +31,15 @@ Options:
   --max-line BYTES            longest request line without CR LF (default ${DEFAULTS.maxLine})
   --idle-timeout SECONDS      close a connection with no request for this long, 0 = never (default ${DEFAULTS.idleTimeout})
   --max-connections N         connections served at once (default ${DEFAULTS.maxConnections}); when full, the
-                              connection silent the longest makes room, else "ERR server busy"
+                              connection silent the longest makes room, else one of the address
+                              holding the most (per-address fairness), else "ERR server busy"
   --evict-after SECONDS       silence after which a connection may make room when full (default ${DEFAULTS.evictAfter})
   --shutdown-timeout SECONDS  on SIGINT/SIGTERM, wait this long for owed answers (default ${DEFAULTS.shutdownTimeout})
   --log-level LEVEL           ${LOG_LEVELS.join(", ")} (default ${COMMAND_LINE_DEFAULTS.logLevel})
   --log-format FORMAT         ${LOG_FORMATS.join(", ")} (default ${COMMAND_LINE_DEFAULTS.logFormat})
   --max-connections-per-ip N  connections one client address may hold, 0 = no limit (default ${DEFAULTS.maxConnectionsPerIp})
+  --no-fairness               when full, never close a busy connection for a newcomer from an
+                              address holding fewer (TCP and NTS-KE; IPv6 counts by /64)
   --proxy-protocol            expect a HAProxy PROXY header (v1 or v2) on every connection
   --tcp-engine ENGINE         deno (Deno.listen) or epoll (one epoll loop, Linux, needs FFI for
                               libc; for very many connections) (default ${DEFAULTS.tcpEngine})

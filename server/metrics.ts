@@ -58,6 +58,7 @@ export const METRIC_FAMILIES: readonly MetricFamily[] = [
       ['{kind="line_too_long"}', "closedLineTooLong"],
       ['{kind="busy"}', "refusedBusy"],
       ['{kind="evicted"}', "closedEvicted"],
+      ['{kind="fairness"}', "closedFairness"],
       ['{kind="per_ip"}', "refusedPerIp"],
       ['{kind="idle_timeout"}', "closedIdle"],
       ['{kind="reset"}', "closedReset"],
@@ -146,13 +147,14 @@ export const METRIC_FAMILIES: readonly MetricFamily[] = [
     name: "timeserver_nts_ke_total",
     type: "counter",
     help:
-      "NTS key establishments by result: ok (cookies given), bad_request (an Error record), tls_error, timeout, refused (before TLS: denied, over the rate, or full).",
+      "NTS key establishments by result: ok (cookies given), bad_request (an Error record), tls_error, timeout, refused (before TLS: denied, over the rate, or full), made_room (cut off for a newcomer from an address holding fewer).",
     samples: [
       ['{result="ok"}', "keOk"],
       ['{result="bad_request"}', "keBadRequest"],
       ['{result="tls_error"}', "keTlsError"],
       ['{result="timeout"}', "keTimeout"],
       ['{result="refused"}', "keRefused"],
+      ['{result="made_room"}', "keMadeRoom"],
     ],
   },
   {

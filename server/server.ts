@@ -155,13 +155,14 @@ export function serve(options: ServerOptions = {}): TimeServer {
 /** NTS, when it is on; throws when it is asked for without the SNTP service it protects. */
 function ntsService(
   settings: ServerSettings,
-  host: Omit<NtsHost, "now"> & { now?: () => number },
+  host: Omit<NtsHost, "now" | "fairness"> & { now?: () => number },
 ): NtsService | null {
   if (settings.nts === null) return null;
   if (settings.ntpPort === null) {
     throw new TypeError("nts needs ntpPort: NTS protects the SNTP service's replies");
   }
-  return new NtsService(settings.nts, { ...host, now: host.now ?? Date.now });
+  const fairness = settings.fairness;
+  return new NtsService(settings.nts, { ...host, fairness, now: host.now ?? Date.now });
 }
 
 /**

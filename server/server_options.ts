@@ -58,6 +58,15 @@ export interface ServerOptions {
    */
   maxConnectionsPerIp?: number;
   /**
+   * Per-address max-min fairness when every slot is busy (TCP and NTS-KE): a newcomer
+   * from an address that, once in, would still hold fewer connections than the address
+   * holding the most has one of that address's closed for it (its answers owed sent,
+   * then `ERR busy, closed to make room`). IPv6 clients count by /64. Off: newcomers are
+   * refused with `ERR server busy` whoever holds the slots.
+   * @default {true}
+   */
+  fairness?: boolean;
+  /**
    * Expect the HAProxy PROXY protocol header (v1 or v2) at the start of every
    * connection, and treat the address it carries as the client's. A connection
    * without a valid header within `proxyHeaderTimeout` is closed.
@@ -230,6 +239,7 @@ export const DEFAULTS: Readonly<ServerSettings> = {
   shutdownTimeout: 5,
   statsInterval: 60,
   maxConnectionsPerIp: 0,
+  fairness: true,
   proxyProtocol: false,
   proxyHeaderTimeout: 5,
   reusePort: false,
@@ -300,6 +310,8 @@ export interface NtsOptions {
   ke?: boolean;
   /** Seconds between checks of the certificate's files and expiry. */
   certificateCheck?: number;
+  /** Seconds one key establishment may take (chrony's 2 s); tests hold sessions longer. */
+  keTimeout?: number;
 }
 
 /** The ports of the services besides the line protocol; null when off. */
@@ -325,6 +337,7 @@ export function tcpSettings(settings: ServerSettings): TcpSettings {
     peerIdleTimeout: settings.idleTimeout || DEFAULTS.idleTimeout,
     maxConnections: settings.maxConnections,
     maxConnectionsPerIp: settings.maxConnectionsPerIp,
+    fairness: settings.fairness,
     evictAfter: settings.evictAfter,
     proxyProtocol: settings.proxyProtocol,
     proxyHeaderTimeout: settings.proxyHeaderTimeout,

@@ -23,6 +23,11 @@ export interface ServerStats extends RequestCounts {
   refusedPerIp: number;
   /** Silent connections closed to make room for new ones (`ERR idle, closed to make room`). */
   closedEvicted: number;
+  /**
+   * Busy connections closed to make room for a newcomer from an address holding fewer
+   * (per-address fairness; `ERR busy, closed to make room`).
+   */
+  closedFairness: number;
   /** Connections closed by the idle timeout. */
   closedIdle: number;
   /** Connections that ended in a reset or broken pipe. */
@@ -89,6 +94,8 @@ export interface ServerStats extends RequestCounts {
   keTimeout: number;
   /** NTS-KE connections closed before TLS: denied, over the rate, or the service full. */
   keRefused: number;
+  /** NTS key establishments cut off before their answer to make room for a newcomer (fairness). */
+  keMadeRoom: number;
   /** Gauge: NTS key establishments in progress. */
   keSessions: number;
   /** Times the key that seals new cookies changed (once a day). */
@@ -111,6 +118,7 @@ export function newServerStats(): ServerStats {
     refusedBusy: 0,
     refusedPerIp: 0,
     closedEvicted: 0,
+    closedFairness: 0,
     closedIdle: 0,
     closedReset: 0,
     closedProxyHeader: 0,
@@ -144,6 +152,7 @@ export function newServerStats(): ServerStats {
     keTlsError: 0,
     keTimeout: 0,
     keRefused: 0,
+    keMadeRoom: 0,
     keSessions: 0,
     ntsKeyRotations: 0,
     ntsCertificateExpiry: 0,

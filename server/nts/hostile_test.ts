@@ -25,7 +25,14 @@ import {
   readNtsReply,
   startNtsServer,
 } from "../../testing/nts.ts";
-import { resetStorm, silentFrom, until } from "../../testing/test_util.ts";
+import {
+  exchangeFrom,
+  JAM_LINE,
+  resetStorm,
+  silentFrom,
+  until,
+  within,
+} from "../../testing/test_util.ts";
 import { ntsMissing } from "../../nts/setup.ts";
 import { MAX_KE_SESSIONS } from "./key_establishment.ts";
 
@@ -84,33 +91,40 @@ Deno.test({
     const nts = server.stats.requestsNts;
     // Text is no TLS record: refused at once. Random bytes may read as the start of a
     // hello (SSLv2's framing) longer than what follows, and then wait for the deadline.
+    // Eleven hostile connections, within the sessions served at once.
     const http = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: time\r\n\r\n");
     const garbage = Array.from(
-      { length: 20 },
+      { length: 10 },
       (_, i) =>
-        sendAndWaitForClose(kePort, i < 10 ? http : crypto.getRandomValues(new Uint8Array(1024))),
+        sendAndWaitForClose(kePort, i < 5 ? http : crypto.getRandomValues(new Uint8Array(1024))),
     );
     // The first bytes of a TLS record, then nothing: only the deadline ends it.
     const stalled = sendAndWaitForClose(kePort, Uint8Array.of(0x16, 0x03, 0x01));
-    // 1,000 at least, and on for as long as the bystander is synchronising.
-    let answered = 0;
+    const { stats } = server;
+    await until(() => stats.keTlsError + stats.keSessions >= 11, 5000, "the hostile ones in");
+    // 1,000 at least, and on for as long as the bystander is synchronising. A client that
+    // finds every session busy is refused before TLS, and tries again.
+    let answered = 0, refused = 0;
     const burst = Array.from({ length: 50 }, async () => {
       while (answered < 1000 || !chrony.done()) {
+        const records = await keExchange(kePort, certificate.cert).catch(() => null);
+        if (records === null) {
+          refused++;
+          continue;
+        }
         answered++;
-        const records = await keExchange(kePort, certificate.cert);
         assert.equal(records.filter((record) => record.type === 5).length, 8);
       }
     });
     await Promise.all([...garbage, stalled, ...burst]);
     const offset = await chrony.synced;
     assert.ok(Math.abs(offset) < 0.020, `the bystander's offset: ${offset} s`);
-    const { stats } = server;
     assert.ok(stats.requestsNts > nts, "the bystander was answered during the attack");
     assert.ok(stats.keOk >= 1001, `${stats.keOk} key establishments`);
-    assert.ok(stats.keTlsError >= 10, `${stats.keTlsError} TLS errors`);
+    assert.equal(stats.keRefused, refused, "each client that failed was refused as busy");
+    assert.ok(stats.keTlsError >= 5, `${stats.keTlsError} TLS errors`);
     assert.ok(stats.keTimeout >= 1, "the stalled handshake was cut off at its deadline");
-    assert.equal(stats.keTlsError + stats.keTimeout, 21, "every hostile connection ended");
-    assert.ok(stats.requestsNts >= 1);
+    assert.equal(stats.keTlsError + stats.keTimeout, 11, "every hostile connection ended");
   },
 });
 
@@ -205,6 +219,79 @@ Deno.test({
       "the bystander's cookies",
     );
     await Promise.all(flood.map((client) => client.close()));
+  },
+});
+
+Deno.test({
+  name:
+    "with every NTS-KE session held by one address, a newcomer from another is served and one from it is refused; with fairness off, both are",
+  ignore: noNts,
+  async fn() {
+    for (const fairness of [true, false]) {
+      // Sessions held until closed, so that only fairness makes room.
+      await using server = start({
+        hostname: "0.0.0.0",
+        fairness,
+        nts: { keRate: 0, keTimeout: 60 },
+      });
+      const kePort = server.ports.ntsKe!;
+      const { stats } = server;
+      const hogs = await Promise.all(
+        Array.from({ length: MAX_KE_SESSIONS }, () => silentFrom("127.0.0.3", kePort)),
+      );
+      try {
+        await until(() => stats.keSessions === MAX_KE_SESSIONS, 5000, "every session held");
+        const ended = hogs.map(() => false);
+        hogs.forEach((hog, i) => hog.received.then(() => ended[i] = true));
+        const late = await silentFrom("127.0.0.3", kePort);
+        assert.equal(await late.received, "", "closed before TLS");
+        assert.equal(stats.keRefused, 1);
+        if (fairness) {
+          const records = await keExchange(kePort, certificate.cert);
+          assert.equal(records.filter((record) => record.type === 5).length, 8, "cookies");
+          await until(() => stats.keMadeRoom === 1, 5000, "one hog's session cut off");
+          await until(() => ended.filter(Boolean).length === 1, 5000, "the hog told");
+          assert.equal(ended.filter(Boolean).length, 1, "one hog closed, no more");
+        } else {
+          await assert.rejects(keExchange(kePort, certificate.cert));
+          assert.equal(stats.keMadeRoom, 0);
+          assert.equal(stats.keRefused, 2);
+        }
+      } finally {
+        await Promise.all(hogs.map((hog) => hog.close()));
+      }
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "silent connections holding every NTS-KE session leave SNTP and the line protocol answered at once",
+  ignore: noNts,
+  async fn() {
+    const master = crypto.getRandomValues(new Uint8Array(32));
+    // Sessions held for a minute: a server whose KE waits could starve the others' waits
+    // would not answer within the bound below (the bound only stops a hang).
+    await using server = start({ hostname: "0.0.0.0", nts: { keRate: 0, keTimeout: 60 } }, master);
+    const kePort = server.ports.ntsKe!;
+    const silent = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => silentFrom(`127.0.3.${1 + i}`, kePort)),
+    );
+    try {
+      await until(() => server.stats.keSessions === MAX_KE_SESSIONS, 5000, "KE full");
+      const session = mintSession(master);
+      using client = udpClient();
+      const ntp = { transport: "udp", hostname: "127.0.0.1", port: server.ports.ntp! } as const;
+      for (let i = 0; i < 3; i++) {
+        await client.send(ntsRequest(session), ntp);
+        const [reply] = await within(5000, client.receive(), "the NTS reply");
+        assert.equal(readNtsReply(reply, session.s2c).cookies.length, 1);
+      }
+      const answer = exchangeFrom("127.0.0.2", server.addr.port, "TIME\r\nQUIT\r\n");
+      assert.match(await within(5000, answer, "the line protocol's answer"), JAM_LINE);
+    } finally {
+      await Promise.all(silent.map((client) => client.close()));
+    }
   },
 });
 

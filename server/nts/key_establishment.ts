@@ -1,6 +1,7 @@
 // The NTS-KE service (RFC 8915 §4): TLS 1.3 on TCP, one request, cookies, close_notify.
 
 import type { AccessList } from "../access.ts";
+import { FairShares } from "../fairness.ts";
 import { Epoll, EPOLLIN } from "../../lib/epoll.ts";
 import { errno, type Libc, loadLibc } from "../../lib/libc.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -31,15 +32,20 @@ import {
 export const KE_COOKIES = 8;
 /** How long one key establishment may take, end to end: chrony's 2 s. */
 export const KE_TIMEOUT_MS = 2000;
-/** Key establishments served at once (chrony's default too); more wait in the backlog. */
-export const MAX_KE_SESSIONS = 100;
+/**
+ * Key establishments served at once; more are refused before TLS, or make room by
+ * fairness. While it waits for its client each holds a thread of Deno's blocking pool,
+ * which has 32, shared with every engine's wait: at chrony's 100, 32 silent connections
+ * froze SNTP until their deadlines (1.7 s, measured). Half the pool leaves the rest room.
+ */
+export const MAX_KE_SESSIONS = 16;
 
 /** How long accepting first pauses when it fails (descriptors run out), doubling up to the most. */
 const FIRST_BACKOFF_MS = 5;
 const MAX_BACKOFF_MS = 1000;
 
 /** How key establishments end, as the metrics label them. */
-export type KeResult = "ok" | "bad_request" | "tls_error" | "timeout" | "refused";
+export type KeResult = "ok" | "bad_request" | "tls_error" | "timeout" | "refused" | "made_room";
 
 /** What the KE service counts. */
 export interface KeCounters {
@@ -53,6 +59,8 @@ export interface KeCounters {
   keTimeout: number;
   /** Refused before TLS: denied, over the per-address rate, or at {@linkcode MAX_KE_SESSIONS}. */
   keRefused: number;
+  /** Sessions cut off before their answer, to make room for a newcomer (fairness). */
+  keMadeRoom: number;
   /** Gauge: sessions in progress. */
   keSessions: number;
   /** Cookies given, 8 a session. */
@@ -65,6 +73,7 @@ const RESULT_COUNTER = {
   tls_error: "keTlsError",
   timeout: "keTimeout",
   refused: "keRefused",
+  made_room: "keMadeRoom",
 } as const satisfies Record<KeResult, keyof KeCounters>;
 
 /** What the KE service needs of the server. */
@@ -72,11 +81,18 @@ export interface KeHost {
   readonly stats: KeCounters;
   readonly logger: Logger;
   readonly access: AccessList;
+  /**
+   * Whether a newcomer finding every session busy may have the oldest session of the
+   * address holding the most cut off for it (per-address max-min fairness, as for TCP).
+   */
+  readonly fairness: boolean;
   /** Key establishments per client address; null = no limit. */
   readonly limiter: RateLimiter | null;
   readonly keys: CookieKeys;
   /** Where the answer sends NTP. */
   readonly destination: NtpDestination;
+  /** How long one key establishment may take, in ms. @default {KE_TIMEOUT_MS} */
+  readonly timeoutMs?: number;
   /** The certificate in force now (it may be replaced while the service runs). */
   credentials(): TlsCredentials;
 }
@@ -86,7 +102,7 @@ export interface KeHost {
  * connections, then for each, on a blocking socket, the handshake, the request, the
  * answer and `close_notify` as calls on the pool (see `nts/gnutls.ts`). So handshakes
  * cost the SNTP service only their bookkeeping, and no client can block the event
- * loop. Each session is bounded by {@linkcode KE_TIMEOUT_MS}: at the deadline its
+ * loop. Each session is bounded by {@linkcode KE_TIMEOUT_MS} (`timeoutMs`): at the deadline its
  * socket is shut down, which ends whatever call is waiting on it.
  */
 export class NtsKeService {
@@ -99,6 +115,10 @@ export class NtsKeService {
   readonly #sessions = new Set<Promise<void>>();
   /** The sockets of the sessions in progress, shut down to end them when the service closes. */
   readonly #open = new Set<number>();
+  /** The sessions counted against {@linkcode MAX_KE_SESSIONS}, by socket, per fairness group. */
+  readonly #shares = new FairShares();
+  /** The sockets of sessions cut off to make room. */
+  readonly #madeRoom = new Set<number>();
   readonly #address = new Uint8Array(SOCKADDR_SLOT);
   readonly #addressLength = new Uint32Array(1);
   readonly #closing = new AbortController();
@@ -180,6 +200,7 @@ export class NtsKeService {
         this.#host.logger.debug("NTS-KE refused", { peer, reason: verdict });
         continue;
       }
+      this.#shares.join(fd, peer);
       const session = this.#session(fd, peer);
       this.#sessions.add(session);
       this.#host.stats.keSessions = this.#sessions.size;
@@ -190,12 +211,23 @@ export class NtsKeService {
     }
   }
 
-  /** Why a new connection is refused before TLS, or null to serve it. */
+  /**
+   * Why a new connection is refused before TLS, or null to serve it. With every session
+   * busy, the oldest session of the address holding the most is cut off for it when the
+   * newcomer would still hold fewer (`FairShares`); it ends as a timed-out one does.
+   */
   #admit(peer: string): string | null {
     const host = this.#host;
     if (!host.access.allows(peer)) return "denied";
-    if (this.#sessions.size >= MAX_KE_SESSIONS) return "busy";
+    const full = this.#shares.size >= MAX_KE_SESSIONS;
+    const victim = full && host.fairness ? this.#shares.victimFor(peer) : -1;
+    if (full && victim < 0) return "busy";
     if (host.limiter !== null && host.limiter.check(peer) !== RateVerdict.ANSWER) return "rate";
+    if (victim >= 0) {
+      this.#shares.leave(victim);
+      this.#madeRoom.add(victim);
+      this.#c.shutdown(victim, SHUT_RDWR);
+    }
     return null;
   }
 
@@ -213,7 +245,7 @@ export class NtsKeService {
     const deadline = setTimeout(() => {
       timedOut = true;
       c.shutdown(fd, SHUT_RDWR);
-    }, KE_TIMEOUT_MS);
+    }, this.#host.timeoutMs ?? KE_TIMEOUT_MS);
     this.#open.add(fd);
     let tls: TlsSession | null = null;
     let result: KeResult | null = null;
@@ -237,10 +269,14 @@ export class NtsKeService {
     } finally {
       clearTimeout(deadline);
       this.#open.delete(fd);
+      this.#shares.leave(fd);
       tls?.end();
       c.close(fd);
     }
-    if (result === null) this.#count(result = timedOut ? "timeout" : "tls_error");
+    const cutOff = this.#madeRoom.delete(fd);
+    if (result === null) {
+      this.#count(result = cutOff ? "made_room" : timedOut ? "timeout" : "tls_error");
+    }
     if (this.#host.logger.enabled("debug")) {
       this.#host.logger.debug("NTS-KE", { peer, result, detail: detail || undefined });
     }

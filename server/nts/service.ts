@@ -15,6 +15,8 @@ export interface NtsHost {
   readonly stats: ServerStats;
   readonly logger: Logger;
   readonly access: AccessList;
+  /** Whether NTS-KE's sessions are shared fairly when all are busy (`ServerOptions.fairness`). */
+  readonly fairness: boolean;
   /** Wall clock, ms since the epoch (cookie key periods, certificate expiry). */
   readonly now: () => number;
 }
@@ -60,6 +62,7 @@ export class NtsService {
         stats: host.stats,
         logger: host.logger,
         access: host.access,
+        fairness: host.fairness,
         limiter: options.keRate === 0 ? null : new RateLimiter({
           interval: 1 / options.keRate,
           burst: 2 * options.keRate,
@@ -69,6 +72,7 @@ export class NtsService {
         }),
         keys: this.#keys,
         destination: { server: options.ntpServer ?? null, port: ntpPort === 123 ? null : ntpPort },
+        timeoutMs: options.keTimeout === undefined ? undefined : options.keTimeout * 1000,
         credentials: () => certificate.credentials,
       });
     } catch (error) {

@@ -21,6 +21,7 @@ export type CloseReason =
   | "shutdown timeout"
   | "idle timeout"
   | "evicted"
+  | "made room"
   | "per-client limit"
   | "no valid PROXY header"
   | "no PROXY header in time"
@@ -40,6 +41,7 @@ const CLOSE_REASONS: readonly CloseReason[] = [
   "shutdown timeout",
   "idle timeout",
   "evicted",
+  "made room",
   "per-client limit",
   "no valid PROXY header",
   "no PROXY header in time",
@@ -72,6 +74,12 @@ export interface SlotSockets {
   closeSocket(slot: number): void;
   /** Sends `ERR idle, closed to make room`, then closes the slot's socket. */
   evictSocket(slot: number): void;
+  /**
+   * Sends the answers the slot's connection owes, then `ERR busy, closed to make room`,
+   * then closes it as after QUIT (lingering). `waiting`: it owes nothing now (it waits
+   * for a request), so the line goes at once.
+   */
+  makeRoomSocket(slot: number, waiting: boolean): void;
   /** The slot's client address, for logs. */
   peer(slot: number): string;
 }
@@ -241,6 +249,18 @@ export class ConnectionTable {
     this.close(slot, "evicted", false);
     this.#lists.append(slot, LINGERING, this.#clock);
     this.#engines[this.#engineOf[slot]].evictSocket(slot);
+  }
+
+  /**
+   * Closes a busy connection to make room for a newcomer (per-address fairness): it stops
+   * counting against the limits at once, and waits in the lingering list, whose deadline
+   * bounds it, while its engine sends what it owes, the line saying why, and closes.
+   */
+  makeRoom(slot: number): void {
+    const waiting = this.#state[slot] === READING;
+    this.close(slot, "made room", false);
+    this.#lists.append(slot, LINGERING, this.#clock);
+    this.#engines[this.#engineOf[slot]].makeRoomSocket(slot, waiting);
   }
 
   /**

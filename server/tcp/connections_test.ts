@@ -19,6 +19,8 @@ function recordingEngine() {
       calls.push(`evict ${slot}`);
       table!.free(slot);
     },
+    makeRoomSocket: (slot, waiting) =>
+      calls.push(`make room ${slot} ${waiting ? "waiting" : "busy"}`),
     peer: (slot) => `peer ${slot}`,
   };
   return { calls, engine, attach: (t: ConnectionTable) => table = t };
@@ -71,7 +73,12 @@ Deno.test("an evicted slot stops counting at once and lingers until its engine f
   const stats = newServerStats();
   const limits = new Limits({ max: 1, maxPerAddress: 0 }, stats);
   const table = new ConnectionTable(limits, { maxLingering: 16, evictAfterMs: 0 });
-  const sockets: SlotSockets = { closeSocket() {}, evictSocket() {}, peer: () => "" };
+  const sockets: SlotSockets = {
+    closeSocket() {},
+    evictSocket() {},
+    makeRoomSocket() {},
+    peer: () => "",
+  };
   const slot = table.open(sockets);
   assert.ok(limits.take(slot) && limits.takeAddress(slot, "192.0.2.1"));
   table.enter(slot, "reading");
@@ -104,4 +111,44 @@ Deno.test("limits count each address once by name and free its number when the l
     "a slot past the arrays grows them",
   );
   assert.equal(limits.addressOf(5000), "c");
+});
+
+Deno.test("a slot closed to make room stops counting at once, lingers, and its engine learns if it owed answers", () => {
+  const stats = newServerStats();
+  const limits = new Limits({ max: 2, maxPerAddress: 0 }, stats);
+  const table = new ConnectionTable(limits, { maxLingering: 16, evictAfterMs: 0 });
+  const { calls, engine, attach } = recordingEngine();
+  attach(table);
+  const [waiting, writing] = [table.open(engine), table.open(engine)];
+  for (const slot of [waiting, writing]) {
+    assert.ok(limits.take(slot) && limits.takeAddress(slot, "a"));
+  }
+  table.enter(waiting, "reading");
+  table.enter(writing, "writing");
+  table.makeRoom(waiting);
+  table.makeRoom(writing);
+  assert.deepEqual(calls, [`make room ${waiting} waiting`, `make room ${writing} busy`]);
+  assert.equal(table.reason(writing), "made room");
+  assert.equal(limits.open, 0);
+  assert.equal(limits.holds("a"), 0);
+  // Entering a state after the close changes nothing: the lingering deadline holds it.
+  table.enter(writing, "reading");
+  assert.equal(table.state(writing), "closed");
+  table.expire("lingering", Infinity, "linger done");
+  assert.deepEqual(calls.slice(2), [`close ${waiting}`, `close ${writing}`]);
+});
+
+Deno.test("limits name the largest holder's oldest slot for a newcomer, and nobody with fairness off", () => {
+  for (const fairness of [true, false]) {
+    const limits = new Limits({ max: 10, maxPerAddress: 0, fairness }, newServerStats());
+    for (const [slot, address] of [[0, "b"], [1, "a"], [2, "a"], [3, "a"], [4, "b"]] as const) {
+      assert.ok(limits.take(slot) && limits.takeAddress(slot, address));
+    }
+    assert.equal(limits.victimFor("c"), fairness ? 1 : -1);
+    assert.equal(limits.victimFor("b"), -1, "b would then hold as many as a");
+    limits.release(1);
+    // a and b hold two each: the oldest of either.
+    if (fairness) assert.ok([0, 2].includes(limits.victimFor("c")), "the oldest of a or b");
+    else assert.equal(limits.victimFor("c"), -1);
+  }
 });

@@ -21,7 +21,8 @@ export interface EvictionSettings {
 /**
  * Applies the overload policy of `overload.ts` to a server's connections: who makes
  * room for a newcomer at the limit, and who is closed early past the high-water mark.
- * Each closed connection hears `ERR idle, closed to make room` and is counted.
+ * Each closed connection hears `ERR idle, closed to make room` and is counted; with
+ * every slot busy, {@linkcode Eviction.makeRoomFor} applies per-address fairness.
  */
 export class Eviction {
   readonly #table: ConnectionTable;
@@ -58,6 +59,23 @@ export class Eviction {
     const victim = limits.addressOf(oldest);
     if (!mayReplace(newcomer, { address: victim, holds: limits.holds(victim) })) return false;
     this.#evict(oldest);
+    return true;
+  }
+
+  /**
+   * Closes a busy connection for a newcomer from `address` (null: one another worker
+   * holds, not known here), by per-address max-min fairness: the oldest of the address
+   * holding the most, if the newcomer would still hold fewer ({@linkcode Limits.victimFor}).
+   */
+  makeRoomFor(address: string | null): boolean {
+    const victim = this.#limits.victimFor(address);
+    if (victim === NO_SLOT) return false;
+    this.#stats.closedFairness++;
+    this.#logger?.debug("closed to make room", {
+      peer: this.#table.peer(victim),
+      for: address ?? "another worker's newcomer",
+    });
+    this.#table.makeRoom(victim);
     return true;
   }
 

@@ -18,6 +18,14 @@ export type TcpService = "jam" | "daytime" | "time";
 /** Which engine serves the line protocol: `Deno.listen` (the default) or epoll through FFI. */
 export type TcpEngine = "deno" | "epoll";
 
+/**
+ * What becomes of a connection once its client's address is known: `served`, counted
+ * under it; `denied` by `--allow`/`--deny`, closed at once; `busy`, refused with
+ * `ERR server busy` (it waited for its PROXY header over the limit, and nobody made
+ * room); `per-client`, past `maxConnectionsPerIp`, `ERR too many connections`.
+ */
+export type AddressVerdict = "served" | "denied" | "busy" | "per-client";
+
 /** The largest read a connection makes at once; pipelining clients fill it. */
 export const MAX_READ_SIZE = 16384;
 /** The most bytes discarded while lingering before the connection is closed anyway. */
@@ -52,6 +60,13 @@ export interface TcpHost {
    * refuse it with `ERR server busy`, then {@linkcode refused}.
    */
   admit(slot: number, address: string | null): boolean | Promise<boolean>;
+  /**
+   * Counts an admitted connection under its client's `address`, once known (at once, or
+   * after the PROXY header), and counts a refusal; `peer` tells who, for the debug log.
+   * Behind PROXY a server full at accept lets the connection send its header, and
+   * decides here, by its real address, whether room is made for it.
+   */
+  admitAddress(slot: number, address: string, peer: () => string): AddressVerdict;
   /** A connection was admitted and is being served. */
   opened(slot: number): void;
   /**

@@ -1,10 +1,11 @@
-// Admission: the connection limit (this server's, or shared by workers) and the count per client address.
+// Admission: the connection limit (this server's, or shared by workers), the count per client address, and fair shares.
 
+import { FairShares } from "../fairness.ts";
 import type { ServerStats } from "../stats.ts";
 
 /** The slots of a shared array: the connections counted by all workers, and evictions asked for. */
 export const SHARED_OPEN = 0;
-/** How many evictions full workers with nothing silent of their own ask the others for. */
+/** The evictions full workers that cannot make room among their own ask the others for (`peers.ts`). */
 export const SHARED_EVICTIONS_WANTED = 1;
 /** How many `Int32` slots a `sharedConnections` array needs. */
 export const SHARED_CONNECTION_SLOTS = 2;
@@ -48,15 +49,21 @@ export class Limits {
   readonly #names: string[] = [];
   readonly #counts: number[] = [];
   readonly #freeNumbers: number[] = [];
+  /** The slots counted under an address, by fairness group; null when fairness is off. */
+  readonly #shares: FairShares | null;
   #active = 0;
 
+  /**
+   * @param options `fairness`: whether {@linkcode victimFor} names anyone (default true).
+   */
   constructor(
-    options: { max: number; maxPerAddress: number; shared?: Int32Array },
+    options: { max: number; maxPerAddress: number; shared?: Int32Array; fairness?: boolean },
     stats: ServerStats,
   ) {
     this.#max = options.max;
     this.#maxPerAddress = options.maxPerAddress;
     this.#shared = options.shared;
+    this.#shares = options.fairness === false ? null : new FairShares();
     this.#stats = stats;
   }
 
@@ -118,7 +125,18 @@ export class Limits {
     this.#counts[number]++;
     if (slot >= this.#addressOf.length) this.#grow(slot);
     this.#addressOf[slot] = number;
+    this.#shares?.join(slot, address);
     return true;
+  }
+
+  /**
+   * The slot to close for a newcomer from `address` when every slot is busy, by
+   * per-address max-min fairness (`FairShares.victimFor`): the oldest of the largest
+   * holder's, if the newcomer would still hold fewer. -1 for none, and always with
+   * fairness off. Null: an address this worker does not know, taken to hold nothing.
+   */
+  victimFor(address: string | null): number {
+    return this.#shares === null ? -1 : this.#shares.victimFor(address);
   }
 
   /** Stops counting `slot`, against the limit and under its address; safe to call twice. */
@@ -135,6 +153,7 @@ export class Limits {
     const number = this.#addressOf[slot];
     if (number !== NO_ADDRESS) {
       this.#addressOf[slot] = NO_ADDRESS;
+      this.#shares?.leave(slot);
       if (--this.#counts[number] === 0) {
         this.#numbers.delete(this.#names[number]);
         this.#names[number] = "";

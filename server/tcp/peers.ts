@@ -1,7 +1,5 @@
 // Workers making room for each other: a full worker asks, through shared memory, the others to evict.
 
-import { NO_SLOT } from "./activity_list.ts";
-import type { ConnectionTable } from "./connections.ts";
 import { SHARED_EVICTIONS_WANTED, SHARED_OPEN } from "./limits.ts";
 
 /**
@@ -11,27 +9,47 @@ import { SHARED_EVICTIONS_WANTED, SHARED_OPEN } from "./limits.ts";
 const PEER_EVICTION_WAIT_MS = 50;
 /** How many such connections may wait at once per worker; the others get `ERR server busy`. */
 const PEER_EVICTION_WAITERS = 64;
+/**
+ * The requests are counted in one shared word, so that taking one is a single
+ * compare-and-swap: requests any silent connection may answer in the low 16 bits, and
+ * in the bits above, those a busy one may answer too (fairness).
+ */
+const SILENT_ONLY = 1;
+const FAIR = 0x10000;
+
+/** What one worker can do for another's newcomer. */
+export interface RoomMaker {
+  /** Whether a connection here has been silent long enough to make room. */
+  hasSilent(): boolean;
+  /** Closes the connection silent the longest, as {@linkcode hasSilent} found it. */
+  evictSilent(): void;
+  /**
+   * Whether a busy connection here may be closed for a newcomer it cannot see, by
+   * per-address fairness: the address holding the most here holds two or more.
+   */
+  hasFairVictim(): boolean;
+  /** Closes the oldest connection of that address. */
+  closeFairVictim(): void;
+}
 
 /**
- * One worker's side of making room across workers. A full worker with no connection
- * silent long enough counts an eviction wanted in the shared array and waits briefly
- * for the open count to drop; every worker watches that slot with `Atomics.waitAsync`
- * and, when it has a connection silent long enough, takes one request and evicts.
+ * One worker's side of making room across workers. A full worker that cannot make room
+ * among its own connections counts a request in the shared array and waits briefly for
+ * the open count to drop; every worker watches that word with `Atomics.waitAsync` and,
+ * when it can, takes one request and closes a connection: its longest-silent one if
+ * that has been silent long enough, or else, for a newcomer whose address is known (not
+ * behind PROXY before the header), the oldest of its own largest holder's connections,
+ * if that address holds two or more there. The newcomer's count in the asking worker is
+ * not seen by the others: the asker only asks for one whose address holds none there.
  */
 export class PeerEviction {
   readonly #shared: Int32Array;
-  readonly #table: ConnectionTable;
-  readonly #evict: () => boolean;
+  readonly #room: RoomMaker;
   #waiters = 0;
 
-  /**
-   * @param evict Closes this worker's longest-silent connection if it has been silent
-   * long enough; tells whether it did.
-   */
-  constructor(shared: Int32Array, table: ConnectionTable, evict: () => boolean) {
+  constructor(shared: Int32Array, room: RoomMaker) {
     this.#shared = shared;
-    this.#table = table;
-    this.#evict = evict;
+    this.#room = room;
   }
 
   /**
@@ -45,13 +63,14 @@ export class PeerEviction {
 
   /**
    * Asks the other workers for room and waits up to {@linkcode PEER_EVICTION_WAIT_MS}
-   * for `take()` to succeed; resolves with whether it did.
+   * for `take()` to succeed; resolves with whether it did. `fair`: a busy connection
+   * may be closed for it too, as well as a silent one.
    */
-  async ask(take: () => boolean, signal: AbortSignal): Promise<boolean> {
-    const shared = this.#shared;
+  async ask(take: () => boolean, fair: boolean, signal: AbortSignal): Promise<boolean> {
+    const shared = this.#shared, unit = fair ? FAIR : SILENT_ONLY;
     this.#waiters++;
     try {
-      Atomics.add(shared, SHARED_EVICTIONS_WANTED, 1);
+      Atomics.add(shared, SHARED_EVICTIONS_WANTED, unit);
       Atomics.notify(shared, SHARED_EVICTIONS_WANTED);
       const deadline = performance.now() + PEER_EVICTION_WAIT_MS;
       while (!signal.aborted) {
@@ -67,8 +86,17 @@ export class PeerEviction {
         if (wait.async) await wait.value;
       }
       // Nobody made room: take the request back, unless another worker already took it.
-      const wanted = Atomics.load(shared, SHARED_EVICTIONS_WANTED);
-      if (wanted > 0) Atomics.compareExchange(shared, SHARED_EVICTIONS_WANTED, wanted, wanted - 1);
+      for (;;) {
+        const wanted = Atomics.load(shared, SHARED_EVICTIONS_WANTED);
+        if (count(wanted, unit) === 0) break;
+        const seen = Atomics.compareExchange(
+          shared,
+          SHARED_EVICTIONS_WANTED,
+          wanted,
+          wanted - unit,
+        );
+        if (seen === wanted) break;
+      }
       return false;
     } finally {
       this.#waiters--;
@@ -77,18 +105,18 @@ export class PeerEviction {
 
   /** Answers the other workers' requests until `signal` aborts. */
   async answer(signal: AbortSignal): Promise<void> {
-    const shared = this.#shared;
+    const shared = this.#shared, room = this.#room;
     while (!signal.aborted) {
       const wanted = Atomics.load(shared, SHARED_EVICTIONS_WANTED);
-      if (wanted > 0) {
-        this.#table.tick();
-        const table = this.#table;
-        const oldest = table.oldestSilent();
-        if (
-          oldest !== NO_SLOT && table.lastActive(oldest) < table.silentBefore() &&
-          Atomics.compareExchange(shared, SHARED_EVICTIONS_WANTED, wanted, wanted - 1) === wanted
-        ) {
-          this.#evict();
+      const silentOnly = count(wanted, SILENT_ONLY), fair = count(wanted, FAIR);
+      if (silentOnly + fair > 0) {
+        // A silent connection answers either kind: the silent-only first, which nothing else can.
+        if (room.hasSilent()) {
+          if (take(shared, wanted, silentOnly > 0 ? SILENT_ONLY : FAIR)) room.evictSilent();
+          continue;
+        }
+        if (fair > 0 && room.hasFairVictim()) {
+          if (take(shared, wanted, FAIR)) room.closeFairVictim();
           continue;
         }
       }
@@ -98,4 +126,14 @@ export class PeerEviction {
       else await new Promise((resolve) => setTimeout(resolve, 10));
     }
   }
+}
+
+/** How many requests of the kind `unit` the shared word `wanted` counts. */
+function count(wanted: number, unit: number): number {
+  return unit === FAIR ? wanted >>> 16 : wanted & 0xffff;
+}
+
+/** Takes one request of the kind `unit`, if the word is still `wanted`. */
+function take(shared: Int32Array, wanted: number, unit: number): boolean {
+  return Atomics.compareExchange(shared, SHARED_EVICTIONS_WANTED, wanted, wanted - unit) === wanted;
 }

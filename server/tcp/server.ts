@@ -1,6 +1,7 @@
 // The TCP side: admitting or refusing, the connection table and its sweep, and the drain, for both engines.
 
 import { Acceptor } from "./acceptor.ts";
+import { Admission } from "./admission.ts";
 import type { AccessList } from "../access.ts";
 import { type CloseReason, ConnectionTable, type SlotSockets } from "./connections.ts";
 import { DenoEngine } from "./deno/engine.ts";
@@ -8,10 +9,9 @@ import { EpollEngine } from "./epoll/engine.ts";
 import { Eviction } from "./eviction.ts";
 import { Limits } from "./limits.ts";
 import type { Logger } from "../../lib/log.ts";
-import { PeerEviction } from "./peers.ts";
 import type { TimeAnswer } from "../../protocol.ts";
 import type { ServerStats } from "../stats.ts";
-import type { TcpHost, TcpService } from "./host.ts";
+import type { AddressVerdict, TcpHost, TcpService } from "./host.ts";
 import type { DaytimeAnswer } from "../../time/daytime.ts";
 import type { Rfc868Answer } from "../../time/rfc868.ts";
 
@@ -43,6 +43,8 @@ export interface TcpSettings {
   readonly peerIdleTimeout: number;
   readonly maxConnections: number;
   readonly maxConnectionsPerIp: number;
+  /** Per-address max-min fairness when every slot is busy (`ServerOptions.fairness`). */
+  readonly fairness: boolean;
   readonly evictAfter: number;
   readonly proxyProtocol: boolean;
   readonly proxyHeaderTimeout: number;
@@ -107,7 +109,7 @@ export class TcpServer implements TcpHost {
   readonly table: ConnectionTable;
   readonly #settings: TcpSettings;
   readonly #eviction: Eviction;
-  readonly #peers: PeerEviction | null;
+  readonly #admission: Admission;
   readonly #stopAccepting = new AbortController();
   readonly stopping: AbortSignal = this.#stopAccepting.signal;
   readonly #drained = Promise.withResolvers<void>();
@@ -136,6 +138,7 @@ export class TcpServer implements TcpHost {
       max: settings.maxConnections,
       maxPerAddress: settings.maxConnectionsPerIp,
       shared: context.sharedConnections,
+      fairness: settings.fairness,
     }, this.stats);
     this.table = new ConnectionTable(this.limits, {
       maxLingering: Math.max(16, Math.ceil(settings.maxConnections * LINGER_SHARE)),
@@ -154,16 +157,15 @@ export class TcpServer implements TcpHost {
         slackMs: this.#sweepEveryMs,
       },
     );
-    const shared = context.sharedConnections;
-    this.#peers = shared
-      ? new PeerEviction(shared, this.table, () => this.#eviction.evictOldest(null))
-      : null;
+    this.#admission = new Admission(this.table, this.limits, this.#eviction, this.access, {
+      ...settings,
+      shared: context.sharedConnections,
+    }, this.stopping);
     this.#acceptor = new Acceptor(this.stats, this.logger, () => ({
       connections: this.table.size,
       maxConnections: this.limits.max,
     }));
     this.#deno = new DenoEngine(this, this.#acceptor, () => this.#tickForAccept());
-    this.#peers?.answer(this.stopping);
     this.#sweepTimer = setInterval(() => this.#sweep(), this.#sweepEveryMs);
   }
 
@@ -232,19 +234,17 @@ export class TcpServer implements TcpHost {
     return this.#drain;
   }
 
-  /**
-   * Counts a new connection against `maxConnections`. At the limit, the connection
-   * silent the longest makes room if it has been silent long enough and the newcomer
-   * may take its place; with workers, the others may make room instead.
-   */
+  /** Counts a new connection against `maxConnections`, making room if it may: see {@linkcode Admission}. */
   admit(slot: number, address: string | null): boolean | Promise<boolean> {
-    if (this.limits.take(slot)) return true;
-    this.table.tick();
-    if (this.#eviction.evictOldest(address) && this.limits.take(slot)) return true;
-    if (this.#peers?.mayAsk(this.limits.holds(address))) {
-      return this.#peers.ask(() => this.limits.take(slot), this.stopping);
-    }
-    return false;
+    return this.#admission.admit(slot, address);
+  }
+
+  admitAddress(slot: number, address: string, peer: () => string): AddressVerdict {
+    const verdict = this.#admission.admitAddress(slot, address);
+    if (verdict === "denied") this.stats.closedDenied++;
+    else if (verdict === "busy") this.refused(slot, peer);
+    else if (verdict === "per-client") this.stats.refusedPerIp++;
+    return verdict;
   }
 
   opened(_slot: number): void {
@@ -258,6 +258,7 @@ export class TcpServer implements TcpHost {
   }
 
   ended(slot: number, reason: CloseReason): void {
+    this.#admission.ended(slot);
     if (this.debug) this.logger.debug("connection closed", { peer: this.table.peer(slot), reason });
     this.table.free(slot);
     this.stats.connectionsOpen = this.table.size;

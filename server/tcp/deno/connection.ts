@@ -2,13 +2,13 @@
 
 import type { CloseReason } from "../connections.ts";
 import { clientHost, formatAddress, writeAll } from "../../../lib/net.ts";
-import { ERR_SERVER_BUSY, ERR_TOO_MANY_CONNECTIONS, Session } from "../../../protocol.ts";
 import {
-  parseProxyHeader,
-  type ProxiedAddress,
-  PROXY_HEADER_MAX,
-  type ProxyHeader,
-} from "../proxy.ts";
+  ERR_BUSY_EVICTED,
+  ERR_SERVER_BUSY,
+  ERR_TOO_MANY_CONNECTIONS,
+  Session,
+} from "../../../protocol.ts";
+import { parseProxyHeader, type ProxiedAddress, PROXY_HEADER_MAX } from "../proxy.ts";
 import { ONE_ANSWER_COUNTERS, type ServerStats } from "../../stats.ts";
 import { LINGER_MAX_BYTES, MAX_READ_SIZE, type TcpHost, type TcpService } from "../host.ts";
 
@@ -17,14 +17,20 @@ const INITIAL_READ_SIZE = 256;
 
 /**
  * Reads a PROXY header into `buffer`, grown as needed up to {@linkcode PROXY_HEADER_MAX}.
- * Resolves with the buffer, how many bytes were read, and the header as parsed, or null
- * when the client closed first. Waiting is bounded by the sweep.
+ * Resolves with the buffer and, for a good header, its source and what came after it
+ * (null: nothing), to be pushed once; `carried` is false for a bad header (counted, and
+ * logged at debug) and undefined when the client closed first. The sweep bounds the wait.
  */
 async function readProxyHeader(
   conn: Deno.TcpConn,
   buffer: Uint8Array<ArrayBuffer>,
-  stats: ServerStats,
-): Promise<{ buffer: Uint8Array<ArrayBuffer>; length: number; header: ProxyHeader | null }> {
+  host: TcpHost,
+  peer: () => string,
+): Promise<{
+  buffer: Uint8Array<ArrayBuffer>;
+  source: ProxiedAddress | null;
+  carried?: Uint8Array | null | false;
+}> {
   let length = 0;
   for (;;) {
     if (length === buffer.length) {
@@ -33,11 +39,21 @@ async function readProxyHeader(
       buffer = grown;
     }
     const n = await conn.read(buffer.subarray(length));
-    if (n === null) return { buffer, length, header: null };
-    stats.bytesReceived += n;
+    if (n === null) {
+      host.stats.closedProxyHeader++;
+      return { buffer, source: null };
+    }
+    host.stats.bytesReceived += n;
     length += n;
     const header = parseProxyHeader(buffer, length);
-    if (header.status !== "incomplete") return { buffer, length, header };
+    if (header.status === "incomplete") continue;
+    if (header.status === "ok") {
+      const carried = length > header.length ? buffer.subarray(header.length, length) : null;
+      return { buffer, source: header.source ?? null, carried };
+    }
+    if (host.debug) host.logger.debug("bad PROXY header", { peer: peer(), error: header.reason });
+    host.stats.closedProxyHeader++;
+    return { buffer, source: null, carried: false };
   }
 }
 
@@ -63,12 +79,24 @@ function disconnectReason(error: unknown): "reset" | "eof" | "gone" | null {
  */
 async function linger(conn: Deno.TcpConn, buffer: Uint8Array): Promise<void> {
   await conn.closeWrite();
+  await discard(conn, buffer);
+}
+
+/** Reads and discards what the client sends until it closes, {@linkcode LINGER_MAX_BYTES} at most. */
+async function discard(conn: Deno.TcpConn, buffer: Uint8Array): Promise<void> {
   let discarded = 0;
   while (discarded < LINGER_MAX_BYTES) {
     const n = await conn.read(buffer);
     if (n === null) return;
     discarded += n;
   }
+}
+
+/** Tells a connection closed to make room why (`ERR busy, closed to make room`), then sends FIN. */
+async function farewell(conn: Deno.TcpConn, stats: ServerStats): Promise<void> {
+  await writeAll(conn, ERR_BUSY_EVICTED);
+  stats.bytesSent += ERR_BUSY_EVICTED.length;
+  await conn.closeWrite();
 }
 
 /**
@@ -106,6 +134,8 @@ export class Connection {
   readonly #host: TcpHost;
   readonly #onEnd: (connection: Connection) => void;
   #buffer = new Uint8Array(INITIAL_READ_SIZE);
+  /** Closing to make room: true while the answers owed are sent, or the farewell under way. */
+  #makingRoom: boolean | Promise<void> = false;
 
   /** @param onEnd Called once, after `host.ended`, when the connection is done with. */
   constructor(
@@ -145,36 +175,37 @@ export class Connection {
 
   /** Reads the PROXY header, then goes on as {@linkcode #admitted}. */
   async #awaitHeader(): Promise<void> {
-    const host = this.#host;
     this.#host.table.enter(this.slot, "header");
     let read;
     try {
-      read = await readProxyHeader(this.conn, this.#buffer, host.stats);
+      read = await readProxyHeader(this.conn, this.#buffer, this.#host, () => this.peer());
     } catch (error) {
       return this.#end(this.#failed(error));
     }
-    const { buffer, length, header } = read;
-    this.#buffer = buffer;
-    if (header === null || header.status !== "ok") {
-      if (header?.status === "invalid" && host.debug) {
-        host.logger.debug("bad PROXY header", { peer: this.peer(), error: header.reason });
-      }
-      host.stats.closedProxyHeader++;
-      if (header === null) return this.#end("no valid PROXY header");
-      // What the client sent after it must not turn the close into a reset.
+    this.#buffer = read.buffer;
+    if (read.carried === undefined) return this.#end("no valid PROXY header");
+    // What the client sent after a bad one must not turn the close into a reset.
+    if (read.carried === false) {
       return void this.#sendAndClose(null, "no valid PROXY header", { writing: false });
     }
-    this.proxied = header.source ?? null;
-    // What came after the header is pushed once; from then on only the socket is read.
-    this.#admitted(length > header.length ? buffer.subarray(header.length, length) : null);
+    this.proxied = read.source;
+    this.#admitted(read.carried);
   }
 
   /**
-   * Tells a connection the server could not admit that it is busy, then closes it as any
-   * other: lingering, so that requests it sent first do not turn the close into a reset.
+   * Tells a connection the server could not admit `ERR server busy`, then the lingering
+   * close, so that requests it sent first do not turn the close into a reset.
    */
   refuse(): void {
     void this.#sendAndClose(ERR_SERVER_BUSY, "busy", { writing: false });
+  }
+
+  /**
+   * Closes it to make room: `ERR busy, closed to make room` after the answers owed, then
+   * the linger. One `waiting` for a request hears it at once; what it sends then is unread.
+   */
+  makeRoom(waiting: boolean): void {
+    this.#makingRoom = waiting ? farewell(this.conn, this.#host.stats).catch(() => {}) : true;
   }
 
   /**
@@ -185,21 +216,16 @@ export class Connection {
    */
   #admitted(carried: Uint8Array | null): void {
     const host = this.#host;
-    if (host.debug) {
-      host.logger.debug("connection opened", {
-        peer: this.peer(),
-        via: this.proxied ? formatAddress(this.conn.remoteAddr) : undefined,
-      });
-    }
+    const via = this.proxied && host.debug ? formatAddress(this.conn.remoteAddr) : undefined;
+    if (host.debug) host.logger.debug("connection opened", { peer: this.peer(), via });
     const address = clientHost(this.proxied?.hostname ?? this.conn.remoteAddr.hostname);
-    if (!host.access.open && !host.access.allows(address)) {
-      host.stats.closedDenied++;
-      return this.#end("denied");
-    }
-    if (!host.limits.takeAddress(this.slot, address)) {
-      host.stats.refusedPerIp++;
-      void this.#sendAndClose(ERR_TOO_MANY_CONNECTIONS, "per-client limit", { writing: false });
-      return;
+    const verdict = host.admitAddress(this.slot, address, () => this.peer());
+    if (verdict === "denied") return this.#end("denied");
+    if (verdict !== "served") {
+      const [line, reason] = verdict === "busy"
+        ? [ERR_SERVER_BUSY, "busy" as const]
+        : [ERR_TOO_MANY_CONNECTIONS, "per-client limit" as const];
+      return void this.#sendAndClose(line, reason, { writing: false });
     }
     if (this.service !== "jam") {
       const answer = this.service === "daytime" ? host.daytimeAnswer : host.rfc868Answer;
@@ -256,16 +282,12 @@ export class Connection {
       const { table, stats, stopping } = this.#host;
       const slot = this.slot;
       const conn = this.conn;
-      const session = new Session({
-        time: this.#host.jamAnswer,
-        maxLine: this.#host.maxLine,
-        counts: stats,
-      });
+      const { jamAnswer: time, maxLine } = this.#host;
+      const session = new Session({ time, maxLine, counts: stats });
       // What came with the PROXY header is pushed once; from then on only the socket is read.
       if (carried !== null) session.push(carried);
       let buffer = this.#buffer;
       let ended = false;
-      let reason: CloseReason;
       for (;;) {
         let out = session.pull();
         if (out.length > 0) {
@@ -279,11 +301,10 @@ export class Connection {
           table.enter(slot, "reading");
         }
         if (ended) return this.#end("closed by client");
-        if (session.closing || stopping.aborted) {
-          reason = session.closing ? "quit" : "shutdown";
-          break;
-        }
+        if (this.#makingRoom !== false || session.closing || stopping.aborted) break;
         const n = await conn.read(buffer);
+        // Sent after the server chose to close it: the farewell is out already, unread.
+        if (this.#makingRoom !== false) break;
         if (n === null) {
           session.end();
           ended = true;
@@ -297,8 +318,15 @@ export class Connection {
           }
         }
       }
-      await this.#linger();
-      this.#end(reason);
+      const making = this.#makingRoom;
+      if (making === false) await this.#linger();
+      else {
+        // Closed to make room: the farewell after the answers owed, or the one under way.
+        await (making === true ? farewell(conn, stats) : making);
+        await discard(conn, this.#buffer);
+      }
+      // The table's reason comes first: "made room" where it was.
+      this.#end(session.closing ? "quit" : "shutdown");
     } catch (error) {
       this.#end(this.#failed(error));
     }

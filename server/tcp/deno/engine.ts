@@ -66,6 +66,10 @@ export class DenoEngine implements SlotSockets {
     conn?.write(ERR_IDLE_EVICTED).catch(() => {}).finally(() => closeQuietly(conn));
   }
 
+  makeRoomSocket(slot: number, waiting: boolean): void {
+    this.#connections[slot]?.makeRoom(waiting);
+  }
+
   peer(slot: number): string {
     return this.#connections[slot]?.peer() ?? "?";
   }

@@ -15,12 +15,19 @@ import {
   LINES,
   LINGER,
   LINGER_REASONS,
+  MADE_ROOM,
+  MAKING_ROOM,
   PER_CLIENT,
 } from "./descriptors.ts";
 import { EpollLines } from "./lines.ts";
 import type { Libc } from "../../../lib/libc.ts";
 import { clientHost, formatAddress } from "../../../lib/net.ts";
-import { ERR_IDLE_EVICTED, ERR_SERVER_BUSY, ERR_TOO_MANY_CONNECTIONS } from "../../../protocol.ts";
+import {
+  ERR_BUSY_EVICTED,
+  ERR_IDLE_EVICTED,
+  ERR_SERVER_BUSY,
+  ERR_TOO_MANY_CONNECTIONS,
+} from "../../../protocol.ts";
 import { parseProxyHeader, PROXY_HEADER_MAX } from "../proxy.ts";
 import { ERRNO, SHUT_WR } from "../../../lib/sockets.ts";
 import { LINGER_MAX_BYTES, MAX_READ_SIZE, type TcpHost } from "../host.ts";
@@ -51,6 +58,7 @@ export class EpollConnections {
     this.#lines = new EpollLines(host, this.#calls, this.#fds, epoll, {
       linger: (fd, reason) => this.#linger(fd, reason),
       closedByClient: (fd) => this.#end(fd, "closed by client"),
+      madeRoom: (fd) => this.makeRoom(fd),
       failed: (fd, code) => this.#failed(fd, code),
     });
   }
@@ -120,6 +128,18 @@ export class EpollConnections {
     this.#end(fd, "evicted");
   }
 
+  /**
+   * Closes `fd` to make room: `ERR busy, closed to make room` once the answers owed are
+   * sent (what it sent unread is not owed), then the linger. One half-closed ends by itself.
+   */
+  makeRoom(fd: number): void {
+    const fds = this.#fds, mode = fds.mode[fd];
+    if (mode !== LINES && mode !== MAKING_ROOM) return;
+    if (fds.pending[fd] !== undefined) return void (fds.mode[fd] = MAKING_ROOM);
+    this.#send(fd, ERR_BUSY_EVICTED);
+    this.#linger(fd, MADE_ROOM);
+  }
+
   /** The client's address for logs: the PROXY header's when there is one. */
   peer(fd: number): string {
     const proxied = this.#fds.proxied[fd];
@@ -134,14 +154,12 @@ export class EpollConnections {
       const via = fds.proxied[fd] === undefined ? undefined : fds.peers[fd];
       host.logger.debug("connection opened", { peer: this.peer(fd), via });
     }
-    if (!host.access.open && !host.access.allows(address)) {
-      host.stats.closedDenied++;
-      return this.#end(fd, "denied");
-    }
-    if (!host.limits.takeAddress(slot, address)) {
-      host.stats.refusedPerIp++;
-      this.#send(fd, ERR_TOO_MANY_CONNECTIONS);
-      return this.#linger(fd, PER_CLIENT);
+    const verdict = host.admitAddress(slot, address, () => this.peer(fd));
+    if (verdict === "denied") return this.#end(fd, "denied");
+    if (verdict !== "served") {
+      const busy = verdict === "busy";
+      this.#send(fd, busy ? ERR_SERVER_BUSY : ERR_TOO_MANY_CONNECTIONS);
+      return this.#linger(fd, busy ? BUSY : PER_CLIENT);
     }
     fds.mode[fd] = LINES;
     host.table.enter(slot, "reading");

@@ -16,6 +16,8 @@ export const LINES = 3;
 /** The client half-closed: answer what it sent, then close. */
 export const LAST = 4;
 export const LINGER = 5;
+/** Closed to make room: its answers owed are being sent, then the line saying why, then the linger. */
+export const MAKING_ROOM = 6;
 
 /** Why a lingering connection closes when its client does, by number. */
 export const LINGER_REASONS: readonly CloseReason[] = [
@@ -24,8 +26,9 @@ export const LINGER_REASONS: readonly CloseReason[] = [
   "per-client limit",
   "no valid PROXY header",
   "busy",
+  "made room",
 ];
-export const QUIT = 0, SHUTDOWN = 1, PER_CLIENT = 2, BAD_HEADER = 3, BUSY = 4;
+export const QUIT = 0, SHUTDOWN = 1, PER_CLIENT = 2, BAD_HEADER = 3, BUSY = 4, MADE_ROOM = 5;
 
 /**
  * Each connection's state by descriptor: 16 bytes in typed arrays for every one, and

@@ -124,6 +124,10 @@ export class EpollEngine implements SlotSockets {
     this.#connections!.evict(this.#fdOf[slot]);
   }
 
+  makeRoomSocket(slot: number): void {
+    this.#connections!.makeRoom(this.#fdOf[slot]);
+  }
+
   peer(slot: number): string {
     return this.#connections!.peer(this.#fdOf[slot]);
   }

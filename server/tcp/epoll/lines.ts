@@ -1,7 +1,14 @@
 // The line protocol on the epoll engine's descriptors: reads answered at once, back-pressure, and
 // a session of a connection's own only while it holds something.
 
-import { type DescriptorCalls, type Descriptors, LAST, QUIT, SHUTDOWN } from "./descriptors.ts";
+import {
+  type DescriptorCalls,
+  type Descriptors,
+  LAST,
+  MAKING_ROOM,
+  QUIT,
+  SHUTDOWN,
+} from "./descriptors.ts";
 import { type Epoll, EPOLLIN, EPOLLOUT } from "../../../lib/epoll.ts";
 import { Session, TIME_ANSWER_LENGTH } from "../../../protocol.ts";
 import { ERRNO } from "../../../lib/sockets.ts";
@@ -33,6 +40,8 @@ export interface LineEnds {
   linger(fd: number, reason: number): void;
   /** The client half-closed and has its answers: close. */
   closedByClient(fd: number): void;
+  /** Closed to make room, and its answers owed are sent: the line saying why, then the linger. */
+  madeRoom(fd: number): void;
   /** A read or send failed with `code`. */
   failed(fd: number, code: number): void;
 }
@@ -161,7 +170,12 @@ export class EpollLines {
       this.#drop(fd, session);
       return this.#ends.linger(fd, session.closing ? QUIT : SHUTDOWN);
     }
-    if (this.#fds.mode[fd] === LAST) return this.#ends.closedByClient(fd);
+    const mode = this.#fds.mode[fd];
+    if (mode === LAST) return this.#ends.closedByClient(fd);
+    if (mode === MAKING_ROOM) {
+      this.#drop(fd, session);
+      return this.#ends.madeRoom(fd);
+    }
     if (session.idle) this.#drop(fd, session);
     else this.#keep(fd, session);
   }
