@@ -21,9 +21,9 @@ const SYMBOLS = {
   gnutls_alpn_set_protocols: { parameters: ["usize", "buffer", "u32", "u32"], result: "i32" },
   gnutls_alpn_get_selected_protocol: { parameters: ["usize", "buffer"], result: "i32" },
   gnutls_transport_set_int2: { parameters: ["usize", "i32", "i32"], result: "void" },
-  // The calls that wait for the client run on Deno's blocking pool, a thread each, so
-  // that neither the wait nor the handshake's public-key arithmetic holds up the event
-  // loop that serves SNTP.
+  // The calls run on Deno's blocking pool, so that the handshake's public-key arithmetic
+  // does not hold up the event loop that serves SNTP. The socket is non-blocking: a call
+  // that would wait for the client returns GNUTLS_E_AGAIN instead of holding a thread.
   gnutls_handshake: { parameters: ["usize"], result: "i32", nonblocking: true },
   gnutls_record_recv: {
     parameters: ["usize", "buffer", "usize"],
@@ -31,13 +31,12 @@ const SYMBOLS = {
     nonblocking: true,
   },
   gnutls_bye: { parameters: ["usize", "i32"], result: "i32", nonblocking: true },
-  // The answer too: a client whose window is closed would block it, and the socket is
-  // blocking. On the pool, the session's deadline (which shuts the socket) ends it.
   gnutls_record_send: {
     parameters: ["usize", "buffer", "usize"],
     result: "isize",
     nonblocking: true,
   },
+  gnutls_record_get_direction: { parameters: ["usize"], result: "i32" },
   gnutls_protocol_get_version: { parameters: ["usize"], result: "i32" },
   gnutls_prf_rfc5705: {
     parameters: ["usize", "usize", "buffer", "usize", "buffer", "usize", "buffer"],
@@ -68,6 +67,8 @@ const GNUTLS_ALPN_MANDATORY = 1;
 const GNUTLS_PRIORITY_INIT_DEF_APPEND = 1;
 const GNUTLS_SHUT_RDWR = 0;
 const GNUTLS_TLS1_3 = 5;
+const GNUTLS_E_AGAIN = -28;
+const GNUTLS_E_INTERRUPTED = -52;
 const TLS13_ONLY = "-VERS-SSL3.0:-VERS-TLS1.0:-VERS-TLS1.1:-VERS-TLS1.2:-VERS-DTLS-ALL";
 
 /** NTS-KE's ALPN protocol id (RFC 8915 §4). */
@@ -188,18 +189,29 @@ export class TlsCredentials {
   }
 }
 
+/** How a session over a non-blocking socket waits for its client and runs its calls. */
+export interface TlsIo {
+  /** Resolves true once the socket may be read (`write` false) or written; false: give up. */
+  ready(write: boolean): Promise<boolean>;
+  /** Runs one call on Deno's pool (where a bound on such calls at once may hold it back). */
+  run<T>(call: () => Promise<T>): Promise<T>;
+}
+
 /**
- * One server-side TLS 1.3 session over a connected, blocking socket: ALPN `ntske/1`
- * only (mandatory), no session tickets. The waits (handshake, receive, close) run on
- * Deno's pool; closing the socket's descriptor is the caller's, after {@linkcode end}.
+ * One server-side TLS 1.3 session over a connected, non-blocking socket: ALPN `ntske/1`
+ * only (mandatory), no session tickets. Each call runs on Deno's pool through `io`, and
+ * where it would wait for the client, waits through `io` without a thread; closing the
+ * socket's descriptor is the caller's, after {@linkcode end}.
  */
 export class TlsSession {
   readonly #lib: GnuTls;
   readonly #handle: bigint;
   readonly #credentials: TlsCredentials;
+  readonly #io: TlsIo;
   #ended = false;
 
-  constructor(fd: number, credentials: TlsCredentials) {
+  constructor(fd: number, credentials: TlsCredentials, io: TlsIo) {
+    this.#io = io;
     const lib = loadGnuTls();
     const c = loadLibc();
     this.#lib = lib;
@@ -234,8 +246,21 @@ export class TlsSession {
 
   /** Runs the handshake; resolves with 0, or GnuTLS's (negative) error code. */
   async handshake(): Promise<number> {
-    const code = await this.#lib.gnutls_handshake(this.#handle);
+    const code = await this.#call(() => this.#lib.gnutls_handshake(this.#handle));
     return code < 0 ? code : 0;
+  }
+
+  /**
+   * Runs `call` until it does not ask to be called again, waiting between for the
+   * direction GnuTLS names; GnuTLS's result, or the code to retry with when `io` gives up.
+   */
+  async #call(call: () => Promise<number | bigint>): Promise<number> {
+    for (;;) {
+      const code = Number(await this.#io.run(call));
+      if (code !== GNUTLS_E_AGAIN && code !== GNUTLS_E_INTERRUPTED) return code;
+      const write = this.#lib.gnutls_record_get_direction(this.#handle) === 1;
+      if (!(await this.#io.ready(write))) return code;
+    }
   }
 
   /** Whether the handshake agreed on TLS 1.3 and ALPN `ntske/1`. */
@@ -254,27 +279,22 @@ export class TlsSession {
   }
 
   /** Reads application data into `into`: bytes read, 0 at the end, negative on error. */
-  async receive(into: Uint8Array): Promise<number> {
-    const n = await this.#lib.gnutls_record_recv(
-      this.#handle,
-      into as Uint8Array<ArrayBuffer>,
-      BigInt(into.length),
-    );
-    return Number(n);
+  receive(into: Uint8Array): Promise<number> {
+    const length = BigInt(into.length);
+    const buffer = into as Uint8Array<ArrayBuffer>;
+    return this.#call(() => this.#lib.gnutls_record_recv(this.#handle, buffer, length));
   }
 
   /**
-   * Sends `bytes` (a KE answer or an Error record) on Deno's pool, so that a client that
-   * never reads cannot hold up the event loop: a send that waits is ended by the
-   * session's deadline, which shuts the socket down. Resolves false if it failed.
+   * Sends `bytes` (a KE answer or an Error record); a client that does not read makes it
+   * wait, until the session's deadline. Resolves false if it failed.
    */
   async send(bytes: Uint8Array): Promise<boolean> {
-    const n = await this.#lib.gnutls_record_send(
-      this.#handle,
-      bytes as Uint8Array<ArrayBuffer>,
-      BigInt(bytes.length),
-    );
-    return Number(n) === bytes.length;
+    const length = BigInt(bytes.length);
+    const buffer = bytes as Uint8Array<ArrayBuffer>;
+    // Called again after GNUTLS_E_AGAIN with the same arguments, as GnuTLS asks.
+    const n = await this.#call(() => this.#lib.gnutls_record_send(this.#handle, buffer, length));
+    return n === bytes.length;
   }
 
   /**
@@ -295,8 +315,8 @@ export class TlsSession {
   }
 
   /** Sends `close_notify` and waits for the client's (or its close); resolves with the code. */
-  async close(): Promise<number> {
-    return await this.#lib.gnutls_bye(this.#handle, GNUTLS_SHUT_RDWR);
+  close(): Promise<number> {
+    return this.#call(() => this.#lib.gnutls_bye(this.#handle, GNUTLS_SHUT_RDWR));
   }
 
   /** Frees the session (no call may be in progress); the descriptor is left open. */

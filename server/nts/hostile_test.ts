@@ -275,7 +275,10 @@ Deno.test({
     await using server = start({ hostname: "0.0.0.0", nts: { keRate: 0, keTimeout: 60 } }, master);
     const kePort = server.ports.ntsKe!;
     const silent = await Promise.all(
-      Array.from({ length: 40 }, (_, i) => silentFrom(`127.0.3.${1 + i}`, kePort)),
+      Array.from(
+        { length: MAX_KE_SESSIONS + 20 },
+        (_, i) => silentFrom(`127.0.3.${1 + i}`, kePort),
+      ),
     );
     try {
       await until(() => server.stats.keSessions === MAX_KE_SESSIONS, 5000, "KE full");

@@ -13,10 +13,12 @@ import {
   listenTcp,
   SHUT_RDWR,
   SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
   SOCKADDR_SLOT,
   sockaddrHost,
 } from "../../lib/sockets.ts";
 import { type RateLimiter, RateVerdict } from "../udp/rate_limit.ts";
+import { PoolSlots, SESSION_DATA, SocketWaits } from "./session_io.ts";
 import { COOKIE_LENGTH, type CookieKeys, SESSION_KEYS_LENGTH } from "../../nts/cookies.ts";
 import { describeTlsError, type TlsCredentials, TlsSession } from "../../nts/gnutls.ts";
 import {
@@ -33,12 +35,15 @@ export const KE_COOKIES = 8;
 /** How long one key establishment may take, end to end: chrony's 2 s. */
 export const KE_TIMEOUT_MS = 2000;
 /**
- * Key establishments served at once; more are refused before TLS, or make room by
- * fairness. While it waits for its client each holds a thread of Deno's blocking pool,
- * which has 32, shared with every engine's wait: at chrony's 100, 32 silent connections
- * froze SNTP until their deadlines (1.7 s, measured). Half the pool leaves the rest room.
+ * Key establishments served at once (chrony's default too); more are refused before TLS,
+ * or make room by fairness. A session holds no thread while its client takes its time.
  */
-export const MAX_KE_SESSIONS = 16;
+export const MAX_KE_SESSIONS = 100;
+/**
+ * TLS calls on Deno's blocking pool at once. The pool has 32 threads, shared with every
+ * engine's wait; a burst of handshakes past this waits its turn here instead.
+ */
+const KE_POOL_CALLS = 8;
 
 /** How long accepting first pauses when it fails (descriptors run out), doubling up to the most. */
 const FIRST_BACKOFF_MS = 5;
@@ -98,11 +103,12 @@ export interface KeHost {
 }
 
 /**
- * Serves NTS-KE on a TCP listener of its own: an epoll wait on Deno's pool for new
- * connections, then for each, on a blocking socket, the handshake, the request, the
- * answer and `close_notify` as calls on the pool (see `nts/gnutls.ts`). So handshakes
- * cost the SNTP service only their bookkeeping, and no client can block the event
- * loop. Each session is bounded by {@linkcode KE_TIMEOUT_MS} (`timeoutMs`): at the deadline its
+ * Serves NTS-KE on a TCP listener of its own: one epoll wait on Deno's pool for new
+ * connections and for every session's socket, non-blocking; for each session, the
+ * handshake, the request, the answer and `close_notify` as calls on the pool (see
+ * `nts/gnutls.ts`), {@linkcode KE_POOL_CALLS} at once, none of which waits for a client.
+ * So handshakes cost the SNTP service only their bookkeeping, and no client can block
+ * the event loop or hold a thread. Each session is bounded by {@linkcode KE_TIMEOUT_MS} (`timeoutMs`): at the deadline its
  * socket is shut down, which ends whatever call is waiting on it.
  */
 export class NtsKeService {
@@ -122,6 +128,8 @@ export class NtsKeService {
   readonly #address = new Uint8Array(SOCKADDR_SLOT);
   readonly #addressLength = new Uint32Array(1);
   readonly #closing = new AbortController();
+  readonly #waits: SocketWaits;
+  readonly #calls = new PoolSlots(KE_POOL_CALLS);
 
   /** Listens on `hostname` (an IP address) and `port`; throws as `Deno.listen` would. */
   constructor(hostname: string, port: number, host: KeHost) {
@@ -137,6 +145,7 @@ export class NtsKeService {
       throw error;
     }
     this.#epoll.add(this.#listenFd, EPOLLIN, 0);
+    this.#waits = new SocketWaits(this.#epoll);
     this.done = this.#serve();
   }
 
@@ -155,7 +164,12 @@ export class NtsKeService {
     while (!closing.aborted) {
       const ready = await this.#epoll.wait(-1);
       if (closing.aborted) break;
-      if (ready <= 0) continue;
+      let listener = false;
+      for (let i = 0; i < ready; i++) {
+        if (this.#epoll.generation(i) === SESSION_DATA) this.#waits.woke(this.#epoll.fd(i));
+        else listener = true;
+      }
+      if (!listener) continue;
       const failure = this.#acceptAll();
       if (failure === null) {
         backoff = 0;
@@ -170,9 +184,10 @@ export class NtsKeService {
       backoff = Math.min(MAX_BACKOFF_MS, backoff === 0 ? FIRST_BACKOFF_MS : backoff * 2);
       await delay(backoff, closing);
     }
+    this.#waits.close();
+    await Promise.all(this.#sessions);
     await this.#epoll.close();
     c.close(this.#listenFd);
-    await Promise.all(this.#sessions);
   }
 
   /**
@@ -183,8 +198,8 @@ export class NtsKeService {
     const c = this.#c;
     for (;;) {
       this.#addressLength[0] = SOCKADDR_SLOT;
-      // Blocking: its waits run on the pool, bounded by the session's deadline.
-      const fd = c.accept4(this.#listenFd, this.#address, this.#addressLength, SOCK_CLOEXEC);
+      const flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+      const fd = c.accept4(this.#listenFd, this.#address, this.#addressLength, flags);
       if (fd < 0) {
         const code = errno(c);
         if (code === ERRNO.EAGAIN) return null;
@@ -227,6 +242,7 @@ export class NtsKeService {
       this.#shares.leave(victim);
       this.#madeRoom.add(victim);
       this.#c.shutdown(victim, SHUT_RDWR);
+      this.#waits.cancel(victim);
     }
     return null;
   }
@@ -245,18 +261,23 @@ export class NtsKeService {
     const deadline = setTimeout(() => {
       timedOut = true;
       c.shutdown(fd, SHUT_RDWR);
+      this.#waits.cancel(fd);
     }, this.#host.timeoutMs ?? KE_TIMEOUT_MS);
     this.#open.add(fd);
     let tls: TlsSession | null = null;
     let result: KeResult | null = null;
     let detail = "";
     try {
-      tls = new TlsSession(fd, this.#host.credentials());
+      if (!this.#waits.watch(fd)) throw new Error("epoll refused the socket");
+      tls = new TlsSession(fd, this.#host.credentials(), {
+        ready: (write) => this.#waits.ready(fd, write),
+        run: (call) => this.#calls.run(call),
+      });
       const handshake = await tls.handshake();
       if (handshake < 0) detail = `handshake: ${describeTlsError(handshake)}`;
       else if (!tls.isNtsKe()) detail = "not TLS 1.3 with ALPN ntske/1";
       else {
-        const [answered, why] = await this.#exchange(tls);
+        const [answered, why] = await exchange(tls, this.#host);
         detail = why;
         if (answered !== "tls_error") {
           this.#count(result = answered);
@@ -281,40 +302,40 @@ export class NtsKeService {
       this.#host.logger.debug("NTS-KE", { peer, result, detail: detail || undefined });
     }
   }
+}
 
-  /** Reads the request and sends the answer: cookies, or an Error record. */
-  async #exchange(tls: TlsSession): Promise<[KeResult, string]> {
-    const request = new Uint8Array(MAX_REQUEST_LENGTH);
-    let length = 0;
-    for (;;) {
-      const n = await tls.receive(request.subarray(length));
-      if (n <= 0) return ["tls_error", n === 0 ? "closed before the request" : `receive: ${n}`];
-      length += n;
-      const read = readKeRequest(request.subarray(0, length));
-      if (read.kind === "incomplete") continue;
-      if (read.kind === "error") {
-        await tls.send(writeKeError(read.code));
-        return ["bad_request", read.reason];
-      }
-      const keys = new Uint8Array(SESSION_KEYS_LENGTH);
-      if (
-        !tls.exportKey(AEAD_AES_SIV_CMAC_256, 0, keys.subarray(0, 32)) ||
-        !tls.exportKey(AEAD_AES_SIV_CMAC_256, 1, keys.subarray(32))
-      ) {
-        return ["tls_error", "the TLS exporter failed"];
-      }
-      const cookies: Uint8Array[] = [];
-      for (let i = 0; i < KE_COOKIES; i++) {
-        const cookie = new Uint8Array(COOKIE_LENGTH);
-        this.#host.keys.seal(keys, cookie, 0);
-        cookies.push(cookie);
-      }
-      keys.fill(0);
-      if (!(await tls.send(writeKeAnswer(this.#host.destination, cookies)))) {
-        return ["tls_error", "send failed"];
-      }
-      this.#host.stats.ntsCookiesIssued += KE_COOKIES;
-      return ["ok", ""];
+/** Reads the request and sends the answer: cookies, or an Error record. */
+async function exchange(tls: TlsSession, host: KeHost): Promise<[KeResult, string]> {
+  const request = new Uint8Array(MAX_REQUEST_LENGTH);
+  let length = 0;
+  for (;;) {
+    const n = await tls.receive(request.subarray(length));
+    if (n <= 0) return ["tls_error", n === 0 ? "closed before the request" : `receive: ${n}`];
+    length += n;
+    const read = readKeRequest(request.subarray(0, length));
+    if (read.kind === "incomplete") continue;
+    if (read.kind === "error") {
+      await tls.send(writeKeError(read.code));
+      return ["bad_request", read.reason];
     }
+    const keys = new Uint8Array(SESSION_KEYS_LENGTH);
+    if (
+      !tls.exportKey(AEAD_AES_SIV_CMAC_256, 0, keys.subarray(0, 32)) ||
+      !tls.exportKey(AEAD_AES_SIV_CMAC_256, 1, keys.subarray(32))
+    ) {
+      return ["tls_error", "the TLS exporter failed"];
+    }
+    const cookies: Uint8Array[] = [];
+    for (let i = 0; i < KE_COOKIES; i++) {
+      const cookie = new Uint8Array(COOKIE_LENGTH);
+      host.keys.seal(keys, cookie, 0);
+      cookies.push(cookie);
+    }
+    keys.fill(0);
+    if (!(await tls.send(writeKeAnswer(host.destination, cookies)))) {
+      return ["tls_error", "send failed"];
+    }
+    host.stats.ntsCookiesIssued += KE_COOKIES;
+    return ["ok", ""];
   }
 }
