@@ -14,7 +14,8 @@ export interface ServerStats extends RequestCounts {
   addressesTracked: number;
   /**
    * Connections accepted since the start, including those closed at once for the
-   * per-client limit or a bad PROXY header; those refused with `ERR server busy` are not.
+   * per-client limit, a bad PROXY header, or no room after it; those refused with
+   * `ERR server busy` at accept are not.
    */
   connectionsTotal: number;
   /** Connections refused with `ERR server busy`. */
