@@ -21,21 +21,14 @@ const SYMBOLS = {
   gnutls_alpn_set_protocols: { parameters: ["usize", "buffer", "u32", "u32"], result: "i32" },
   gnutls_alpn_get_selected_protocol: { parameters: ["usize", "buffer"], result: "i32" },
   gnutls_transport_set_int2: { parameters: ["usize", "i32", "i32"], result: "void" },
-  // The calls run on Deno's blocking pool, so that the handshake's public-key arithmetic
-  // does not hold up the event loop that serves SNTP. The socket is non-blocking: a call
-  // that would wait for the client returns GNUTLS_E_AGAIN instead of holding a thread.
+  // The handshake runs on Deno's blocking pool, so that its public-key arithmetic does not
+  // hold up the event loop that serves SNTP; the record calls, symmetric crypto on a few
+  // hundred bytes, run at once on this thread, saving a thread hop each. The socket is
+  // non-blocking: a call that would wait for the client returns GNUTLS_E_AGAIN instead.
   gnutls_handshake: { parameters: ["usize"], result: "i32", nonblocking: true },
-  gnutls_record_recv: {
-    parameters: ["usize", "buffer", "usize"],
-    result: "isize",
-    nonblocking: true,
-  },
-  gnutls_bye: { parameters: ["usize", "i32"], result: "i32", nonblocking: true },
-  gnutls_record_send: {
-    parameters: ["usize", "buffer", "usize"],
-    result: "isize",
-    nonblocking: true,
-  },
+  gnutls_record_recv: { parameters: ["usize", "buffer", "usize"], result: "isize" },
+  gnutls_bye: { parameters: ["usize", "i32"], result: "i32" },
+  gnutls_record_send: { parameters: ["usize", "buffer", "usize"], result: "isize" },
   gnutls_record_get_direction: { parameters: ["usize"], result: "i32" },
   gnutls_protocol_get_version: { parameters: ["usize"], result: "i32" },
   gnutls_prf_rfc5705: {
@@ -189,7 +182,7 @@ export class TlsCredentials {
   }
 }
 
-/** How a session over a non-blocking socket waits for its client and runs its calls. */
+/** How a session over a non-blocking socket waits for its client and runs its handshake. */
 export interface TlsIo {
   /** Resolves true once the socket may be read (`write` false) or written; false: give up. */
   ready(write: boolean): Promise<boolean>;
@@ -199,8 +192,8 @@ export interface TlsIo {
 
 /**
  * One server-side TLS 1.3 session over a connected, non-blocking socket: ALPN `ntske/1`
- * only (mandatory), no session tickets. Each call runs on Deno's pool through `io`, and
- * where it would wait for the client, waits through `io` without a thread; closing the
+ * only (mandatory), no session tickets. The handshake runs on Deno's pool through `io`;
+ * a call that would wait for the client waits through `io`, without a thread. Closing the
  * socket's descriptor is the caller's, after {@linkcode end}.
  */
 export class TlsSession {
@@ -246,7 +239,8 @@ export class TlsSession {
 
   /** Runs the handshake; resolves with 0, or GnuTLS's (negative) error code. */
   async handshake(): Promise<number> {
-    const code = await this.#call(() => this.#lib.gnutls_handshake(this.#handle));
+    const io = this.#io, handle = this.#handle;
+    const code = await this.#call(() => io.run(() => this.#lib.gnutls_handshake(handle)));
     return code < 0 ? code : 0;
   }
 
@@ -254,9 +248,9 @@ export class TlsSession {
    * Runs `call` until it does not ask to be called again, waiting between for the
    * direction GnuTLS names; GnuTLS's result, or the code to retry with when `io` gives up.
    */
-  async #call(call: () => Promise<number | bigint>): Promise<number> {
+  async #call(call: () => number | bigint | Promise<number | bigint>): Promise<number> {
     for (;;) {
-      const code = Number(await this.#io.run(call));
+      const code = Number(await call());
       if (code !== GNUTLS_E_AGAIN && code !== GNUTLS_E_INTERRUPTED) return code;
       const write = this.#lib.gnutls_record_get_direction(this.#handle) === 1;
       if (!(await this.#io.ready(write))) return code;

@@ -40,8 +40,8 @@ export const KE_TIMEOUT_MS = 2000;
  */
 export const MAX_KE_SESSIONS = 100;
 /**
- * TLS calls on Deno's blocking pool at once. The pool has 32 threads, shared with every
- * engine's wait; a burst of handshakes past this waits its turn here instead.
+ * Handshake calls on Deno's blocking pool at once. The pool has 32 threads, shared with
+ * every engine's wait; a burst of handshakes past this waits its turn here instead.
  */
 const KE_POOL_CALLS = 8;
 
@@ -104,12 +104,13 @@ export interface KeHost {
 
 /**
  * Serves NTS-KE on a TCP listener of its own: one epoll wait on Deno's pool for new
- * connections and for every session's socket, non-blocking; for each session, the
- * handshake, the request, the answer and `close_notify` as calls on the pool (see
- * `nts/gnutls.ts`), {@linkcode KE_POOL_CALLS} at once, none of which waits for a client.
- * So handshakes cost the SNTP service only their bookkeeping, and no client can block
- * the event loop or hold a thread. Each session is bounded by {@linkcode KE_TIMEOUT_MS} (`timeoutMs`): at the deadline its
- * socket is shut down, which ends whatever call is waiting on it.
+ * connections and for every session's socket, non-blocking. Each session's handshake runs
+ * on the pool ({@linkcode KE_POOL_CALLS} at once), its record calls (the request, the
+ * answer, `close_notify`) on the event loop, and none of them waits for a client (see
+ * `nts/gnutls.ts`). So handshakes cost the SNTP service only their bookkeeping, and no
+ * client can block the event loop or hold a thread. Each session is bounded by
+ * {@linkcode KE_TIMEOUT_MS} (`timeoutMs`): at the deadline its socket is shut down and
+ * its wait ended.
  */
 export class NtsKeService {
   readonly port: number;
