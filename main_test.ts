@@ -196,6 +196,27 @@ engineTest({
   assert.equal(events[2].requestsTime, 1);
 });
 
+Deno.test({
+  name:
+    "program takes SIGHUP, as a closed terminal sends it, as nothing to reload: it keeps serving",
+  ignore: Deno.build.os === "windows",
+}, async () => {
+  await using server = await startServerProcess(["--host", "127.0.0.1", "--log-format", "json"]);
+  using client = await LineClient.connect(server.port);
+  assert.match(await client.time(), JAM_LINE);
+  server.child.kill("SIGHUP");
+  await server.logged(/SIGHUP: nothing to reload; ignored/);
+  assert.match(await client.time(), JAM_LINE, "the connection open before it is still served");
+  client.close();
+  const events = await stopForEvents(server);
+  assert.deepEqual(events.map((event) => event.msg), [
+    "listening",
+    "SIGHUP: nothing to reload; ignored",
+    "shutting down",
+    "stopped",
+  ]);
+});
+
 /**
  * `deno task start` (or another task) in a process group of its own, as a shell runs a
  * command in a terminal: a signal to the group reaches the task runner and the server

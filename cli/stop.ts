@@ -1,4 +1,4 @@
-// The stop signals as the program hears them: SIGINT and SIGTERM, once or twice.
+// The stop signals as the program hears them: SIGINT and SIGTERM, once or twice; and SIGHUP, which does not stop it.
 
 import type { Logger } from "../lib/log.ts";
 import { REPEAT_WINDOW_MS, type StopSignal, StopSignals } from "./stop_signals.ts";
@@ -19,6 +19,8 @@ export interface StopRequest {
  * that its process group has already delivered, and one Ctrl-C must not count twice.
  * Under `deno task dev` SIGINT belongs to `--watch`'s watcher, whose SIGTERM stops the
  * server (see {@linkcode StopSignals}).
+ *
+ * SIGHUP is logged and ignored: nothing is read from a file that could be reloaded.
  *
  * The listeners are never removed: removing Deno's last one restores the signal's
  * default action, so a copy passed on late, after a quick drain, would kill the
@@ -51,5 +53,11 @@ export function listenForStop(logger: Logger): StopRequest {
     requested.resolve(signal);
   };
   for (const signal of signals) Deno.addSignalListener(signal, onSignal(signal));
+  // SIGHUP's default action ends the process without a drain, as a closed terminal or a
+  // dropped SSH session sends it; a daemon takes it as "reload", and there is nothing to
+  // reload without a configuration file.
+  if (Deno.build.os !== "windows") {
+    Deno.addSignalListener("SIGHUP", () => logger.warn("SIGHUP: nothing to reload; ignored"));
+  }
   return { requested: requested.promise, finished: () => finished = true };
 }
