@@ -170,17 +170,19 @@ export function parseCommandLine(
   env: { PORT?: string } = {},
   platform: Platform = { os: Deno.build.os, cpus: navigator.hardwareConcurrency },
 ): Invocation {
-  let values;
+  let values, tokens;
   try {
-    ({ values } = parseArgs({
+    ({ values, tokens } = parseArgs({
       args: attachNegativeValues(args, FLAGS),
       options: FLAGS,
       strict: true,
       allowPositionals: false,
+      tokens: true,
     }));
   } catch (error) {
     throw UsageError.fromParseArgs(error);
   }
+  UsageError.givenOnce(tokens, FLAGS);
   if (values.help) return { action: "help" };
   if (values.version) return { action: "version" };
 
@@ -320,10 +322,7 @@ function parseRateFlags(
     if (orphan) throw new UsageError(`--${orphan} needs --rate-limit`);
     return;
   }
-  const interval = UsageError.seconds("--rate-limit", text("rate-limit")!);
-  if (interval <= 0) {
-    throw new UsageError(`--rate-limit must be above 0 seconds, got "${text("rate-limit")}"`);
-  }
+  const interval = UsageError.seconds("--rate-limit", text("rate-limit")!, { aboveZero: true });
   const burst = text("rate-burst") === undefined
     ? RATE_DEFAULTS.burst
     : UsageError.integer("--rate-burst", text("rate-burst")!, 1, 1000);

@@ -320,11 +320,28 @@ Deno.test("command line rejects bad input with a one-line message naming the fla
     [["--udp-engine", "io_uring"], /^--udp-engine must be one of auto, mmsg, deno/],
     [["--allow", "10.0.0.0/33"], /^--allow takes addresses or CIDR ranges .* got "10.0.0.0\/33"$/],
     [["--deny", "10.0.0.1,example.com"], /^--deny takes .* got "example.com"$/],
-    [["--ntp-port", "123", "--rate-limit", "0"], /^--rate-limit must be above 0 seconds/],
+    [
+      ["--ntp-port", "123", "--rate-limit", "0"],
+      /^--rate-limit must be a number of seconds above 0 and at most 86400, got "0"$/,
+    ],
     [
       ["--ntp-port", "123", "--rate-limit", "-1"],
-      /^--rate-limit must be a number of seconds .*"-1"$/,
+      /^--rate-limit must be a number of seconds above 0 and at most 86400, got "-1"$/,
     ],
+    [
+      ["--ntp-port", "123", "--rate-limit", "1e-9"],
+      /^--rate-limit must be written in plain digits and a point, such as 0\.5, got "1e-9"$/,
+    ],
+    [
+      ["--shutdown-timeout", "1e3"],
+      /^--shutdown-timeout must be written in plain digits and a point, .* got "1e3"$/,
+    ],
+    [["--port", "0x10"], /^--port must be written in plain digits, such as 65535, got "0x10"$/],
+    [
+      ["--port", "20108", "--port", "20109"],
+      /^--port is given twice \("20108", then "20109"\): give it once$/,
+    ],
+    [["--kod", "--kod"], /^--kod is given twice: give it once$/],
     [["--ntp-port", "123", "--rate-limit", "fast"], /^--rate-limit must be a number of seconds/],
     [["--ntp-port", "123", "--rate-limit", "1", "--rate-burst", "0"], /^--rate-burst must be/],
     [["--ntp-port", "123", "--rate-limit", "1", "--rate-leak", "17"], /^--rate-leak must be/],

@@ -152,16 +152,18 @@ export function parseClientCommandLine(
   args: string[],
   env: { PORT?: string } = {},
 ): ClientOptions | null {
-  let values;
+  let values, tokens;
   try {
-    ({ values } = parseArgs({
+    ({ values, tokens } = parseArgs({
       args: attachNegativeValues(args, CLIENT_FLAGS),
       strict: true,
       options: CLIENT_FLAGS,
+      tokens: true,
     }));
   } catch (error) {
     throw UsageError.fromParseArgs(error);
   }
+  UsageError.givenOnce(tokens, CLIENT_FLAGS);
   if (values.help) return null;
   const options: ClientOptions = {};
   if (values.host !== undefined) {

@@ -34,21 +34,49 @@ export class UsageError extends Error {
   /** Reads a whole number from `min` to `max`, or throws naming the flag. */
   static integer(name: string, text: string, min: number, max: number): number {
     const value = /^\d+$/.test(text) ? Number(text) : NaN;
-    if (!(value >= min && value <= max)) {
-      throw new UsageError(`${name} must be a whole number from ${min} to ${max}, got "${text}"`);
-    }
-    return value;
-  }
-
-  /** Reads a non-negative number of seconds (fractions allowed, at most a day), or throws. */
-  static seconds(name: string, text: string): number {
-    const value = /^\d+(\.\d+)?$/.test(text) ? Number(text) : NaN;
-    if (!(value >= 0 && value <= MAX_SECONDS)) {
+    if (value >= min && value <= max) return value;
+    if (Number.isNaN(value) && otherNotation(text)) {
       throw new UsageError(
-        `${name} must be a number of seconds from 0 to ${MAX_SECONDS}, got "${text}"`,
+        `${name} must be written in plain digits, such as ${max}, got "${text}"`,
       );
     }
-    return value;
+    throw new UsageError(`${name} must be a whole number from ${min} to ${max}, got "${text}"`);
+  }
+
+  /**
+   * Reads a number of seconds (fractions allowed, at most a day), or throws: from 0, or
+   * with `aboveZero`, above it.
+   */
+  static seconds(name: string, text: string, { aboveZero = false } = {}): number {
+    const value = /^\d+(\.\d+)?$/.test(text) ? Number(text) : NaN;
+    if (value <= MAX_SECONDS && (aboveZero ? value > 0 : value >= 0)) return value;
+    if (Number.isNaN(value) && otherNotation(text)) {
+      throw new UsageError(
+        `${name} must be written in plain digits and a point, such as 0.5, got "${text}"`,
+      );
+    }
+    const range = aboveZero ? `above 0 and at most ${MAX_SECONDS}` : `from 0 to ${MAX_SECONDS}`;
+    throw new UsageError(`${name} must be a number of seconds ${range}, got "${text}"`);
+  }
+
+  /**
+   * Refuses a flag given twice that is not repeatable: the last would silently win.
+   * `tokens` are those of `node:util` `parseArgs` with `tokens: true`.
+   */
+  static givenOnce(
+    tokens: readonly { kind: string; name?: string; value?: string }[],
+    flags: Readonly<Record<string, FlagShape>>,
+  ): void {
+    const seen = new Map<string, string | undefined>();
+    for (const { kind, name, value } of tokens) {
+      if (kind !== "option" || name === undefined || flags[name]?.multiple) continue;
+      if (!seen.has(name)) {
+        seen.set(name, value);
+        continue;
+      }
+      const values = value === undefined ? "" : ` ("${seen.get(name)}", then "${value}")`;
+      throw new UsageError(`--${name} is given twice${values}: give it once`);
+    }
   }
 
   /** Checks that a value is one of `allowed`, or throws listing them. */
@@ -60,10 +88,21 @@ export class UsageError extends Error {
   }
 }
 
-/** The part of a `node:util` `parseArgs` option that {@linkcode attachNegativeValues} reads. */
+/**
+ * Whether `text` is a number JavaScript would read, not negative, but not written in
+ * plain digits: `1e3`, `0x10`, `+5`, ` 5`. Saying "from 0 to 86400" of such a value,
+ * which may well be in range, would point at the wrong mistake.
+ */
+function otherNotation(text: string): boolean {
+  const value = Number(text);
+  return text.trim() !== "" && Number.isFinite(value) && value >= 0;
+}
+
+/** The part of a `node:util` `parseArgs` option that these checks read. */
 export interface FlagShape {
   readonly type: "string" | "boolean";
   readonly short?: string;
+  readonly multiple?: boolean;
 }
 
 /**
