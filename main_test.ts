@@ -376,7 +376,7 @@ engineTest({
 });
 
 engineTest({
-  name: "program with --workers serves metrics while it drains, then exits 0",
+  name: "program with --workers serves metrics while it drains, /healthz says so, then exits 0",
   ignore: Deno.build.os !== "linux",
 }, async (tcpEngine) => {
   const metricsPort = freePort();
@@ -398,6 +398,8 @@ engineTest({
   const text = await response.text();
   assert.equal(response.status, 200);
   assert.match(text, /^timeserver_connections_open 1$/m);
+  const health = await fetch(`http://127.0.0.1:${metricsPort}/healthz`);
+  assert.deepEqual([health.status, await health.text()], [503, "draining\n"]);
   client.close();
   await pending;
   const status = await within(10000, server.child.status, "exit after the drain");

@@ -95,11 +95,13 @@ export async function runServer(
   warnOfPortableEngine(running, options, logger);
   logKeySource(keySource, invocation.nts?.keysFile ?? null, logger);
   let metrics: Deno.HttpServer<Deno.NetAddr> | undefined;
+  const draining = new AbortController();
   if (invocation.metrics) {
     try {
       metrics = serveMetrics(invocation.metrics, running.stats, {
         version: VERSION,
         startTimeSeconds: Math.round(performance.timeOrigin / 1000),
+        stopping: draining.signal,
       }, logger);
     } catch (error) {
       await running.stop();
@@ -111,6 +113,7 @@ export async function runServer(
   }
   logger.info("listening", listeningFields(running, invocation, metrics));
   await stop.requested;
+  draining.abort();
   const last = await running.stop();
   stop.finished();
   await metrics?.shutdown();

@@ -9,6 +9,8 @@ export interface MetricsInfo {
   version: string;
   /** When the process started, in seconds since the epoch. */
   startTimeSeconds: number;
+  /** Aborts when the server starts to drain: `/healthz` then answers 503. */
+  stopping?: AbortSignal;
 }
 
 /** One metric family: its name, type and help, and which counter each sample reads. */
@@ -260,9 +262,11 @@ export function parseHostPort(text: string): { hostname: string; port: number } 
 }
 
 /**
- * Serves `GET /metrics` on its own HTTP listener; every other path is 404. The servers
- * count anyway, so with one server a scrape only reads its counters; with workers it
- * sends each worker one message and waits for its counters.
+ * Serves `GET /metrics` on its own HTTP listener, and `GET /healthz`: 200 `serving`, or
+ * 503 `draining` once `info.stopping` aborts, so that a balancer or an orchestrator sends
+ * no one new to a server on its way out. Every other path is 404. The servers count
+ * anyway, so with one server a scrape only reads its counters; with workers it sends each
+ * worker one message and waits for its counters.
  */
 export function serveMetrics(
   address: { hostname: string; port: number },
@@ -280,9 +284,15 @@ export function serveMetrics(
     },
   }, async (request) => {
     const path = new URL(request.url).pathname;
-    if (path !== "/metrics") return new Response("not found; try /metrics\n", { status: 404 });
+    if (path !== "/metrics" && path !== "/healthz") {
+      return new Response("not found; try /metrics or /healthz\n", { status: 404 });
+    }
     if (request.method !== "GET" && request.method !== "HEAD") {
       return new Response("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
+    }
+    if (path === "/healthz") {
+      const draining = info.stopping?.aborted ?? false;
+      return new Response(draining ? "draining\n" : "serving\n", { status: draining ? 503 : 200 });
     }
     return new Response(formatMetrics(await collect(), info), {
       headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },

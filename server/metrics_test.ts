@@ -171,6 +171,29 @@ engineTest(
   },
 );
 
+Deno.test("/healthz answers 200 while the server serves and 503 once it drains", async () => {
+  const stopping = new AbortController();
+  const metrics = serveMetrics(
+    { hostname: "127.0.0.1", port: 0 },
+    () => newServerStats(),
+    { version: "9.9.9", startTimeSeconds: 1764000000, stopping: stopping.signal },
+    createLogger({ level: "error" }),
+  );
+  const health = async (method = "GET") => {
+    const response = await fetch(`http://127.0.0.1:${metrics.addr.port}/healthz`, { method });
+    return [response.status, await response.text()];
+  };
+  try {
+    assert.deepEqual(await health(), [200, "serving\n"]);
+    assert.deepEqual(await health("HEAD"), [200, ""]);
+    stopping.abort();
+    assert.deepEqual(await health(), [503, "draining\n"]);
+    assert.deepEqual(await health("POST"), [405, "method not allowed\n"]);
+  } finally {
+    await metrics.shutdown();
+  }
+});
+
 function hasPromtool(): boolean {
   try {
     return new Deno.Command("promtool", { args: ["--version"] }).outputSync().success;
