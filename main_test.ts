@@ -45,28 +45,35 @@ Deno.test("program rejects a bad flag with one line on stderr and exit code 2", 
   }
 });
 
-Deno.test("program exits 1 with one line when the port is in use, saying when it is a client port", async () => {
-  // Port 0 is given a port from Linux's range for client sockets; freePort() one below it.
-  using client = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  using plain = Deno.listen({ hostname: "127.0.0.1", port: freePort() });
-  const inRange = client.addr.port >= 32768 && client.addr.port <= 60999;
-  const cases = [[client.addr.port, inRange && Deno.build.os === "linux"], [
-    plain.addr.port,
-    false,
-  ]];
-  for (const [port, hint] of cases as [number, boolean][]) {
+Deno.test("program exits 1 with one line when the port is in use, saying whether a listener or a client socket holds it", async () => {
+  // A listener, on a port inside Linux's range for client sockets or below it.
+  using inRange = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  using below = Deno.listen({ hostname: "127.0.0.1", port: freePort() });
+  // A client socket and no listener: the accepted end of a connection to `below`.
+  using client = await Deno.connect({ hostname: "127.0.0.1", port: below.addr.port });
+  using accepted = await below.accept();
+  const clientPort = (client.localAddr as Deno.NetAddr).port;
+  const linux = Deno.build.os === "linux";
+  const listener = (port: number) =>
+    `address already in use: another program listens on it (see ss -ltnp 'sport = :${port}')`;
+  const cases: [number, string][] = [
+    [inRange.addr.port, listener(inRange.addr.port)],
+    [below.addr.port, listener(below.addr.port)],
+    [
+      clientPort,
+      linux && clientPort >= 32768 && clientPort <= 60999
+        ? `address already in use; ${clientPort} is inside Linux's range for client sockets ` +
+          `(32768-60999 by default), where an outgoing connection can hold it even when nothing ` +
+          `listens: see ss -tan | grep ':${clientPort} '`
+        : "address already in use",
+    ],
+  ];
+  for (const [port, reason] of cases) {
     const { code, stderr } = await runMain(["--host", "127.0.0.1", "--port", String(port)]);
     assert.equal(code, 1);
-    const line = `time-server: cannot listen on 127.0.0.1:${port}: address already in use`;
-    assert.equal(
-      stderr,
-      hint
-        ? `${line}; ${port} is inside Linux's range for client sockets (32768-60999 by default), ` +
-          `where an outgoing connection can hold it even when nothing listens: ` +
-          `see ss -tan | grep ':${port} '\n`
-        : `${line}\n`,
-    );
+    assert.equal(stderr, `time-server: cannot listen on 127.0.0.1:${port}: ${reason}\n`);
   }
+  assert.ok(accepted.remoteAddr);
 });
 
 Deno.test("program exits 1 with one line when --host is not an address of this machine", async () => {
@@ -93,7 +100,8 @@ Deno.test({
   assert.equal(code, 1);
   assert.equal(
     stderr,
-    `time-server: cannot listen on 127.0.0.1:${port} (daytime, TCP): address already in use\n`,
+    `time-server: cannot listen on 127.0.0.1:${port} (daytime, TCP): address already in use: ` +
+      `another program listens on it (see ss -ltnp 'sport = :${port}')\n`,
   );
 });
 

@@ -17,7 +17,7 @@ import { masterKey, type NtsFlags, ntsMissing } from "../nts/setup.ts";
 import type { Invocation } from "./command_line.ts";
 import { VERSION } from "./help.ts";
 import { listenForStop } from "./stop.ts";
-import { describeListenError, describeStartError } from "./start_errors.ts";
+import { describeListenError, explainStartError } from "./start_errors.ts";
 import { PORT_UNREADABLE } from "./environment.ts";
 import { listeningFields } from "./listening.ts";
 
@@ -89,7 +89,7 @@ export async function runServer(
       ? await startPool(workers, options, invocation.logLevel, invocation.logFormat)
       : startSingle(options, logger);
   } catch (error) {
-    console.error(`time-server: ${describeStartError(error, settings)}`);
+    console.error(`time-server: ${await explainStartError(error, settings)}`);
     return 1;
   }
   warnOfPortableEngine(running, options, logger);
