@@ -39,8 +39,9 @@ export function loadCertificate(
   let leaf: X509Certificate;
   try {
     leaf = new X509Certificate(chain);
-  } catch (error) {
-    throw new NtsError(`--nts-cert ${certFile} holds no PEM certificate (${message(error)})`);
+  } catch {
+    // The parser's own words ("nom error: Eof", "BER error: …") say nothing to an operator.
+    throw new NtsError(`--nts-cert ${certFile} ${certificateProblem(chain)}`);
   }
   let credentials: TlsCredentials;
   try {
@@ -49,6 +50,35 @@ export function loadCertificate(
     throw new NtsError(`--nts-cert ${certFile} and --nts-key ${keyFile}: ${message(error)}`);
   }
   return { credentials, notAfter: Date.parse(leaf.validTo), subject: leaf.subject };
+}
+
+/**
+ * What is wrong with a certificate file that does not parse, in words that say what to
+ * do: found by looking at its PEM lines, since the parser's own message does not.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { certificateProblem } from "./certificate.ts";
+ *
+ * const pem = (text: string) => new TextEncoder().encode(text);
+ * assert.match(certificateProblem(pem("hello")), /^holds no PEM certificate/);
+ * assert.match(certificateProblem(pem("-----BEGIN PRIVATE KEY-----\n")), /private key/);
+ * ```
+ */
+export function certificateProblem(file: Uint8Array): string {
+  const text = new TextDecoder().decode(file);
+  const begin = text.indexOf("-----BEGIN CERTIFICATE-----");
+  if (begin < 0) {
+    if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text)) {
+      return "holds a private key, not a certificate: give it to --nts-key, and the chain here";
+    }
+    return "holds no PEM certificate: no -----BEGIN CERTIFICATE----- line";
+  }
+  if (text.indexOf("-----END CERTIFICATE-----", begin) < 0) {
+    return "holds a PEM certificate cut short: no -----END CERTIFICATE----- line after its start";
+  }
+  return "holds a PEM certificate that does not decode: its base64 or the X.509 inside is damaged";
 }
 
 function readPem(path: string, flag: string): Uint8Array {

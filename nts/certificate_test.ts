@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import { createLogger } from "../lib/log.ts";
-import { CertificateStore, EXPIRY_WARNING_DAYS, loadCertificate } from "./certificate.ts";
+import {
+  certificateProblem,
+  CertificateStore,
+  EXPIRY_WARNING_DAYS,
+  loadCertificate,
+} from "./certificate.ts";
 import { effectiveUid } from "../lib/libc.ts";
 import { gnutlsGranted } from "./gnutls.ts";
 import { haveOpenssl, makeCertificate } from "../testing/nts.ts";
@@ -113,4 +118,16 @@ Deno.test({
     );
     loadCertificate(files.cert, files.key, 65534).credentials.release();
   },
+});
+
+Deno.test("a certificate file that does not parse is described in words, not the parser's", () => {
+  const pem = (text: string) => new TextEncoder().encode(text);
+  const body = "MIIBszCCAVmgAwIBAgIUKx";
+  const cases: [string, RegExp][] = [
+    ["", /^holds no PEM certificate: no -----BEGIN CERTIFICATE----- line$/],
+    ["-----BEGIN EC PRIVATE KEY-----\nabc\n-----END EC PRIVATE KEY-----\n", /private key, not a/],
+    [`-----BEGIN CERTIFICATE-----\n${body}\n`, /cut short: no -----END CERTIFICATE----- line/],
+    [`-----BEGIN CERTIFICATE-----\n${body}\n-----END CERTIFICATE-----\n`, /does not decode/],
+  ];
+  for (const [text, problem] of cases) assert.match(certificateProblem(pem(text)), problem, text);
 });
