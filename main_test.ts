@@ -18,7 +18,8 @@ import {
 import { exchangeDatagram, ffiFlag, ntpRequest, udpClient } from "./testing/time_clients.ts";
 import { mmsgSupported } from "./server/udp/mmsg.ts";
 import { delay } from "./lib/net.ts";
-import { LIBC_FFI_FLAG } from "./lib/libc.ts";
+import { effectiveUid, LIBC_FFI_FLAG } from "./lib/libc.ts";
+import { startCommand } from "./tools/start_task.ts";
 import { ntsMissing } from "./nts/setup.ts";
 import {
   haveOpenssl,
@@ -433,6 +434,49 @@ Deno.test("deno task start fetches nothing: it serves from an empty DENO_DIR wit
 });
 
 const ntsLacking = ntsMissing();
+const root = Deno.build.os === "linux" && effectiveUid() === 0;
+
+/** Runs a command for its effect; throws with its stderr if it fails. */
+async function run(...args: string[]): Promise<void> {
+  const { success, stderr } = await new Deno.Command(args[0], { args: args.slice(1) }).output();
+  if (!success) throw new Error(`${args.join(" ")}: ${new TextDecoder().decode(stderr)}`);
+}
+
+Deno.test({
+  name: "deno task start makes a missing NTS key file under /var/lib/time-server, as the docs say",
+  // As root: it makes a folder of its own there (and removes it), as `install -d` in the docs.
+  ignore: !root || ntsLacking !== null || !haveOpenssl,
+}, async () => {
+  const temp = await Deno.makeTempDir({ dir: "/tmp", prefix: "time-server-nts-" });
+  const dir = `/var/lib/time-server/test-${crypto.randomUUID()}`;
+  try {
+    const { cert, key } = await makeCertificate(temp, "server");
+    await run("install", "-d", "-m", "700", dir);
+    await run("install", "-m", "600", cert, key, dir);
+    const keysFile = `${dir}/nts.keys`;
+    const names = (path: string) => `${dir}/${path.split("/").at(-1)}`;
+    await using server = await startServerProcess([
+      "--host",
+      "127.0.0.1",
+      "--ntp-port",
+      String(freePort()),
+      "--nts-ke-port",
+      String(freePort()),
+      "--nts-cert",
+      names(cert),
+      "--nts-key",
+      names(key),
+      "--nts-keys-file",
+      keysFile,
+    ], startCommand());
+    await server.logged(/listening/);
+    const { stdout } = await new Deno.Command("stat", { args: ["-c", "%a %s", keysFile] }).output();
+    assert.equal(new TextDecoder().decode(stdout), "600 65\n", "64 hex digits and a newline, 0600");
+  } finally {
+    await run("rm", "-rf", dir, temp);
+  }
+});
+
 Deno.test({
   name:
     "program with --workers 2 serves NTS from both workers, each opening the cookies the other made",
