@@ -590,6 +590,18 @@ Deno.test({
   assert.equal(unreadable.code, 1);
   assert.match(
     unreadable.stderr,
-    /cannot be read: read access not granted \(run with --allow-read=\S+\)\n$/,
+    /cannot be read: read access not granted: put it in \/etc\/time-server or \/var\/lib\/time-server, which the binary and deno task start may read, or with deno run, add --allow-read=\S+\n$/,
+  );
+  // Read is granted, and the file is missing: what is lacking is the write that makes it.
+  const missing = `${dir}/missing.keys`;
+  const unwritable = await runMain(["--port", "0", ...nts, "--nts-keys-file", missing], {
+    command: full,
+  });
+  assert.equal(unwritable.code, 1);
+  assert.equal(
+    unwritable.stderr,
+    `time-server: --nts-keys-file ${missing} does not exist, and this process may not write ` +
+      `there to make it: run (umask 077; openssl rand -hex 32 > ${missing}), or give a path ` +
+      `in /var/lib/time-server, where the binary and deno task start may write\n`,
   );
 });

@@ -102,10 +102,27 @@ function readPrivateKey(path: string, uid: number): Uint8Array {
 }
 
 function unreadable(path: string, flag: string, error: unknown): NtsError {
-  const reason = error instanceof Deno.errors.NotCapable
-    ? `read access not granted (run with --allow-read=${path})`
-    : message(error);
+  const reason = error instanceof Deno.errors.NotCapable ? readAccessAdvice(path) : message(error);
   return new NtsError(`${flag} ${path} cannot be read: ${reason}`);
+}
+
+/**
+ * Why a file of NTS's cannot be read when Deno did not grant it, and the mend for each way
+ * of running: flags after `deno task start` go to the program, not to Deno, so there the
+ * file must move to a folder the task grants; with `deno run`, a flag grants it.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { readAccessAdvice } from "./certificate.ts";
+ *
+ * assert.match(readAccessAdvice("/tmp/x.pem"), /\/etc\/time-server/);
+ * assert.match(readAccessAdvice("/tmp/x.pem"), /--allow-read=\/tmp\/x\.pem/);
+ * ```
+ */
+export function readAccessAdvice(path: string): string {
+  return `read access not granted: put it in /etc/time-server or /var/lib/time-server, ` +
+    `which the binary and deno task start may read, or with deno run, add --allow-read=${path}`;
 }
 
 function message(error: unknown): string {

@@ -1,6 +1,6 @@
 // The NTS master key in a file: what makes cookies survive restarts, and shared by workers.
 
-import { NtsError } from "./certificate.ts";
+import { NtsError, readAccessAdvice } from "./certificate.ts";
 import { readPrivateFile, UnsafeFileError } from "./private_file.ts";
 
 const KEY_BYTES = 32;
@@ -83,7 +83,7 @@ export function publishKeyFile(path: string, key: Uint8Array): boolean {
     file.syncSync();
   } catch (error) {
     removeQuietly(temporary);
-    throw describe(error, path);
+    throw describe(error, path, "missing");
   }
   try {
     Deno.linkSync(temporary, path);
@@ -104,12 +104,22 @@ function removeQuietly(path: string): void {
   }
 }
 
-function describe(error: unknown, path: string): Error {
-  if (error instanceof Deno.errors.NotCapable) {
+/**
+ * One line for a failure with the key file. `missing`: it was read and is not there, so
+ * only the writing failed; a process not granted that is told to make the file, or where
+ * this server may write, rather than to grant a read it has.
+ */
+function describe(error: unknown, path: string, missing?: "missing"): Error {
+  const make = `(umask 077; openssl rand -hex 32 > ${path})`;
+  if (error instanceof Deno.errors.NotCapable && missing) {
     return new NtsError(
-      `${FLAG} ${path} needs --allow-read for it, and to create it --allow-write; ` +
-        `or make it: openssl rand -hex 32 > ${path}; chmod 600 ${path}`,
+      `${FLAG} ${path} does not exist, and this process may not write there to make it: ` +
+        `run ${make}, or give a path in /var/lib/time-server, where the binary and ` +
+        `deno task start may write`,
     );
+  }
+  if (error instanceof Deno.errors.NotCapable) {
+    return new NtsError(`${FLAG} ${path} cannot be read: ${readAccessAdvice(path)}`);
   }
   if (error instanceof UnsafeFileError) return new NtsError(error.message);
   return error instanceof Error && error.message.startsWith(FLAG)
