@@ -1,6 +1,7 @@
 // The program's entry: read the command line, then run the server (or a pool) or the client.
 
 import { UsageError } from "./lib/usage.ts";
+import { createLogger } from "./lib/log.ts";
 import { DEFAULTS } from "./server/server.ts";
 import { askTime, CLIENT_HELP, ClientError, parseClientCommandLine } from "./client/client.ts";
 import { type Invocation, parseCommandLine } from "./cli/command_line.ts";
@@ -36,6 +37,13 @@ async function runClient(args: string[]): Promise<number> {
   }
 }
 
+/** Whether `args` ask for `--log-format json`, read before (or without) the full parse. */
+function asksForJson(args: string[]): boolean {
+  return args.some((arg, i) =>
+    arg === "--log-format=json" || (arg === "--log-format" && args[i + 1] === "json")
+  );
+}
+
 /**
  * Runs the program with the given arguments and resolves with its exit code once
  * the server has stopped (after SIGINT or SIGTERM).
@@ -48,7 +56,11 @@ export async function main(args: string[]): Promise<number> {
     invocation = parseCommandLine(args, port.env);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
-    console.error(`time-server: ${error.message} (see --help)`);
+    const why = `${error.message} (see --help)`;
+    // The command line did not parse, but a log shipper reading JSON wants this line too.
+    if (asksForJson(args)) {
+      createLogger({ format: "json" }).error("bad command line", { error: why });
+    } else console.error(`time-server: ${why}`);
     return 2;
   }
   if (invocation.action === "help") {

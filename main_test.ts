@@ -77,6 +77,34 @@ Deno.test("program exits 1 with one line when the port is in use, saying whether
   assert.ok(accepted.remoteAddr);
 });
 
+Deno.test("program with --log-format json says why it cannot start as one JSON error event", async () => {
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const cases: [string[], number, RegExp][] = [
+    [
+      ["--port", "abc"],
+      2,
+      /^--port must be a whole number from 0 to 65535, got "abc" \(see --help\)$/,
+    ],
+    [
+      ["--host", "127.0.0.1", "--port", String(taken.addr.port)],
+      1,
+      /^cannot listen on 127\.0\.0\.1:\d+: address already in use/,
+    ],
+  ];
+  for (const [args, code, why] of cases) {
+    for (const json of [["--log-format", "json"], ["--log-format=json"]]) {
+      const result = await runMain([...json, ...args]);
+      assert.equal(result.code, code, args.join(" "));
+      const lines = result.stderr.trim().split("\n");
+      assert.equal(lines.length, 1, result.stderr);
+      const event = JSON.parse(lines[0]);
+      assert.equal(event.level, "error");
+      assert.match(event.error, why);
+      assert.ok(!Number.isNaN(Date.parse(event.time)));
+    }
+  }
+});
+
 Deno.test("program exits 1 with one line when --host is not an address of this machine", async () => {
   // A documentation address (RFC 5737): the bind fails, and nothing is ever sent to it.
   const { code, stderr } = await runMain(["--host", "198.51.100.7", "--port", "0"]);

@@ -52,20 +52,32 @@ function logKeySource(source: string | null, keysFile: string | null, logger: Lo
   }
 }
 
+/**
+ * How the server says it cannot start, in one line: `time-server: why` on stderr, or with
+ * `--log-format json` an error event like every other line it logs. Returns exit code 1.
+ */
+function startFailure(logger: Logger, format: LogFormat): (why: string) => number {
+  return (why) => {
+    if (format === "json") logger.error("cannot start", { error: why });
+    else console.error(`time-server: ${why}`);
+    return 1;
+  };
+}
+
 /** Runs the server (or pool) and its metrics until a signal stops them; the exit code. */
 export async function runServer(
   invocation: Invocation & { action: "serve" },
   portReadable: boolean,
 ): Promise<number> {
   const logger = createLogger({ level: invocation.logLevel, format: invocation.logFormat });
+  const fail = startFailure(logger, invocation.logFormat);
   const { workers } = invocation;
   let options = invocation.options;
   let keySource: string | null = null;
   if (invocation.nts !== null) {
     const nts = ntsOptions(invocation.nts);
     if (typeof nts === "string") {
-      console.error(`time-server: ${nts}`);
-      return 1;
+      return fail(nts);
     }
     options = { ...options, nts: nts.options };
     keySource = nts.keySource;
@@ -77,11 +89,10 @@ export async function runServer(
   }
   const unreadable = workers > 1 ? unreadableModules() : null;
   if (unreadable !== null) {
-    console.error(
-      `time-server: --workers needs read access to the server's modules: run with ` +
+    return fail(
+      `--workers needs read access to the server's modules: run with ` +
         `--allow-read=${unreadable} (deno task start grants it)`,
     );
-    return 1;
   }
   let running: Running;
   try {
@@ -89,8 +100,7 @@ export async function runServer(
       ? await startPool(workers, options, invocation.logLevel, invocation.logFormat)
       : startSingle(options, logger);
   } catch (error) {
-    console.error(`time-server: ${await explainStartError(error, settings)}`);
-    return 1;
+    return fail(await explainStartError(error, settings));
   }
   warnOfPortableEngine(running, options, logger);
   logKeySource(keySource, invocation.nts?.keysFile ?? null, logger);
@@ -107,8 +117,7 @@ export async function runServer(
       await running.stop();
       const address = formatAddress({ transport: "tcp", ...invocation.metrics });
       const reason = describeListenError(error, invocation.metrics.port);
-      console.error(`time-server: cannot serve metrics on ${address}: ${reason}`);
-      return 1;
+      return fail(`cannot serve metrics on ${address}: ${reason}`);
     }
   }
   logger.info("listening", listeningFields(running, invocation, metrics));
