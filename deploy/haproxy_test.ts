@@ -90,6 +90,15 @@ Deno.test({
     ]),
     "first health checks",
   );
+  // Each check ends with QUIT, then a reset instead of a close: after the server's last word
+  // that loses nothing, and must not count as a reset. Three checks each (every 500 ms).
+  const closes = /("msg":"connection closed"[^\n]*\n[\s\S]*){3}/;
+  await within(10000, Promise.all([first.logged(closes), second.logged(closes)]), "3 checks");
+  for (const instance of [first, second]) {
+    const reasons = instance.text().split("\n").filter((line) => line.includes("connection closed"))
+      .map((line) => JSON.parse(line).reason);
+    assert.ok(reasons.length >= 3 && !reasons.includes("reset"), `health checks: ${reasons}`);
+  }
   const answers = await within(
     10000,
     askTime({ hostname: "127.0.0.1", port, count: 3, interval: 0 }),

@@ -1,6 +1,7 @@
 // Tests of the server against hostile clients, each with a bystander that must keep being served.
 
 import assert from "node:assert/strict";
+import net from "node:net";
 import { createLogger } from "../../lib/log.ts";
 import { serve, type ServerOptions, type TimeServer } from "../server.ts";
 import type { TcpEngine } from "./host.ts";
@@ -428,3 +429,41 @@ engineTest({
   const warnings = server.text().split("\n").filter((line) => line.includes("out of file"));
   assert.equal(warnings.length, 1, "one warning, though every freed descriptor ended a streak");
 });
+
+/** Asks TIME (and QUIT, with `quit`), reads until the answer (and the server's FIN), then resets. */
+function askThenReset(port: number, quit: boolean): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = "";
+    const socket = net.connect({ host: "127.0.0.1", port }, () => {
+      socket.write(quit ? "TIME\r\nQUIT\r\n" : "TIME\r\n");
+    });
+    socket.setEncoding("latin1");
+    socket.on("error", reject);
+    const reset = () => {
+      socket.removeAllListeners("data");
+      socket.once("close", () => resolve(text));
+      socket.resetAndDestroy();
+    };
+    socket.on("data", (chunk: string) => {
+      text += chunk;
+      if (!quit && text.endsWith("\n")) reset();
+    });
+    // After QUIT, the server's FIN: the client then resets instead of closing.
+    socket.on("end", () => quit && reset());
+  });
+}
+
+engineTest(
+  "a client that resets after the server's last word is not counted as a reset, as HAProxy's checks do",
+  async (tcpEngine) => {
+    await using server = start(tcpEngine);
+    const port = server.addr.port;
+    for (let i = 0; i < 5; i++) assert.match(await askThenReset(port, true), JAM_LINE);
+    await until(() => server.stats.connectionsOpen === 0, 5000, "the checks closed");
+    assert.equal(server.stats.closedReset, 0, "a reset after QUIT's answers loses nothing");
+    // One that resets while it could still ask is counted.
+    assert.match(await askThenReset(port, false), JAM_LINE);
+    await until(() => server.stats.connectionsOpen === 0, 5000, "the reset one closed");
+    assert.equal(server.stats.closedReset, 1);
+  },
+);

@@ -109,8 +109,12 @@ function failureReason(
   error: unknown,
   peer: () => string,
 ): CloseReason {
-  if (host.table.state(slot) === "closed") return host.table.reason(slot) ?? "error";
+  const state = host.table.state(slot);
+  if (state === "closed") return host.table.reason(slot) ?? "error";
   const reason = disconnectReason(error);
+  // After the server's last word nothing can be lost: a client that resets then (as
+  // HAProxy's health checks end, to leave no TIME-WAIT) has simply closed.
+  if (state === "lingering" && reason !== null) return "closed by client";
   if (reason === "reset") host.stats.closedReset++;
   if (reason !== null) return reason === "eof" ? "closed by client" : "reset";
   host.logger.error("connection failed", {

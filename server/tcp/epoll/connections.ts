@@ -128,10 +128,7 @@ export class EpollConnections {
     this.#end(fd, "evicted");
   }
 
-  /**
-   * Closes `fd` to make room: `ERR busy, closed to make room` once the answers owed are
-   * sent (what it sent unread is not owed), then the linger. One half-closed ends by itself.
-   */
+  /** Closes `fd` to make room: the answers owed, `ERR busy, closed to make room`, the linger. */
   makeRoom(fd: number): void {
     const fds = this.#fds, mode = fds.mode[fd];
     if (mode !== LINES && mode !== MAKING_ROOM) return;
@@ -225,6 +222,8 @@ export class EpollConnections {
     if (code === ERRNO.EAGAIN || code === ERRNO.EINTR) return;
     const slot = this.#fds.slotOf[fd];
     if (code === ERRNO.ECONNRESET || code === ERRNO.EPIPE) {
+      // After the server's last word nothing can be lost: see failureReason (deno engine).
+      if (this.#fds.mode[fd] === LINGER) return this.#end(fd, "closed by client");
       if (this.#host.table.state(slot) !== "closed") this.#host.stats.closedReset++;
       return this.#end(fd, "reset");
     }
