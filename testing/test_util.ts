@@ -411,3 +411,11 @@ export function engineTest(
     Deno.test({ ...base, name: `${base.name} (${tcpEngine} engine)`, fn: () => fn(tcpEngine) });
   }
 }
+
+/** A sample's value on the metrics page at `port` (e.g. `timeserver_connections_open`); throws when missing. */
+export async function scrapeSample(port: number, sample: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const line = text.split("\n").find((line) => line.startsWith(sample + " "));
+  if (line === undefined) throw new Error(`${sample} is not in the metrics`);
+  return Number(line.split(" ")[1]);
+}

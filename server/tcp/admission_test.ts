@@ -13,6 +13,7 @@ import {
   holdFrom,
   JAM_LINE,
   onEngine,
+  scrapeSample,
   startServerProcess,
   until,
   within,
@@ -344,14 +345,6 @@ for (const version of [1, 2] as const) {
   });
 }
 
-/** A sample's value on the metrics page. */
-async function scrape(port: number, sample: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const line = text.split("\n").find((line) => line.startsWith(sample + " "));
-  assert.ok(line, `${sample} in the metrics`);
-  return Number(line.split(" ")[1]);
-}
-
 engineTest({
   name: "with --workers 2, busy addresses make room for newcomers whichever worker holds them",
   ignore: !linux,
@@ -379,7 +372,7 @@ engineTest({
       clients.push(newcomer);
       await within(5000, newcomer.ready, `newcomer ${i} served`);
     }
-    assert.equal(await scrape(metricsPort, 'timeserver_errors_total{kind="fairness"}'), 4);
+    assert.equal(await scrapeSample(metricsPort, 'timeserver_errors_total{kind="fairness"}'), 4);
     await until(() => clients.filter((c) => c.closed()).length === 4, 5000, "four made room");
     for (const client of clients.filter((client) => client.closed())) {
       assertMadeRoom(await client.received, "a hog");

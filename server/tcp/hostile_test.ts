@@ -14,6 +14,7 @@ import {
   mainModule,
   onEngine,
   resetStorm,
+  scrapeSample,
   silentFrom,
   startServerProcess,
   until,
@@ -69,13 +70,6 @@ function chatty(port: number, everyMs: number) {
   };
 }
 
-async function scrapeCounter(port: number, sample: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const line = text.split("\n").find((line) => line.startsWith(sample + " "));
-  assert.ok(line, `${sample} in the metrics`);
-  return Number(line.split(" ")[1]);
-}
-
 engineTest({
   name: "a storm of clients that reset before accept does not hold up the next client",
   ignore: !linux, // SIGSTOP, and 127.0.0.2 on loopback
@@ -102,10 +96,10 @@ engineTest({
   // Deno's accept asks for the peer's address, which fails for a connection reset in the
   // queue; accept4 hands such a connection over, and its first read reports the reset.
   const kind = tcpEngine === "deno" ? "accept_aborted" : "reset";
-  const aborted = await scrapeCounter(metricsPort, `timeserver_errors_total{kind="${kind}"}`);
+  const aborted = await scrapeSample(metricsPort, `timeserver_errors_total{kind="${kind}"}`);
   assert.ok(aborted >= 300, `${aborted} connections counted as ${kind}, each reset in the queue`);
   assert.equal(
-    await scrapeCounter(metricsPort, 'timeserver_errors_total{kind="accept_exhausted"}'),
+    await scrapeSample(metricsPort, 'timeserver_errors_total{kind="accept_exhausted"}'),
     0,
   );
 
@@ -187,7 +181,7 @@ engineTest({
     Array.from({ length: 22 }, (_, i) => silentFrom(`127.0.0.${10 + (i % 10)}`, server.port)),
   );
   try {
-    const open = () => scrapeCounter(metricsPort, "timeserver_connections_open");
+    const open = () => scrapeSample(metricsPort, "timeserver_connections_open");
     for (let held = await open(); held < 20; held = await open()) {
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
@@ -197,7 +191,7 @@ engineTest({
       if (await bystanderServed(server.port)) served++;
     }
     assert.ok(served >= 19, `the bystander was served ${served} times out of 20`);
-    const evicted = await scrapeCounter(metricsPort, 'timeserver_errors_total{kind="evicted"}');
+    const evicted = await scrapeSample(metricsPort, 'timeserver_errors_total{kind="evicted"}');
     assert.ok(evicted >= 1, `${evicted} evicted`);
   } finally {
     await Promise.all(hogs.map((hog) => hog.close()));
@@ -421,7 +415,7 @@ engineTest({
   } finally {
     for (const hog of hogs) hog.close();
   }
-  const exhausted = await scrapeCounter(
+  const exhausted = await scrapeSample(
     metricsPort,
     'timeserver_errors_total{kind="accept_exhausted"}',
   );
