@@ -4,10 +4,12 @@ import { UsageError } from "./lib/usage.ts";
 import { createLogger } from "./lib/log.ts";
 import { DEFAULTS } from "./server/server.ts";
 import { askTime, CLIENT_HELP, ClientError, parseClientCommandLine } from "./client/client.ts";
-import { type Invocation, parseCommandLine } from "./cli/command_line.ts";
+import { gatherFlags, type Invocation, parseCommandLine } from "./cli/command_line.ts";
 import { HELP, VERSION } from "./cli/help.ts";
 import { PORT_UNREADABLE, readPort } from "./cli/environment.ts";
 import { runServer } from "./cli/run_server.ts";
+import { CHECK_HELP, describeConfiguration } from "./cli/check.ts";
+import { loadTomlParser } from "./config/file.ts";
 
 /** Runs `time-server client`: prints each answer; exit code 0, 1 (failure) or 2 (usage). */
 async function runClient(args: string[]): Promise<number> {
@@ -37,6 +39,34 @@ async function runClient(args: string[]): Promise<number> {
   }
 }
 
+/** Whether `args` name a config file, so that the TOML parser must be loaded first. */
+function asksForConfig(args: string[]): boolean {
+  return args.some((arg) => arg === "--config" || arg.startsWith("--config="));
+}
+
+/**
+ * Runs `time-server check`: prints the effective configuration with each value's
+ * source, or says what is wrong with it; exit code 0 or 2.
+ */
+async function runCheck(args: string[]): Promise<number> {
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(CHECK_HELP);
+    return 0;
+  }
+  const port = readPort();
+  const reader = { parseToml: asksForConfig(args) ? await loadTomlParser() : undefined };
+  try {
+    const invocation = parseCommandLine(args, port.env, undefined, reader);
+    if (invocation.action !== "serve") throw new UsageError("check takes no --help or --version");
+    console.log(describeConfiguration(gatherFlags(args, port.env, reader)));
+    return 0;
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`time-server check: ${error.message}`);
+    return 2;
+  }
+}
+
 /** Whether `args` ask for `--log-format json`, read before (or without) the full parse. */
 function asksForJson(args: string[]): boolean {
   return args.some((arg, i) =>
@@ -50,10 +80,12 @@ function asksForJson(args: string[]): boolean {
  */
 export async function main(args: string[]): Promise<number> {
   if (args[0] === "client") return await runClient(args.slice(1));
+  if (args[0] === "check") return await runCheck(args.slice(1));
   let invocation: Invocation;
   const port = readPort();
+  const reader = { parseToml: asksForConfig(args) ? await loadTomlParser() : undefined };
   try {
-    invocation = parseCommandLine(args, port.env);
+    invocation = parseCommandLine(args, port.env, undefined, reader);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
     const why = `${error.message} (see --help)`;
@@ -71,7 +103,10 @@ export async function main(args: string[]): Promise<number> {
     console.log(`time-server ${VERSION}`);
     return 0;
   }
-  return await runServer(invocation, port.readable);
+  const reread = invocation.config === undefined
+    ? null
+    : () => parseCommandLine(args, port.env, undefined, reader);
+  return await runServer(invocation, port.readable, reread);
 }
 
 if (import.meta.main) {

@@ -235,20 +235,20 @@ engineTest({
 
 Deno.test({
   name:
-    "program takes SIGHUP, as a closed terminal sends it, as nothing to reload: it keeps serving",
+    "program without --config takes SIGHUP, as a closed terminal sends it, as nothing to reload: it keeps serving",
   ignore: Deno.build.os === "windows",
 }, async () => {
   await using server = await startServerProcess(["--host", "127.0.0.1", "--log-format", "json"]);
   using client = await LineClient.connect(server.port);
   assert.match(await client.time(), JAM_LINE);
   server.child.kill("SIGHUP");
-  await server.logged(/SIGHUP: nothing to reload; ignored/);
+  await server.logged(/SIGHUP: no --config file to reload; ignored/);
   assert.match(await client.time(), JAM_LINE, "the connection open before it is still served");
   client.close();
   const events = await stopForEvents(server);
   assert.deepEqual(events.map((event) => event.msg), [
     "listening",
-    "SIGHUP: nothing to reload; ignored",
+    "SIGHUP: no --config file to reload; ignored",
     "shutting down",
     "stopped",
   ]);

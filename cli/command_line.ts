@@ -12,6 +12,8 @@ import { libcMissing } from "../lib/libc.ts";
 import { type NtsFlags, parseNtsFlags } from "../nts/setup.ts";
 import { COMMAND_LINE_DEFAULTS, RATE_DEFAULTS, WORKERS_PER_CPU } from "./help.ts";
 import { checkPortClashes } from "./port_clashes.ts";
+import { type FlagName, FLAGS, SETTINGS, type Source } from "../config/flags.ts";
+import { type ConfigFile, type ParseToml, readConfigFile } from "../config/file.ts";
 
 /** What the command line asks for, as returned by {@linkcode parseCommandLine}. */
 export type Invocation =
@@ -28,47 +30,101 @@ export type Invocation =
     readonly metrics: { hostname: string; port: number } | null;
     /** NTS's flags, or null when NTS is off; the master key is read at start. */
     readonly nts: NtsFlags | null;
+    /** The config file read (`--config`), when one was given. */
+    readonly config?: string;
   };
 
-const FLAGS = {
-  host: { type: "string" },
-  port: { type: "string", short: "p" },
-  tz: { type: "string" },
-  "max-line": { type: "string" },
-  "idle-timeout": { type: "string" },
-  "max-connections": { type: "string" },
-  "evict-after": { type: "string" },
-  "shutdown-timeout": { type: "string" },
-  "log-level": { type: "string" },
-  "log-format": { type: "string" },
-  "max-connections-per-ip": { type: "string" },
-  "proxy-protocol": { type: "boolean" },
-  "no-fairness": { type: "boolean" },
-  "tcp-engine": { type: "string" },
-  workers: { type: "string" },
-  metrics: { type: "string" },
-  "daytime-port": { type: "string" },
-  "time-port": { type: "string" },
-  "ntp-port": { type: "string" },
-  "ntp-stratum": { type: "string" },
-  "udp-engine": { type: "string" },
-  "ntp-clock": { type: "string" },
-  allow: { type: "string", multiple: true },
-  deny: { type: "string", multiple: true },
-  "rate-limit": { type: "string" },
-  "rate-burst": { type: "string" },
-  "rate-leak": { type: "string" },
-  kod: { type: "boolean" },
-  "max-clients": { type: "string" },
-  "nts-ke-port": { type: "string" },
-  "nts-cert": { type: "string" },
-  "nts-key": { type: "string" },
-  "nts-keys-file": { type: "string" },
-  "nts-ke-rate": { type: "string" },
-  "nts-ntp-server": { type: "string" },
-  help: { type: "boolean", short: "h" },
-  version: { type: "boolean", short: "V" },
-} as const;
+/** The flags' values as `parseArgs` gives them. */
+type Values = {
+  [K in FlagName]?: (typeof FLAGS)[K] extends { multiple: true } ? string[]
+    : (typeof FLAGS)[K] extends { type: "boolean" } ? boolean
+    : string;
+};
+
+/** The flags' values from the command line and the config file, and where each came from. */
+export interface GatheredFlags {
+  readonly values: Values;
+  /** The source of each flag given: on the command line, in the file, or `PORT`. */
+  readonly sources: ReadonlyMap<FlagName, Source>;
+  /** The config file read, or null without `--config`. */
+  readonly file: ConfigFile | null;
+  /** The values taken from the environment: `PORT`, when neither flag nor file gives one. */
+  readonly environment: { readonly port?: string };
+}
+
+/**
+ * How a config file is read: its text (`Deno.readTextFileSync` but for tests), and the
+ * TOML parser, loaded beforehand with `loadTomlParser` since it is fetched only when needed.
+ */
+export interface ConfigReader {
+  readonly readText?: (path: string) => string;
+  readonly parseToml?: ParseToml;
+}
+
+/**
+ * Reads the command line and, with `--config FILE`, that file: a flag given on the
+ * command line overrides the file's key, and `PORT` from the environment overrides
+ * the file's port too. Throws {@linkcode UsageError} for a flag or file that is wrong.
+ */
+export function gatherFlags(
+  args: string[],
+  env: { PORT?: string } = {},
+  reader: ConfigReader = {},
+): GatheredFlags {
+  let values, tokens;
+  try {
+    ({ values, tokens } = parseArgs({
+      args: attachNegativeValues(args, FLAGS),
+      options: FLAGS,
+      strict: true,
+      allowPositionals: false,
+      tokens: true,
+    }));
+  } catch (error) {
+    throw UsageError.fromParseArgs(error);
+  }
+  UsageError.givenOnce(tokens, FLAGS);
+  const given: Values = { ...values };
+  const sources = new Map<FlagName, Source>();
+  for (const flag of Object.keys(given) as FlagName[]) sources.set(flag, "flag");
+  const fromEnv = given.port === undefined && env.PORT !== undefined && env.PORT !== "";
+  let file: ConfigFile | null = null;
+  if (given.config !== undefined && !given.help && !given.version) {
+    if (reader.parseToml === undefined) throw new TypeError("--config: no TOML parser given");
+    const text = readConfigText(given.config, reader.readText ?? Deno.readTextFileSync);
+    file = readConfigFile(given.config, text, reader.parseToml);
+    for (const [flag, value] of Object.entries(file.values) as [FlagName, never][]) {
+      if (given[flag] !== undefined || (flag === "port" && fromEnv)) continue;
+      given[flag] = value;
+      sources.set(flag, "file");
+    }
+  }
+  if (fromEnv && given.port === undefined) {
+    sources.set("port", "environment");
+    return { values: given, sources, file, environment: { port: env.PORT } };
+  }
+  return { values: given, sources, file, environment: {} };
+}
+
+/** The config file's text, or a UsageError saying why it cannot be read. */
+function readConfigText(path: string, readText: (path: string) => string): string {
+  try {
+    return readText(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new UsageError(`--config ${path}: no such file`);
+    }
+    if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
+      throw new UsageError(
+        `--config ${path}: not readable here (${error.message.split("\n")[0]})`,
+      );
+    }
+    if (error instanceof Deno.errors.IsADirectory) {
+      throw new UsageError(`--config ${path}: is a folder, not a file`);
+    }
+    throw new UsageError(`--config ${path}: ${error instanceof Error ? error.message : error}`);
+  }
+}
 
 /** The flags that take one value (not a switch, not repeatable). */
 type ValueFlag = {
@@ -169,20 +225,40 @@ export function parseCommandLine(
   args: string[],
   env: { PORT?: string } = {},
   platform: Platform = { os: Deno.build.os, cpus: navigator.hardwareConcurrency },
+  reader: ConfigReader = {},
 ): Invocation {
-  let values, tokens;
+  const gathered = gatherFlags(args, env, reader);
   try {
-    ({ values, tokens } = parseArgs({
-      args: attachNegativeValues(args, FLAGS),
-      options: FLAGS,
-      strict: true,
-      allowPositionals: false,
-      tokens: true,
-    }));
+    return interpret(gathered.values, env, platform, gathered.file?.path);
   } catch (error) {
-    throw UsageError.fromParseArgs(error);
+    throw error instanceof UsageError ? inFile(error, gathered) : error;
   }
-  UsageError.givenOnce(tokens, FLAGS);
+}
+
+/**
+ * A mistake in a value the config file gave, said of the file: its path, the line, and
+ * the key in place of the flag, as `time-server.toml:3: [line] port must be …`.
+ */
+function inFile(error: UsageError, { sources, file }: GatheredFlags): UsageError {
+  const flag = error.message.match(/^--([a-z-]+)/)?.[1] as FlagName | undefined;
+  if (file === null || flag === undefined || sources.get(flag) !== "file") return error;
+  // The other settings it names, by their keys too: `[time] kod needs [time] rate-limit`.
+  const rest = error.message.slice(flag.length + 2).replace(/--([a-z-]+)/g, (text, name) => {
+    const setting = SETTINGS.find((setting) => setting.flag === name);
+    return setting ? `[${setting.section}] ${setting.key}` : text;
+  });
+  const setting = SETTINGS.find((setting) => setting.flag === flag)!;
+  const key = `[${setting.section}] ${setting.key}`;
+  return new UsageError(`${file.path}:${file.lines.get(flag) ?? 1}: ${key}${rest}`);
+}
+
+/** The serving invocation (or help, or version) that the gathered values ask for. */
+function interpret(
+  values: Values,
+  env: { PORT?: string },
+  platform: Platform,
+  config: string | undefined,
+): Invocation {
   if (values.help) return { action: "help" };
   if (values.version) return { action: "version" };
 
@@ -234,7 +310,16 @@ export function parseCommandLine(
     values["log-format"] ?? COMMAND_LINE_DEFAULTS.logFormat,
     LOG_FORMATS,
   );
-  return { action: "serve", options, logLevel, logFormat, workers, metrics, nts };
+  const invocation = {
+    action: "serve",
+    options,
+    logLevel,
+    logFormat,
+    workers,
+    metrics,
+    nts,
+  } as const;
+  return config === undefined ? invocation : { ...invocation, config };
 }
 
 /** `--tcp-engine`, into `options`: epoll where it can run, on a literal address. */

@@ -1,7 +1,9 @@
 // Tests of the command line, in-process: every flag, the checks across flags, and the messages.
 
 import assert from "node:assert/strict";
-import { parseCommandLine } from "./command_line.ts";
+import { gatherFlags, parseCommandLine } from "./command_line.ts";
+import { loadTomlParser } from "../config/file.ts";
+import { describeConfiguration } from "./check.ts";
 import { HELP, VERSION } from "./help.ts";
 import { UsageError } from "../lib/usage.ts";
 
@@ -398,4 +400,131 @@ Deno.test("command line rejects bad input with a one-line message naming the fla
       return true;
     });
   }
+});
+
+const parseToml = await loadTomlParser();
+/** A reader that serves one config file's text, as if from disk. */
+const fileReader = (text: string) => ({
+  parseToml,
+  readText: (path: string) => {
+    if (path !== "/etc/time-server/time-server.toml") throw new Deno.errors.NotFound(path);
+    return text;
+  },
+});
+const CONFIG = ["--config", "/etc/time-server/time-server.toml"];
+
+Deno.test("a config file gives every flag's value, and flags given override it", () => {
+  const reader = fileReader(`
+[line]
+host = "127.0.0.1"
+port = 4000
+[limits]
+max-connections = 50
+fairness = false
+allow = ["127.0.0.0/8"]
+[time]
+ntp-port = 1123
+ntp-stratum = 3
+[log]
+level = "debug"
+format = "json"
+[metrics]
+listen = "127.0.0.1:9464"
+`);
+  const invocation = parseCommandLine([...CONFIG, "--port", "4001"], {}, undefined, reader);
+  assert.deepEqual(invocation, {
+    action: "serve",
+    options: {
+      hostname: "127.0.0.1",
+      port: 4001,
+      maxConnections: 50,
+      fairness: false,
+      allow: ["127.0.0.0/8"],
+      ntpPort: 1123,
+      ntpStratum: 3,
+    },
+    logLevel: "debug",
+    logFormat: "json",
+    workers: 1,
+    metrics: { hostname: "127.0.0.1", port: 9464 },
+    nts: null,
+    config: "/etc/time-server/time-server.toml",
+  });
+});
+
+Deno.test("PORT from the environment overrides the config file's port, and --port overrides both", () => {
+  const reader = fileReader("[line]\nport = 4000\n");
+  const port = (args: string[]) => {
+    const invocation = parseCommandLine([...CONFIG, ...args], { PORT: "5000" }, undefined, reader);
+    return invocation.action === "serve" ? invocation.options.port : null;
+  };
+  assert.equal(port([]), 5000);
+  assert.equal(port(["--port", "6000"]), 6000);
+  const sources = gatherFlags(CONFIG, { PORT: "5000" }, reader).sources;
+  assert.equal(sources.get("port"), "environment");
+});
+
+Deno.test("a config file's bad value is reported at its line, by its key, in one line", () => {
+  const cases: [string, string][] = [
+    [
+      '[line]\nhost = "127.0.0.1"\nport = 70000\n',
+      ':3: [line] port must be a whole number from 0 to 65535, got "70000"',
+    ],
+    ["[time]\nkod = true\n", ":2: [time] kod needs [time] rate-limit"],
+    [
+      '[log]\nlevel = "loud"\n',
+      ':2: [log] level must be one of error, warn, info, debug, got "loud"',
+    ],
+    [
+      "[limits]\nshutdown-timeout = -1\n",
+      ':2: [limits] shutdown-timeout must be a number of seconds from 0 to 86400, got "-1"',
+    ],
+  ];
+  for (const [text, message] of cases) {
+    assert.throws(
+      () => parseCommandLine(CONFIG, {}, undefined, fileReader(text)),
+      (error: unknown) => {
+        assert.ok(error instanceof UsageError);
+        assert.equal(error.message, `/etc/time-server/time-server.toml${message}`);
+        return true;
+      },
+    );
+  }
+  // The same mistake given as a flag is the flag's.
+  assert.throws(
+    () => parseCommandLine([...CONFIG, "--port", "70000"], {}, undefined, fileReader("")),
+    /^UsageError: --port must be a whole number/,
+  );
+});
+
+Deno.test("--config names a file that must be there", () => {
+  assert.throws(
+    () => parseCommandLine(["--config", "/nowhere.toml"], {}, undefined, fileReader("")),
+    /--config \/nowhere.toml: no such file/,
+  );
+  assert.throws(
+    () => parseCommandLine(["--config", "a", "--config", "b"], {}, undefined, fileReader("")),
+    /--config is given twice/,
+  );
+});
+
+Deno.test("time-server check says where each value came from", () => {
+  const reader = fileReader('[line]\ntz = "UTC"\n\n[limits]\nmax-connections = 50\n');
+  const text = describeConfiguration(
+    gatherFlags([...CONFIG, "--max-connections-per-ip", "4"], { PORT: "5000" }, reader),
+  );
+  assert.match(text, /^# read from \/etc\/time-server\/time-server.toml$/m);
+  assert.match(text, /^port = 5000 +# environment$/m);
+  assert.match(text, /^tz = "UTC" +# file, line 2$/m);
+  assert.match(text, /^max-connections = 50 +# file, line 5$/m);
+  assert.match(text, /^max-connections-per-ip = 4 +# flag$/m);
+  assert.match(text, /^fairness = true +# default$/m);
+  assert.match(text, /^# ntp-port = \(off\) +# default$/m);
+  // What it prints is a config file that reads back to the same values.
+  const values =
+    gatherFlags(["--config", "/etc/time-server/time-server.toml"], {}, fileReader(text))
+      .values;
+  assert.equal(values["max-connections"], "50");
+  assert.equal(values["max-connections-per-ip"], "4");
+  assert.equal(values.port, "5000");
 });

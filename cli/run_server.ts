@@ -1,6 +1,13 @@
 // Running the server, or a pool of workers, with its metrics, until a signal stops it.
 
-import { createLogger, type LogFormat, type Logger, type LogLevel } from "../lib/log.ts";
+import {
+  type ConfigurableLogger,
+  createLogger,
+  type LogFormat,
+  type Logger,
+  type LogLevel,
+  withLogSettings,
+} from "../lib/log.ts";
 import { serveMetrics } from "../server/metrics.ts";
 import { type ServerStats, sumStats } from "../server/stats.ts";
 import { startWorkers, unreadableModules } from "../server/workers.ts";
@@ -20,6 +27,7 @@ import { listenForStop } from "./stop.ts";
 import { describeListenError, explainStartError } from "./start_errors.ts";
 import { PORT_UNREADABLE } from "./environment.ts";
 import { listeningFields } from "./listening.ts";
+import { planReload, reloadedNts, type Serving } from "./reload.ts";
 
 /**
  * NTS's options from its flags: the libraries checked, the master key read (or made).
@@ -64,10 +72,15 @@ function startFailure(logger: Logger, format: LogFormat): (why: string) => numbe
   };
 }
 
-/** Runs the server (or pool) and its metrics until a signal stops them; the exit code. */
+/**
+ * Runs the server (or pool) and its metrics until a signal stops them; the exit code.
+ * With `reread`, which reads the configuration anew (the config file and the same
+ * flags), SIGHUP reloads it: see {@linkcode reloader}.
+ */
 export async function runServer(
   invocation: Invocation & { action: "serve" },
   portReadable: boolean,
+  reread: (() => Invocation) | null = null,
 ): Promise<number> {
   const logger = createLogger({ level: invocation.logLevel, format: invocation.logFormat });
   const fail = startFailure(logger, invocation.logFormat);
@@ -97,7 +110,7 @@ export async function runServer(
   let running: Running;
   try {
     running = workers > 1
-      ? await startPool(workers, options, invocation.logLevel, invocation.logFormat)
+      ? await startPool(workers, options, logger)
       : startSingle(options, logger);
   } catch (error) {
     return fail(await explainStartError(error, settings));
@@ -121,6 +134,7 @@ export async function runServer(
     }
   }
   logger.info("listening", listeningFields(running, invocation, metrics));
+  if (reread !== null) stop.onReload(reloader(invocation, options, running, reread, logger));
   await stop.requested;
   draining.abort();
   const last = await running.stop();
@@ -154,6 +168,57 @@ function warnOfPortableEngine(running: Running, options: ServerOptions, logger: 
   }
 }
 
+/**
+ * What SIGHUP does with a config file: reads it again with the same flags, applies what
+ * can change live to the server (every worker), names in one warning what needs a
+ * restart and keeps it as it runs, and logs the change. A configuration that does not
+ * read, or a certificate that does not load, is logged as an error and changes nothing.
+ * Reloads run one after the other, never two at once.
+ */
+function reloader(
+  started: Serving,
+  startOptions: ServerOptions,
+  running: Running,
+  reread: () => Invocation,
+  logger: Logger,
+): () => void {
+  let current = started;
+  let options = startOptions;
+  let queue = Promise.resolve();
+  const failed = (error: unknown) =>
+    logger.error("reload failed; the running configuration stays", {
+      error: error instanceof Error ? error.message : String(error),
+    });
+  const reload = async () => {
+    let next: Invocation;
+    try {
+      next = reread();
+    } catch (error) {
+      return failed(error);
+    }
+    if (next.action !== "serve") return failed("the configuration asks for no server");
+    const plan = planReload(current, next);
+    if (plan.restart.length > 0) {
+      logger.warn(`reload: needs a restart to change ${plan.restart.join(", ")}; kept as running`);
+    }
+    const nts = options.nts ? reloadedNts(options.nts, plan.invocation.nts) : null;
+    const nextOptions = { ...options, ...plan.invocation.options, nts };
+    const log = { level: plan.invocation.logLevel, format: plan.invocation.logFormat };
+    try {
+      await running.reconfigure(nextOptions, log);
+    } catch (error) {
+      return failed(error);
+    }
+    current = plan.invocation;
+    options = nextOptions;
+    logger.info("reloaded", { changed: plan.live.join(", ") || "nothing" });
+  };
+  return () => {
+    logger.info("SIGHUP: reloading the configuration");
+    queue = queue.then(reload);
+  };
+}
+
 /** A server or a pool of workers, as main() runs it. */
 export interface Running {
   readonly address: string;
@@ -163,9 +228,11 @@ export interface Running {
   stats(): ServerStats | Promise<ServerStats>;
   /** Drains and stops; resolves with the last counters of each server. */
   stop(): Promise<ServerStats[]>;
+  /** Reloads (see `TimeServer.reconfigure`) every server, and the log settings. */
+  reconfigure(options: ServerOptions, log: { level: LogLevel; format: LogFormat }): Promise<void>;
 }
 
-function startSingle(options: ServerOptions, logger: Logger): Running {
+function startSingle(options: ServerOptions, logger: ConfigurableLogger): Running {
   const server = serve({ ...options, logger });
   return {
     address: formatAddress(server.addr),
@@ -177,15 +244,19 @@ function startSingle(options: ServerOptions, logger: Logger): Running {
       await server.shutdown();
       return [server.stats];
     },
+    reconfigure: (next, log) => {
+      withLogSettings(logger, log, () => server.reconfigure(next));
+      return Promise.resolve();
+    },
   };
 }
 
 async function startPool(
   count: number,
   options: ServerOptions,
-  level: LogLevel,
-  format: LogFormat,
+  logger: ConfigurableLogger,
 ): Promise<Running> {
+  const { level, format } = logger;
   const pool = await startWorkers(count, options, { level, format });
   const host = resolveServerOptions(options).hostname;
   return {
@@ -195,5 +266,9 @@ async function startPool(
     udpEngine: pool.udpEngine,
     stats: () => pool.stats(),
     stop: () => pool.shutdown(),
+    reconfigure: async (next, log) => {
+      await pool.reconfigure(next, log);
+      logger.configure(log);
+    },
   };
 }

@@ -10,6 +10,8 @@ export interface StopRequest {
   readonly requested: Promise<Deno.Signal>;
   /** Says the stop is over: signals from now on are ignored, the process exits 0. */
   finished(): void;
+  /** What SIGHUP does from now on; without it, SIGHUP is logged and ignored. */
+  onReload(reload: () => void): void;
 }
 
 /**
@@ -20,7 +22,8 @@ export interface StopRequest {
  * Under `deno task dev` SIGINT belongs to `--watch`'s watcher, whose SIGTERM stops the
  * server (see {@linkcode StopSignals}).
  *
- * SIGHUP is logged and ignored: nothing is read from a file that could be reloaded.
+ * SIGHUP reloads the configuration where there is a file to read again (`onReload`);
+ * otherwise it is logged and ignored.
  *
  * The listeners are never removed: removing Deno's last one restores the signal's
  * default action, so a copy passed on late, after a quick drain, would kill the
@@ -32,6 +35,7 @@ export function listenForStop(logger: Logger): StopRequest {
   const signals: StopSignal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
   const policy = new StopSignals({ watched: readWatched() });
   let finished = false;
+  let stopping = false;
   const onSignal = (signal: StopSignal) => () => {
     const verdict = policy.receive(signal, performance.now());
     if (verdict === "watcher") {
@@ -50,14 +54,24 @@ export function listenForStop(logger: Logger): StopRequest {
       Deno.exit(1);
     }
     logger.info("shutting down", { signal });
+    stopping = true;
     requested.resolve(signal);
   };
   for (const signal of signals) Deno.addSignalListener(signal, onSignal(signal));
   // SIGHUP's default action ends the process without a drain, as a closed terminal or a
   // dropped SSH session sends it; a daemon takes it as "reload", and there is nothing to
   // reload without a configuration file.
+  let reload: (() => void) | null = null;
   if (Deno.build.os !== "windows") {
-    Deno.addSignalListener("SIGHUP", () => logger.warn("SIGHUP: nothing to reload; ignored"));
+    Deno.addSignalListener("SIGHUP", () => {
+      if (stopping) logger.warn("SIGHUP while shutting down; ignored");
+      else if (reload === null) logger.warn("SIGHUP: no --config file to reload; ignored");
+      else reload();
+    });
   }
-  return { requested: requested.promise, finished: () => finished = true };
+  return {
+    requested: requested.promise,
+    finished: () => finished = true,
+    onReload: (next) => reload = next,
+  };
 }

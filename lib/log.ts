@@ -26,6 +26,36 @@ export interface Logger {
   debug(msg: string, fields?: LogFields): void;
 }
 
+/** A logger whose level and format can change while it is in use (a reload). */
+export interface ConfigurableLogger extends Logger {
+  /** The most verbose level written now. */
+  readonly level: LogLevel;
+  /** How events are written now. */
+  readonly format: LogFormat;
+  /** Writes from now on at this level, in this format; left out, each stays as it is. */
+  configure(options: { level?: LogLevel; format?: LogFormat }): void;
+}
+
+/**
+ * Applies `change` with the logger set to `log`, and puts the logger back as it was if
+ * `change` throws: a reload refused leaves the log as it was too. The logger is set
+ * first because what `change` reconfigures may read it (whether debug is on).
+ */
+export function withLogSettings<T>(
+  logger: ConfigurableLogger,
+  log: { level: LogLevel; format: LogFormat },
+  change: () => T,
+): T {
+  const before = { level: logger.level, format: logger.format };
+  logger.configure(log);
+  try {
+    return change();
+  } catch (error) {
+    logger.configure(before);
+    throw error;
+  }
+}
+
 /** Options of {@linkcode createLogger}. */
 export interface LoggerOptions {
   /**
@@ -92,12 +122,11 @@ function textValue(value: string | number | boolean): string {
  * ]);
  * ```
  */
-export function createLogger(options: LoggerOptions = {}): Logger {
-  const level = options.level ?? "info";
-  const format = options.format ?? "text";
+export function createLogger(options: LoggerOptions = {}): ConfigurableLogger {
+  let format = options.format ?? "text";
   const write = options.write ?? writeStderr;
   const now = options.now ?? Date.now;
-  const threshold = LOG_LEVELS.indexOf(level);
+  let threshold = LOG_LEVELS.indexOf(options.level ?? "info");
   const base = options.fields;
 
   function emit(eventLevel: LogLevel, msg: string, fields?: LogFields): void {
@@ -123,6 +152,16 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   }
 
   return {
+    get level() {
+      return LOG_LEVELS[threshold];
+    },
+    get format() {
+      return format;
+    },
+    configure(next) {
+      if (next.level !== undefined) threshold = LOG_LEVELS.indexOf(next.level);
+      if (next.format !== undefined) format = next.format;
+    },
     enabled: (eventLevel) => LOG_LEVELS.indexOf(eventLevel) <= threshold,
     error: (msg, fields) => emit("error", msg, fields),
     warn: (msg, fields) => emit("warn", msg, fields),

@@ -168,6 +168,11 @@ export class CertificateStore {
     this.#checkExpiry();
   }
 
+  /** The certificate chain's file and its key's, as given. */
+  get files(): readonly [string, string] {
+    return this.#files;
+  }
+
   /** The credentials new sessions use. */
   get credentials(): TlsCredentials {
     return this.#current.credentials;

@@ -64,12 +64,16 @@ function contains(range: Range, address: Uint32Array): boolean {
  * ```
  */
 export class AccessList {
-  readonly #allow: readonly Range[];
-  readonly #deny: readonly Range[];
+  #allow: readonly Range[] = [];
+  #deny: readonly Range[] = [];
   /** Whether every address is allowed, so the check costs nothing. */
-  readonly open: boolean;
+  open = true;
 
   private constructor(allow: readonly Range[], deny: readonly Range[]) {
+    this.#set(allow, deny);
+  }
+
+  #set(allow: readonly Range[], deny: readonly Range[]): void {
     this.#allow = allow;
     this.#deny = deny;
     this.open = allow.length === 0 && deny.length === 0;
@@ -86,6 +90,16 @@ export class AccessList {
       return range;
     };
     return new AccessList(allow.map(parse), deny.map(parse));
+  }
+
+  /**
+   * Takes new lists in place (a reload), so that every listener holding this one sees
+   * them at once; throws as {@linkcode AccessList.parse} does, changing nothing.
+   */
+  replace(allow: readonly string[], deny: readonly string[]): void {
+    if (this === AccessList.OPEN) throw new TypeError("AccessList.OPEN is shared: parse one");
+    const next = AccessList.parse(allow, deny);
+    this.#set(next.#allow, next.#deny);
   }
 
   /** Whether a client at this address (as a socket reports it) may be served. */

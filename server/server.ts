@@ -13,7 +13,7 @@ import {
   tcpSettings,
 } from "./server_options.ts";
 import { newServerStats, type ServerStats } from "./stats.ts";
-import { RateLimiter } from "./udp/rate_limit.ts";
+import { RateLimiter, type RateLimitOptions } from "./udp/rate_limit.ts";
 import type { TcpEngine, TcpService } from "./tcp/host.ts";
 import { TcpServer } from "./tcp/server.ts";
 import {
@@ -57,6 +57,17 @@ export interface TimeServer extends AsyncDisposable {
    * seconds are closed anyway. Calling it again returns the same promise.
    */
   shutdown(): Promise<void>;
+  /**
+   * Applies new options while serving (a reload), for what changes without a new
+   * socket: who is served (`allow`, `deny`), the UDP rate limit and Kiss-o'-Death, the
+   * TCP limits, timeouts and fairness, `shutdownTimeout`, `ntpStratum`, and NTS-KE's
+   * rate, `ntpServer` and certificate (reloaded if its files changed); and the debug
+   * log, as the logger's owner has set it. The rest (addresses, ports, engines,
+   * `maxLine`, `proxyProtocol`, `timeZone`, `ntpClock`, the NTS master key) stays as
+   * started. Nothing open is closed, no cookie or key dropped. Throws, changing nothing,
+   * when an access list or the certificate does not load.
+   */
+  reconfigure(options: ServerOptions): void;
 }
 
 /**
@@ -170,19 +181,19 @@ function ntsService(
  * obeys; or, without it, {@linkcode ONE_ANSWER_RATE_LIMIT} for Daytime and Time alone,
  * when either is on. Null when neither applies.
  */
-function udpRateLimiter(settings: ServerSettings): RateLimiter | null {
+function udpRateLimits(settings: ServerSettings): RateLimitOptions | null {
   const { rateLimit, maxClients } = settings;
   if (rateLimit !== null) {
-    return new RateLimiter({
+    return {
       interval: rateLimit.interval,
       burst: rateLimit.burst,
       leak: settings.rateLeak,
       kissOfDeath: settings.kissOfDeath,
       maxClients,
-    });
+    };
   }
   if (settings.daytimePort === null && settings.timePort === null) return null;
-  return new RateLimiter({ ...ONE_ANSWER_RATE_LIMIT, leak: 0, kissOfDeath: false, maxClients });
+  return { ...ONE_ANSWER_RATE_LIMIT, leak: 0, kissOfDeath: false, maxClients };
 }
 
 /**
@@ -201,6 +212,7 @@ class Server implements TimeServer {
   readonly #logger: Logger;
   readonly #tcp: TcpServer;
   readonly #udpHost: UdpHost;
+  readonly #access: AccessList;
   readonly #udp: UdpListener[] = [];
   readonly #timeSource: TimeSource;
   readonly #nts: NtsService | null;
@@ -213,7 +225,8 @@ class Server implements TimeServer {
     const { timeZone, now } = options;
     const daytimeAnswer = new DaytimeAnswer({ timeZone, now });
     const rfc868Answer = new Rfc868Answer(now);
-    const access = AccessList.parse(settings.allow, settings.deny);
+    const access = this.#access = AccessList.parse(settings.allow, settings.deny);
+    const limits = udpRateLimits(settings);
     this.#timeSource = new TimeSource({
       ntp: settings.ntpPort !== null,
       stratum: settings.ntpStratum,
@@ -229,7 +242,7 @@ class Server implements TimeServer {
       stats: this.stats,
       logger,
       access,
-      limiter: udpRateLimiter(settings),
+      limiter: limits === null ? null : new RateLimiter(limits),
       limitNtp: settings.rateLimit !== null,
       daytimeAnswer,
       rfc868Answer,
@@ -347,6 +360,25 @@ class Server implements TimeServer {
     const service = listenUdp(this.udpEngine, protocol, where, this.#udpHost);
     this.#udp.push(service);
     return service;
+  }
+
+  reconfigure(options: ServerOptions): void {
+    const running = this.#settings;
+    const next = resolveServerOptions({
+      ...options,
+      daytimePort: running.daytimePort,
+      timePort: running.timePort,
+    });
+    AccessList.parse(next.allow, next.deny);
+    if (next.nts !== null) this.#nts?.reconfigure(next.nts, next.fairness);
+    this.#access.replace(next.allow, next.deny);
+    const host = this.#udpHost;
+    const limits = udpRateLimits(next);
+    if (limits !== null && host.limiter !== null) host.limiter.configure(limits);
+    else host.limiter = limits === null ? null : new RateLimiter(limits);
+    host.limitNtp = next.rateLimit !== null;
+    this.#tcp.reconfigure(tcpSettings(next));
+    this.#timeSource.setStratum(next.ntpStratum);
   }
 
   /** Stops, in this order: accepting and the TCP drain, the UDP services, the clock's timers. */

@@ -3,18 +3,19 @@
 /// <reference no-default-lib="true" />
 /// <reference lib="deno.worker" />
 
-import { createLogger } from "../lib/log.ts";
+import { type ConfigurableLogger, createLogger, withLogSettings } from "../lib/log.ts";
 import { serve, ServiceListenError, type TimeServer } from "./server.ts";
 import type { FromWorker, ToWorker, WithoutRequest } from "./workers.ts";
 
 let server: TimeServer | undefined;
+let logger: ConfigurableLogger | undefined;
 
 self.onmessage = async (event: MessageEvent<ToWorker>) => {
   const message = event.data;
   const reply = (answer: WithoutRequest<FromWorker>) =>
     self.postMessage({ ...answer, request: message.request });
   if (message.type === "start") {
-    const logger = createLogger({
+    logger = createLogger({
       level: message.logLevel,
       format: message.logFormat,
       fields: { worker: message.id },
@@ -45,6 +46,19 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
     }
   } else if (message.type === "stats") {
     reply({ type: "stats", stats: { ...server!.stats } });
+  } else if (message.type === "reconfigure") {
+    try {
+      const log = { level: message.logLevel, format: message.logFormat };
+      withLogSettings(logger!, log, () => server!.reconfigure(message.options));
+      reply({ type: "reconfigured" });
+    } catch (error) {
+      const name = error instanceof Error ? error.name : "Error";
+      reply({
+        type: "error",
+        name,
+        message: error instanceof Error ? error.message : String(error),
+      });
+    }
   } else if (message.type === "shutdown") {
     await server!.shutdown();
     reply({ type: "stopped", stats: { ...server!.stats } });

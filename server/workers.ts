@@ -30,6 +30,12 @@ export type ToWorker =
     }
     | { type: "stats" }
     | { type: "shutdown" }
+    | {
+      type: "reconfigure";
+      options: WorkerServerOptions;
+      logLevel: LogLevel;
+      logFormat: LogFormat;
+    }
   );
 
 /** Messages from a worker to the pool, each the reply to the request it names. */
@@ -46,6 +52,7 @@ export type FromWorker =
     }
     | { type: "stats"; stats: ServerStats }
     | { type: "stopped"; stats: ServerStats }
+    | { type: "reconfigured" }
   );
 
 /** Distributive Omit, so that each member of a union keeps its own fields. */
@@ -63,6 +70,15 @@ export interface WorkerPool {
   stats(): Promise<ServerStats>;
   /** Drains every worker (each shuts its server down) and resolves with their last counters. */
   shutdown(): Promise<ServerStats[]>;
+  /**
+   * Reloads every worker with new options and log settings (`TimeServer.reconfigure`):
+   * the first (which runs NTS-KE, whose certificate may not load) before the others, so
+   * that a reload it refuses changes none of them. Rejects with the first's error.
+   */
+  reconfigure(
+    options: WorkerServerOptions,
+    log: { level: LogLevel; format: LogFormat },
+  ): Promise<void>;
 }
 
 /**
@@ -210,6 +226,19 @@ export async function startWorkers(
   }
 
   const statsByWorker = () => Promise.all(workers.map((worker) => worker.stats()));
+  const reconfigureOne = async (
+    worker: PoolWorker,
+    options: WorkerServerOptions,
+    log: { level: LogLevel; format: LogFormat },
+  ) => {
+    const reply = await worker.request({
+      type: "reconfigure",
+      options,
+      logLevel: log.level,
+      logFormat: log.format,
+    });
+    if (reply.type === "error") throw new Error(reply.message);
+  };
   let stopping: Promise<ServerStats[]> | null = null;
   return {
     port: port!,
@@ -219,6 +248,10 @@ export async function startWorkers(
     shutdown() {
       stopping ??= Promise.all(workers.map((worker) => worker.shutdown()));
       return stopping;
+    },
+    async reconfigure(options, log) {
+      await reconfigureOne(workers[0], options, log);
+      await Promise.all(workers.slice(1).map((worker) => reconfigureOne(worker, options, log)));
     },
   };
 }

@@ -49,10 +49,9 @@ export class TimeSource {
   readonly isSystemClock: boolean;
   readonly #precise: PreciseClock | null;
   readonly #source: "local" | "kernel";
-  readonly #stratum: number;
+  #stratum: number;
   readonly #readKernel: () => KernelClockState | null;
   readonly #logger: Logger;
-  readonly #debug: boolean;
   readonly #timer: ReturnType<typeof setInterval> | null = null;
 
   constructor(options: TimeSourceOptions) {
@@ -64,7 +63,6 @@ export class TimeSource {
     this.#stratum = options.stratum;
     this.#readKernel = options.kernelClock ?? readKernelClock;
     this.#logger = options.logger;
-    this.#debug = options.logger.enabled("debug");
     this.info = {
       leap: 0,
       stratum: options.stratum,
@@ -77,6 +75,12 @@ export class TimeSource {
       this.#update();
       this.#timer = setInterval(() => this.#update(), CLOCK_CHECK_MS);
     }
+  }
+
+  /** Changes the stratum claimed while the clock is synchronised (a reload), at once. */
+  setStratum(stratum: number): void {
+    this.#stratum = stratum;
+    if (this.info.leap !== 3) this.info.stratum = stratum;
   }
 
   /** Stops the one-second check; safe to call twice. */
@@ -99,7 +103,7 @@ export class TimeSource {
         });
       }
       // A calibration a busy machine made loose is tried again, not kept for a minute.
-      if (clock.tighten() && this.#debug) {
+      if (clock.tighten() && this.#logger.enabled("debug")) {
         this.#logger.debug("clock calibration was loose; recalibrated", {
           uncertaintyUs: Math.round(clock.uncertainty * 1000),
         });

@@ -37,9 +37,16 @@ export async function compile(output: string, target?: string): Promise<number> 
     ...(target ? ["--target", target] : []),
     // SO_REUSEPORT for --workers; deno.json's "unstable" says so too, this makes it explicit.
     "--unstable-net",
+    // The TOML parser it embeds, pinned. deno.json turns the lock file off, so that
+    // `deno task` does not fetch the parser before a server that needs none starts.
+    `--lock=${root}deno.lock`,
+    "--frozen",
     // Loaded with `new Worker(…)` for --workers, so not found by following the imports.
     "--include",
     `${root}server/worker.ts`,
+    // Imported by a specifier in a variable, so that `deno run` fetches it only when needed.
+    "--include",
+    `${root}config/toml_parser.ts`,
     "--output",
     output,
     `${root}main.ts`,

@@ -92,6 +92,7 @@ export interface KeHost {
    */
   readonly fairness: boolean;
   /** Key establishments per client address; null = no limit. */
+  /** Read at each use, as are `fairness` and `destination`: a reload may change them. */
   readonly limiter: RateLimiter | null;
   readonly keys: CookieKeys;
   /** Where the answer sends NTP. */

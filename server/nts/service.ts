@@ -2,12 +2,12 @@
 
 import type { AccessList } from "../access.ts";
 import type { Logger } from "../../lib/log.ts";
-import { RateLimiter } from "../udp/rate_limit.ts";
+import { RateLimiter, type RateLimitOptions } from "../udp/rate_limit.ts";
 import type { ServerStats } from "../stats.ts";
 import { CertificateStore } from "../../nts/certificate.ts";
 import { CookieKeys } from "../../nts/cookies.ts";
 import { NtsResponder } from "../../nts/nts_responder.ts";
-import { NtsKeService } from "./key_establishment.ts";
+import { type KeHost, NtsKeService } from "./key_establishment.ts";
 import type { NtsOptions } from "../server_options.ts";
 
 /** What NTS needs of the server. */
@@ -19,6 +19,25 @@ export interface NtsHost {
   readonly fairness: boolean;
   /** Wall clock, ms since the epoch (cookie key periods, certificate expiry). */
   readonly now: () => number;
+}
+
+/** A type whose fields may be set. */
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/** NTS-KE's per-address limits at `keRate` establishments a second, in bursts of twice that. */
+function keLimits(keRate: number): RateLimitOptions {
+  return {
+    interval: 1 / keRate,
+    burst: 2 * keRate,
+    leak: 0,
+    kissOfDeath: false,
+    maxClients: 16384,
+  };
+}
+
+/** NTS-KE's per-address limiter; null for no limit (`keRate` 0). */
+function keLimiter(keRate: number): RateLimiter | null {
+  return keRate === 0 ? null : new RateLimiter(keLimits(keRate));
 }
 
 /** How often the certificate files are looked at, by default. */
@@ -35,6 +54,8 @@ export class NtsService {
   readonly #host: NtsHost;
   #certificate: CertificateStore | null = null;
   #ke: NtsKeService | null = null;
+  /** What KE reads at each use; a reload changes it. */
+  #keHost: Mutable<KeHost> | null = null;
   #timer: ReturnType<typeof setInterval> | null = null;
 
   constructor(options: NtsOptions, host: NtsHost) {
@@ -51,42 +72,66 @@ export class NtsService {
   listen(hostname: string, ntpPort: number): void {
     const options = this.#options, host = this.#host;
     if (options.ke === false) return;
-    const certificate = new CertificateStore(
+    const certificate = this.#certificate = new CertificateStore(
       options.certFile,
       options.keyFile,
       host.logger,
       host.now,
     );
+    const keHost = this.#keHost = {
+      stats: host.stats,
+      logger: host.logger,
+      access: host.access,
+      fairness: host.fairness,
+      limiter: keLimiter(options.keRate),
+      keys: this.#keys,
+      destination: { server: options.ntpServer ?? null, port: ntpPort === 123 ? null : ntpPort },
+      timeoutMs: options.keTimeout === undefined ? undefined : options.keTimeout * 1000,
+      credentials: () => this.#certificate!.credentials,
+    };
     try {
-      this.#ke = new NtsKeService(hostname, options.kePort, {
-        stats: host.stats,
-        logger: host.logger,
-        access: host.access,
-        fairness: host.fairness,
-        limiter: options.keRate === 0 ? null : new RateLimiter({
-          interval: 1 / options.keRate,
-          burst: 2 * options.keRate,
-          leak: 0,
-          kissOfDeath: false,
-          maxClients: 16384,
-        }),
-        keys: this.#keys,
-        destination: { server: options.ntpServer ?? null, port: ntpPort === 123 ? null : ntpPort },
-        timeoutMs: options.keTimeout === undefined ? undefined : options.keTimeout * 1000,
-        credentials: () => certificate.credentials,
-      });
+      this.#ke = new NtsKeService(hostname, options.kePort, keHost);
     } catch (error) {
       certificate.close();
+      this.#certificate = null;
       throw error;
     }
-    this.#certificate = certificate;
     this.#refresh();
     const seconds = options.certificateCheck ?? CERTIFICATE_CHECK_SECONDS;
     this.#timer = setInterval(() => {
-      certificate.check();
+      this.#certificate?.check();
       this.#refresh();
     }, seconds * 1000);
     Deno.unrefTimer(this.#timer);
+  }
+
+  /**
+   * Takes new settings while serving (a reload): the KE rate, where answers send NTP,
+   * fairness, and the certificate, loaded anew when its files are others or have
+   * changed. A certificate that does not load throws before anything changes; the one
+   * in force stays. Sessions in progress finish with the certificate they began with.
+   */
+  reconfigure(options: NtsOptions, fairness: boolean): void {
+    const keHost = this.#keHost;
+    const certificate = this.#certificate;
+    if (keHost === null || certificate === null) return;
+    if (certificate.files[0] !== options.certFile || certificate.files[1] !== options.keyFile) {
+      const host = this.#host;
+      this.#certificate = new CertificateStore(
+        options.certFile,
+        options.keyFile,
+        host.logger,
+        host.now,
+      );
+      certificate.close();
+      host.logger.info("NTS certificate loaded", { cert: options.certFile });
+    } else certificate.check();
+    keHost.fairness = fairness;
+    keHost.destination = { ...keHost.destination, server: options.ntpServer ?? null };
+    if (keHost.limiter !== null && options.keRate !== 0) {
+      keHost.limiter.configure(keLimits(options.keRate));
+    } else keHost.limiter = keLimiter(options.keRate);
+    this.#refresh();
   }
 
   /** The KE port bound, or null where this server does not run KE. */

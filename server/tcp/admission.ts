@@ -39,12 +39,12 @@ export class Admission {
   readonly #limits: Limits;
   readonly #eviction: Eviction;
   readonly #access: AccessList;
-  readonly #fairness: boolean;
+  #fairness: boolean;
   readonly #peers: PeerEviction | null;
   readonly #stopping: AbortSignal;
   /** Slots over the limit waiting for their PROXY header, to be judged by its address. */
   readonly #awaitingHeader = new Set<number>();
-  readonly #maxAwaitingHeader: number;
+  #maxAwaitingHeader = 0;
 
   /** With workers, answers the others' requests for room until `stopping` aborts. */
   constructor(
@@ -61,9 +61,7 @@ export class Admission {
     this.#access = access;
     this.#fairness = settings.fairness;
     this.#stopping = stopping;
-    this.#maxAwaitingHeader = settings.proxyProtocol && settings.fairness
-      ? Math.max(16, Math.ceil(settings.maxConnections * HEADER_WAIT_SHARE))
-      : 0;
+    this.configure(settings);
     this.#peers = settings.shared
       ? new PeerEviction(settings.shared, {
         hasSilent: () => {
@@ -77,6 +75,14 @@ export class Admission {
       })
       : null;
     this.#peers?.answer(stopping);
+  }
+
+  /** Takes new settings (a reload); the shared array, if any, stays the one it was built with. */
+  configure(settings: AdmissionSettings): void {
+    this.#fairness = settings.fairness;
+    this.#maxAwaitingHeader = settings.proxyProtocol && settings.fairness
+      ? Math.max(16, Math.ceil(settings.maxConnections * HEADER_WAIT_SHARE))
+      : 0;
   }
 
   /**

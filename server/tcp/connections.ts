@@ -103,8 +103,8 @@ export class ConnectionTable {
   #capacity: number;
   #size = 0;
   readonly #limits: Limits;
-  readonly #maxLingering: number;
-  readonly #evictAfterMs: number;
+  /** Read at each use: the TCP side changes them on a reload. */
+  readonly #options: { readonly maxLingering: number; readonly evictAfterMs: number };
   /**
    * When the clock ticked lately, oldest first, reaching back just past `evictAfter`:
    * a stamp older than the first tick proves that much silence.
@@ -114,8 +114,7 @@ export class ConnectionTable {
 
   constructor(limits: Limits, options: { maxLingering: number; evictAfterMs: number }) {
     this.#limits = limits;
-    this.#maxLingering = options.maxLingering;
-    this.#evictAfterMs = options.evictAfterMs;
+    this.#options = options;
     const capacity = this.#capacity = 1024;
     this.#lists = new ActivityLists(4, capacity);
     this.#state = new Uint8Array(capacity).fill(FREE);
@@ -192,7 +191,7 @@ export class ConnectionTable {
     const now = this.#clock = performance.now();
     const ticks = this.#ticks;
     ticks.push(now);
-    const horizon = now - this.#evictAfterMs;
+    const horizon = now - this.#options.evictAfterMs;
     while (ticks.length > 1 && ticks[1] <= horizon) ticks.shift();
   }
 
@@ -203,7 +202,9 @@ export class ConnectionTable {
    */
   silentBefore(): number {
     const first = this.#ticks[0];
-    return first !== undefined && first <= this.#clock - this.#evictAfterMs ? first : -Infinity;
+    return first !== undefined && first <= this.#clock - this.#options.evictAfterMs
+      ? first
+      : -Infinity;
   }
 
   /**
@@ -218,7 +219,7 @@ export class ConnectionTable {
     this.#lists.append(slot, list, this.#clock);
     if (list !== LINGERING) return;
     this.#limits.release(slot);
-    if (this.#lists.size(LINGERING) > this.#maxLingering) {
+    if (this.#lists.size(LINGERING) > this.#options.maxLingering) {
       this.close(this.#lists.oldest(LINGERING), "linger limit");
     }
   }

@@ -36,8 +36,8 @@ const NO_ADDRESS = -1;
  * ```
  */
 export class Limits {
-  readonly #max: number;
-  readonly #maxPerAddress: number;
+  #max: number;
+  #maxPerAddress: number;
   readonly #shared: Int32Array | undefined;
   readonly #stats: ServerStats;
   /** Whether each slot counts against the limit. */
@@ -49,8 +49,9 @@ export class Limits {
   readonly #names: string[] = [];
   readonly #counts: number[] = [];
   readonly #freeNumbers: number[] = [];
-  /** The slots counted under an address, by fairness group; null when fairness is off. */
-  readonly #shares: FairShares | null;
+  /** The slots counted under an address, by fairness group; kept with fairness off too. */
+  readonly #shares = new FairShares();
+  #fairness: boolean;
   #active = 0;
 
   /**
@@ -63,8 +64,18 @@ export class Limits {
     this.#max = options.max;
     this.#maxPerAddress = options.maxPerAddress;
     this.#shared = options.shared;
-    this.#shares = options.fairness === false ? null : new FairShares();
+    this.#fairness = options.fairness !== false;
     this.#stats = stats;
+  }
+
+  /**
+   * Takes new limits (a reload). Connections already counted stay, even past a lower
+   * limit: newcomers wait for room as the count falls.
+   */
+  configure(options: { max: number; maxPerAddress: number; fairness?: boolean }): void {
+    this.#max = options.max;
+    this.#maxPerAddress = options.maxPerAddress;
+    this.#fairness = options.fairness !== false;
   }
 
   /** The limit: `maxConnections`. */
@@ -125,7 +136,7 @@ export class Limits {
     this.#counts[number]++;
     if (slot >= this.#addressOf.length) this.#grow(slot);
     this.#addressOf[slot] = number;
-    this.#shares?.join(slot, address);
+    this.#shares.join(slot, address);
     return true;
   }
 
@@ -136,7 +147,7 @@ export class Limits {
    * fairness off. Null: an address this worker does not know, taken to hold nothing.
    */
   victimFor(address: string | null): number {
-    return this.#shares === null ? -1 : this.#shares.victimFor(address);
+    return this.#fairness ? this.#shares.victimFor(address) : -1;
   }
 
   /** Stops counting `slot`, against the limit and under its address; safe to call twice. */
@@ -153,7 +164,7 @@ export class Limits {
     const number = this.#addressOf[slot];
     if (number !== NO_ADDRESS) {
       this.#addressOf[slot] = NO_ADDRESS;
-      this.#shares?.leave(slot);
+      this.#shares.leave(slot);
       if (--this.#counts[number] === 0) {
         this.#numbers.delete(this.#names[number]);
         this.#names[number] = "";

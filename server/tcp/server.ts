@@ -6,7 +6,7 @@ import type { AccessList } from "../access.ts";
 import { type CloseReason, ConnectionTable, type SlotSockets } from "./connections.ts";
 import { DenoEngine } from "./deno/engine.ts";
 import { EpollEngine } from "./epoll/engine.ts";
-import { Eviction } from "./eviction.ts";
+import { Eviction, type EvictionSettings } from "./eviction.ts";
 import { Limits } from "./limits.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { TimeAnswer } from "../../protocol.ts";
@@ -67,6 +67,66 @@ function sweepPeriod(settings: TcpSettings): number {
   return Math.min(SWEEP_MAX_MS, Math.max(5, shortest / 4));
 }
 
+/** What the connection table is set by, from the TCP side's settings. */
+function tableOptions(settings: TcpSettings): { maxLingering: number; evictAfterMs: number } {
+  return {
+    maxLingering: Math.max(16, Math.ceil(settings.maxConnections * LINGER_SHARE)),
+    evictAfterMs: settings.evictAfter * 1000,
+  };
+}
+
+/** What eviction is set by, from the TCP side's settings and the sweep's period. */
+function evictionSettings(settings: TcpSettings, sweepEveryMs: number): EvictionSettings {
+  return {
+    maxConnections: settings.maxConnections,
+    idleTimeoutMs: settings.peerIdleTimeout * 1000,
+    evictAfterMs: settings.evictAfter * 1000,
+    slackMs: sweepEveryMs,
+  };
+}
+
+/**
+ * The TCP side's settings as its parts read them: the table's and eviction's objects
+ * and the sweep's period, read at each use and changed in place by a reload.
+ */
+class Tuning {
+  settings: TcpSettings;
+  sweepEveryMs: number;
+  readonly table: { maxLingering: number; evictAfterMs: number };
+  readonly eviction: EvictionSettings;
+
+  constructor(settings: TcpSettings) {
+    this.settings = settings;
+    this.sweepEveryMs = sweepPeriod(settings);
+    this.table = tableOptions(settings);
+    this.eviction = evictionSettings(settings, this.sweepEveryMs);
+  }
+
+  /** Takes new settings, but for what the sockets were set up with; returns them. */
+  update(next: TcpSettings): TcpSettings {
+    const { maxLine, proxyProtocol, proxyHeaderTimeout, reusePort } = this.settings;
+    const settings = { ...next, maxLine, proxyProtocol, proxyHeaderTimeout, reusePort };
+    this.settings = settings;
+    this.sweepEveryMs = sweepPeriod(settings);
+    Object.assign(this.table, tableOptions(settings));
+    Object.assign(this.eviction, evictionSettings(settings, this.sweepEveryMs));
+    return settings;
+  }
+}
+
+/** At the shutdown timeout: closes every connection left, saying how many were still busy. */
+function closeEveryone(table: ConnectionTable, logger: Logger): void {
+  let busy = 0;
+  for (const slot of table) if (table.state(slot) === "writing") busy++;
+  if (busy > 0) {
+    logger.warn("shutdown timeout; closing connections still busy", {
+      connections: busy,
+      lingering: table.size - busy || undefined,
+    });
+  }
+  for (const slot of [...table]) table.close(slot, "shutdown timeout");
+}
+
 /** What an engine offers the TCP side besides its sockets. */
 interface Engine extends SlotSockets {
   /** Stops accepting. */
@@ -98,7 +158,7 @@ export type TcpContext =
 export class TcpServer implements TcpHost {
   readonly stats: ServerStats;
   readonly logger: Logger;
-  readonly debug: boolean;
+  debug: boolean;
   readonly jamAnswer: TimeAnswer;
   readonly daytimeAnswer: DaytimeAnswer;
   readonly rfc868Answer: Rfc868Answer;
@@ -107,13 +167,12 @@ export class TcpServer implements TcpHost {
   readonly proxyProtocol: boolean;
   readonly limits: Limits;
   readonly table: ConnectionTable;
-  readonly #settings: TcpSettings;
+  readonly #tuning: Tuning;
   readonly #eviction: Eviction;
   readonly #admission: Admission;
   readonly #stopAccepting = new AbortController();
   readonly stopping: AbortSignal = this.#stopAccepting.signal;
   readonly #drained = Promise.withResolvers<void>();
-  readonly #sweepEveryMs: number;
   readonly #acceptor: Acceptor;
   readonly #deno: DenoEngine;
   #epoll: EpollEngine | null = null;
@@ -122,7 +181,7 @@ export class TcpServer implements TcpHost {
   #drain: Promise<void> | null = null;
 
   constructor(settings: TcpSettings, context: TcpContext) {
-    this.#settings = settings;
+    const tuning = this.#tuning = new Tuning(settings);
     ({
       stats: this.stats,
       logger: this.logger,
@@ -140,23 +199,9 @@ export class TcpServer implements TcpHost {
       shared: context.sharedConnections,
       fairness: settings.fairness,
     }, this.stats);
-    this.table = new ConnectionTable(this.limits, {
-      maxLingering: Math.max(16, Math.ceil(settings.maxConnections * LINGER_SHARE)),
-      evictAfterMs: settings.evictAfter * 1000,
-    });
-    this.#sweepEveryMs = sweepPeriod(settings);
-    this.#eviction = new Eviction(
-      this.table,
-      this.limits,
-      this.stats,
-      this.debug ? this.logger : null,
-      {
-        maxConnections: settings.maxConnections,
-        idleTimeoutMs: settings.peerIdleTimeout * 1000,
-        evictAfterMs: settings.evictAfter * 1000,
-        slackMs: this.#sweepEveryMs,
-      },
-    );
+    this.table = new ConnectionTable(this.limits, tuning.table);
+    const logger = this.debug ? this.logger : null;
+    this.#eviction = new Eviction(this.table, this.limits, this.stats, logger, tuning.eviction);
     this.#admission = new Admission(this.table, this.limits, this.#eviction, this.access, {
       ...settings,
       shared: context.sharedConnections,
@@ -166,7 +211,7 @@ export class TcpServer implements TcpHost {
       maxConnections: this.limits.max,
     }));
     this.#deno = new DenoEngine(this, this.#acceptor, () => this.#tickForAccept());
-    this.#sweepTimer = setInterval(() => this.#sweep(), this.#sweepEveryMs);
+    this.#sweepTimer = setInterval(() => this.#sweep(), tuning.sweepEveryMs);
   }
 
   /** Serves a `Deno.listen` listener until the drain: its connections speak `service`. */
@@ -180,15 +225,38 @@ export class TcpServer implements TcpHost {
    * so that deadlines hold however busy the loop is. Throws what `Deno.listen` would.
    */
   listenEpoll(hostname: string, port: number): Deno.NetAddr {
+    const tuning = this.#tuning;
     const epoll = new EpollEngine(this, this.#acceptor, {
       beforeBatch: (now) => this.#beforeBatch(now),
-      waitMs: this.#sweepEveryMs,
+      get waitMs() {
+        return tuning.sweepEveryMs;
+      },
     });
-    const addr = epoll.listen(hostname, port, this.#settings.reusePort);
+    const addr = epoll.listen(hostname, port, tuning.settings.reusePort);
     this.#epoll = epoll;
     clearInterval(this.#sweepTimer);
     this.#sweepTimer = undefined;
     return addr;
+  }
+
+  /**
+   * Takes new settings while serving (a reload): limits, timeouts, fairness and the
+   * debug log apply at once, to every connection; what the sockets were set up with
+   * (`maxLine`, `proxyProtocol`, `reusePort`) stays. Nothing open is closed for it.
+   */
+  reconfigure(next: TcpSettings): void {
+    const settings = this.#tuning.update(next);
+    this.debug = this.logger.enabled("debug");
+    this.limits.configure({
+      max: settings.maxConnections,
+      maxPerAddress: settings.maxConnectionsPerIp,
+      fairness: settings.fairness,
+    });
+    this.#admission.configure(settings);
+    if (this.#sweepTimer !== undefined && !this.stopping.aborted) {
+      clearInterval(this.#sweepTimer);
+      this.#sweepTimer = setInterval(() => this.#sweep(), this.#tuning.sweepEveryMs);
+    }
   }
 
   /** Settles when accepting has stopped and every connection is closed. */
@@ -219,17 +287,10 @@ export class TcpServer implements TcpHost {
       }
     }
     if (table.size === 0) this.#drained.resolve();
-    const force = setTimeout(() => {
-      let busy = 0;
-      for (const slot of table) if (table.state(slot) === "writing") busy++;
-      if (busy > 0) {
-        this.logger.warn("shutdown timeout; closing connections still busy", {
-          connections: busy,
-          lingering: table.size - busy || undefined,
-        });
-      }
-      for (const slot of [...table]) table.close(slot, "shutdown timeout");
-    }, this.#settings.shutdownTimeout * 1000);
+    const force = setTimeout(
+      () => closeEveryone(table, this.logger),
+      this.#tuning.settings.shutdownTimeout * 1000,
+    );
     this.#drain = this.finished.finally(() => clearTimeout(force));
     return this.#drain;
   }
@@ -276,7 +337,7 @@ export class TcpServer implements TcpHost {
 
   /** The epoll loop has a batch of events at `now`: tick, and sweep when it is due. */
   #beforeBatch(now: number): void {
-    if (now - this.#lastSweep >= this.#sweepEveryMs) this.#sweep();
+    if (now - this.#lastSweep >= this.#tuning.sweepEveryMs) this.#sweep();
     else if (now - this.table.coarseNow >= ACCEPT_TICK_MS) this.table.tick();
   }
 
@@ -290,8 +351,8 @@ export class TcpServer implements TcpHost {
     table.tick();
     const now = this.#lastSweep = table.coarseNow;
     // Stamps lag the truth by up to one sweep: allow for that, so nothing closes early.
-    const slack = this.#sweepEveryMs;
-    const { idleTimeout, proxyHeaderTimeout } = this.#settings;
+    const slack = this.#tuning.sweepEveryMs;
+    const { idleTimeout, proxyHeaderTimeout } = this.#tuning.settings;
     if (idleTimeout > 0) {
       const deadline = now - idleTimeout * 1000 - slack;
       const counted = (slot: number) => {

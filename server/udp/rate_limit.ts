@@ -67,17 +67,29 @@ interface Client {
  */
 export class RateLimiter {
   readonly #clients = new Map<string, Client>();
-  readonly #options: RateLimitOptions;
+  #options: RateLimitOptions;
   readonly #now: () => number;
-  readonly #leakMask: number;
-  readonly #intervalMs: number;
+  #leakMask = -1;
+  #intervalMs = 1000;
 
   /** @param now A monotonic clock in ms; `performance.now` when left out. */
   constructor(options: RateLimitOptions, now: () => number = () => performance.now()) {
     this.#options = options;
     this.#now = now;
+    this.configure(options);
+  }
+
+  /**
+   * Takes new limits (a reload), keeping what it knows of each client: their buckets
+   * refill at the new rate, up to the new burst, from the next request on. A smaller
+   * table forgets the clients heard from least recently.
+   */
+  configure(options: RateLimitOptions): void {
+    this.#options = options;
     this.#leakMask = options.leak > 0 ? (1 << options.leak) - 1 : -1;
     this.#intervalMs = options.interval * 1000;
+    const clients = this.#clients;
+    while (clients.size > options.maxClients) clients.delete(clients.keys().next().value!);
   }
 
   /** How many clients the table remembers now. */

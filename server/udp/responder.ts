@@ -44,9 +44,9 @@ export interface UdpHost {
    * The per-address rate limit of Daytime and Time, and of SNTP when `limitNtp`; null
    * when Daytime and Time are off and SNTP is not limited.
    */
-  readonly limiter: RateLimiter | null;
+  limiter: RateLimiter | null;
   /** Whether SNTP requests count against `limiter` (`--rate-limit`): off by default, as chrony's. */
-  readonly limitNtp: boolean;
+  limitNtp: boolean;
   readonly daytimeAnswer: DaytimeAnswer;
   readonly rfc868Answer: Rfc868Answer;
   /** The time SNTP replies carry (the server's `TimeSource`). */
@@ -97,8 +97,15 @@ export class Responder {
   readonly #transmitClock: () => number;
   /** How long sealing an NTS reply takes, ms: a moving average of the last few. */
   #sealMs = 0;
-  /** Whether {@linkcode respond} needs the client's address (access lists or rate limit). */
-  readonly needsPeer: boolean;
+  /**
+   * Whether {@linkcode respond} needs the client's address (access lists or rate limit),
+   * asked per datagram: a reload may change either.
+   */
+  get needsPeer(): boolean {
+    const host = this.#host;
+    const limited = host.limiter !== null && (this.#protocol !== "ntp" || host.limitNtp);
+    return !host.access.open || limited;
+  }
   /** Whether the last reply written was an NTP reply that wants its transmit timestamp. */
   stamp = false;
   /**
@@ -133,8 +140,6 @@ export class Responder {
     this.#host = host;
     this.#protocol = protocol;
     this.#transmitClock = transmitClock;
-    const limited = host.limiter !== null && (protocol !== "ntp" || host.limitNtp);
-    this.needsPeer = !host.access.open || limited;
     this.timestamps = protocol === "ntp" ? new InterleavedMode(host.stats) : null;
   }
 
