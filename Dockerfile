@@ -5,13 +5,14 @@ ARG DENO_VERSION=2.9.6
 FROM denoland/deno:${DENO_VERSION} AS build
 WORKDIR /src
 # The modules and the compile tool (the tests come along; the binary only takes what main.ts reaches).
-COPY deno.json main.ts protocol.ts ./
+COPY deno.json deno.lock main.ts protocol.ts ./
 COPY server/ server/
 COPY cli/ cli/
 COPY client/ client/
 COPY lib/ lib/
 COPY time/ time/
 COPY nts/ nts/
+COPY config/ config/
 COPY tools/ tools/
 RUN deno task compile
 

@@ -195,6 +195,31 @@ export const METRIC_FAMILIES: readonly MetricFamily[] = [
     samples: [["", "ntsCertificateExpiry"]],
   },
   {
+    name: "timeserver_ntp_stratum",
+    type: "gauge",
+    help: "The stratum SNTP replies claim (16: not synchronised; 0 without SNTP).",
+    samples: [["", "ntpStratum"]],
+  },
+  {
+    name: "timeserver_ntp_leap",
+    type: "gauge",
+    help:
+      "The leap indicator SNTP replies carry: 0 none, 1 a leap second inserted, 2 deleted, 3 not synchronised.",
+    samples: [["", "ntpLeap"]],
+  },
+  {
+    name: "timeserver_ntp_synchronized",
+    type: "gauge",
+    help: "1 while SNTP replies say the clock is synchronised, else 0.",
+    samples: [["", "ntpSynchronized"]],
+  },
+  {
+    name: "timeserver_ntp_root_dispersion_seconds",
+    type: "gauge",
+    help: "The root dispersion SNTP replies claim: how far off the clock may be.",
+    samples: [["", "ntpRootDispersion"]],
+  },
+  {
     name: "timeserver_rate_limit_clients",
     type: "gauge",
     help: "Client addresses the UDP rate limiter remembers now.",

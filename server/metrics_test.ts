@@ -82,6 +82,10 @@ Deno.test("metrics are written in the Prometheus text format with the documented
     "timeserver_nts_cookies_issued_total",
     "timeserver_nts_key_rotations_total",
     "timeserver_nts_certificate_expiry_seconds",
+    "timeserver_ntp_stratum",
+    "timeserver_ntp_leap",
+    "timeserver_ntp_synchronized",
+    "timeserver_ntp_root_dispersion_seconds",
     "timeserver_rate_limit_clients",
     "timeserver_bytes_received_total",
     "timeserver_bytes_sent_total",
@@ -105,6 +109,15 @@ Deno.test("metrics add up the counters of several workers", () => {
   }]);
   assert.equal(total.requestsTime, 5);
   assert.equal(total.connectionsOpen, 5);
+});
+
+Deno.test("metrics show what every worker reads of the one clock once, not added up", () => {
+  const clock = { ntpStratum: 16, ntpLeap: 3, ntpSynchronized: 0, ntpRootDispersion: 0.5 };
+  const total = sumStats([{ ...zero, ...clock }, { ...zero, ...clock }]);
+  assert.deepEqual(
+    [total.ntpStratum, total.ntpLeap, total.ntpSynchronized, total.ntpRootDispersion],
+    [16, 3, 0, 0.5],
+  );
 });
 
 Deno.test("metrics address is HOST:PORT or [IPv6]:PORT", () => {

@@ -235,6 +235,7 @@ class Server implements TimeServer {
       now,
       kernelClock: options.kernelClock,
       logger,
+      gauges: settings.ntpPort === null ? undefined : this.stats,
     });
     this.udpEngine = chooseUdpEngine(settings.udpEngine, settings.hostname);
     const nts = this.#nts = ntsService(settings, { stats: this.stats, logger, access, now });

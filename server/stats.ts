@@ -103,6 +103,14 @@ export interface ServerStats extends RequestCounts {
   ntsKeyRotations: number;
   /** Gauge: when the NTS certificate expires, seconds since the epoch; 0 = no NTS. */
   ntsCertificateExpiry: number;
+  /** Gauge: the stratum SNTP replies claim now (16: not synchronised); 0 = no SNTP. */
+  ntpStratum: number;
+  /** Gauge: the leap indicator SNTP replies carry (3: not synchronised). */
+  ntpLeap: number;
+  /** Gauge: 1 while SNTP replies say the clock is synchronised, else 0. */
+  ntpSynchronized: number;
+  /** Gauge: the root dispersion SNTP replies claim, in seconds. */
+  ntpRootDispersion: number;
   /** Bytes read from clients. */
   bytesReceived: number;
   /** Bytes written to clients. */
@@ -157,6 +165,10 @@ export function newServerStats(): ServerStats {
     keSessions: 0,
     ntsKeyRotations: 0,
     ntsCertificateExpiry: 0,
+    ntpStratum: 0,
+    ntpLeap: 0,
+    ntpSynchronized: 0,
+    ntpRootDispersion: 0,
     bytesReceived: 0,
     bytesSent: 0,
   };
@@ -173,6 +185,8 @@ export function newServerStats(): ServerStats {
  * const a = { ...newServerStats(), requestsTime: 2, connectionsOpen: 1 };
  * const b = { ...newServerStats(), requestsTime: 3, connectionsOpen: 4 };
  * assert.equal(sumStats([a, b]).requestsTime, 5);
+ * // What every worker reads of the one clock is shown once.
+ * assert.equal(sumStats([{ ...a, ntpStratum: 10 }, { ...b, ntpStratum: 10 }]).ntpStratum, 10);
  * ```
  */
 export function sumStats(all: readonly ServerStats[]): ServerStats {
@@ -180,11 +194,23 @@ export function sumStats(all: readonly ServerStats[]): ServerStats {
   for (const stats of all) {
     for (const key in total) {
       const k = key as keyof ServerStats;
-      total[k] += stats[k];
+      total[k] = SHARED_GAUGES.has(k) ? Math.max(total[k], stats[k]) : total[k] + stats[k];
     }
   }
   return total;
 }
+
+/**
+ * The gauges every worker reads from what they share (the system clock; NTS's one
+ * certificate, which only the first holds): a pool shows the largest, never the sum.
+ */
+const SHARED_GAUGES: ReadonlySet<keyof ServerStats> = new Set([
+  "ntsCertificateExpiry",
+  "ntpStratum",
+  "ntpLeap",
+  "ntpSynchronized",
+  "ntpRootDispersion",
+]);
 
 /**
  * The counters of the protocols that send one answer and are done, Daytime (RFC 867) and

@@ -369,7 +369,7 @@ Deno.test({
   },
 });
 
-Deno.test("with --ntp-clock kernel, replies follow the kernel's state: a leap second, synchronised, or not", async () => {
+Deno.test("with --ntp-clock kernel, replies and metrics follow the kernel's state: a leap second, synchronised, or not", async () => {
   const cases = [
     { kernel: { state: 1, synchronised: true }, leap: 1, stratum: 3, warning: null },
     { kernel: { state: 0, synchronised: true }, leap: 0, stratum: 3, warning: null },
@@ -396,6 +396,11 @@ Deno.test("with --ntp-clock kernel, replies follow the kernel's state: a leap se
     // The kernel's maximum error joins the root dispersion (16.16 seconds at bytes 8–11).
     const dispersion = new DataView(reply!.buffer, reply!.byteOffset).getUint32(8) / 65536;
     if (kernel.synchronised) assert.ok(dispersion >= 0.25, `root dispersion ${dispersion} s`);
+    // The metrics say what the replies claim: an unsynchronised clock is not only a warning.
+    const { ntpLeap, ntpStratum, ntpSynchronized, ntpRootDispersion } = server.stats;
+    const synchronised = kernel.synchronised ? 1 : 0;
+    assert.deepEqual([ntpLeap, ntpStratum, ntpSynchronized], [leap, stratum, synchronised]);
+    if (kernel.synchronised) assert.ok(ntpRootDispersion >= 0.25, `${ntpRootDispersion} s`);
     if (warning === null) assert.deepEqual(warnings, []);
     else assert.match(warnings.join("\n"), warning);
   }

@@ -31,6 +31,16 @@ export interface TimeSourceOptions {
   /** Reads the kernel's clock state (tests); adjtimex by default. */
   kernelClock?: () => KernelClockState | null;
   logger: Logger;
+  /** Where what replies claim is shown (the server's counters, for the metrics). */
+  gauges?: ClockGauges;
+}
+
+/** What SNTP replies claim of the clock, as gauges: see `ServerStats`. */
+export interface ClockGauges {
+  ntpStratum: number;
+  ntpLeap: number;
+  ntpSynchronized: number;
+  ntpRootDispersion: number;
 }
 
 /**
@@ -52,6 +62,7 @@ export class TimeSource {
   #stratum: number;
   readonly #readKernel: () => KernelClockState | null;
   readonly #logger: Logger;
+  readonly #gauges: ClockGauges | null;
   readonly #timer: ReturnType<typeof setInterval> | null = null;
 
   constructor(options: TimeSourceOptions) {
@@ -63,6 +74,7 @@ export class TimeSource {
     this.#stratum = options.stratum;
     this.#readKernel = options.kernelClock ?? readKernelClock;
     this.#logger = options.logger;
+    this.#gauges = options.gauges ?? null;
     this.info = {
       leap: 0,
       stratum: options.stratum,
@@ -75,12 +87,24 @@ export class TimeSource {
       this.#update();
       this.#timer = setInterval(() => this.#update(), CLOCK_CHECK_MS);
     }
+    this.#show();
   }
 
   /** Changes the stratum claimed while the clock is synchronised (a reload), at once. */
   setStratum(stratum: number): void {
     this.#stratum = stratum;
     if (this.info.leap !== 3) this.info.stratum = stratum;
+    this.#show();
+  }
+
+  /** Copies what replies claim to the gauges. */
+  #show(): void {
+    const gauges = this.#gauges, info = this.info;
+    if (gauges === null) return;
+    gauges.ntpStratum = info.stratum;
+    gauges.ntpLeap = info.leap;
+    gauges.ntpSynchronized = info.leap === 3 ? 0 : 1;
+    gauges.ntpRootDispersion = info.rootDispersion;
   }
 
   /** Stops the one-second check; safe to call twice. */
@@ -116,7 +140,7 @@ export class TimeSource {
     }
     if (this.#source !== "kernel") {
       info.rootDispersion = own;
-      return;
+      return this.#show();
     }
     let kernel: KernelClockState | null = null;
     let unreadable = "no FFI for libc";
@@ -143,5 +167,6 @@ export class TimeSource {
     info.leap = claimed.leap;
     info.stratum = claimed.stratum;
     info.rootDispersion = claimed.rootDispersion;
+    this.#show();
   }
 }
