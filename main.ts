@@ -10,6 +10,7 @@ import { PORT_UNREADABLE, readPort } from "./cli/environment.ts";
 import { runServer } from "./cli/run_server.ts";
 import { CHECK_HELP, describeConfiguration } from "./cli/check.ts";
 import { loadTomlParser } from "./config/file.ts";
+import { fetchSamples, parseStatusArgs, STATUS_HELP, summarize } from "./cli/status.ts";
 
 /** Runs `time-server client`: prints each answer; exit code 0, 1 (failure) or 2 (usage). */
 async function runClient(args: string[]): Promise<number> {
@@ -67,6 +68,29 @@ async function runCheck(args: string[]): Promise<number> {
   }
 }
 
+/** Runs `time-server status`: a running server's metrics, summed up; exit code 0, 1 or 2. */
+async function runStatus(args: string[]): Promise<number> {
+  let address;
+  try {
+    address = parseStatusArgs(args);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`time-server status: ${error.message} (see status --help)`);
+    return 2;
+  }
+  if (address === null) {
+    console.log(STATUS_HELP);
+    return 0;
+  }
+  const samples = await fetchSamples(address);
+  if (typeof samples === "string") {
+    console.error(`time-server status: ${samples}`);
+    return 1;
+  }
+  console.log(summarize(samples, Date.now()));
+  return 0;
+}
+
 /** Whether `args` ask for `--log-format json`, read before (or without) the full parse. */
 function asksForJson(args: string[]): boolean {
   return args.some((arg, i) =>
@@ -81,6 +105,7 @@ function asksForJson(args: string[]): boolean {
 export async function main(args: string[]): Promise<number> {
   if (args[0] === "client") return await runClient(args.slice(1));
   if (args[0] === "check") return await runCheck(args.slice(1));
+  if (args[0] === "status") return await runStatus(args.slice(1));
   let invocation: Invocation;
   const port = readPort();
   const reader = { parseToml: asksForConfig(args) ? await loadTomlParser() : undefined };
