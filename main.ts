@@ -4,7 +4,12 @@ import { UsageError } from "./lib/usage.ts";
 import { createLogger } from "./lib/log.ts";
 import { DEFAULTS } from "./server/server.ts";
 import { askTime, CLIENT_HELP, ClientError, parseClientCommandLine } from "./client/client.ts";
-import { gatherFlags, type Invocation, parseCommandLine } from "./cli/command_line.ts";
+import {
+  type ConfigReader,
+  gatherFlags,
+  type Invocation,
+  parseCommandLine,
+} from "./cli/command_line.ts";
 import { HELP, VERSION } from "./cli/help.ts";
 import { PORT_UNREADABLE, readPort } from "./cli/environment.ts";
 import { runServer } from "./cli/run_server.ts";
@@ -55,8 +60,8 @@ async function runCheck(args: string[]): Promise<number> {
     return 0;
   }
   const port = readPort();
-  const reader = { parseToml: asksForConfig(args) ? await loadTomlParser() : undefined };
   try {
+    const reader = { parseToml: asksForConfig(args) ? await loadTomlParser() : undefined };
     const invocation = parseCommandLine(args, port.env, undefined, reader);
     if (invocation.action !== "serve") throw new UsageError("check takes no --help or --version");
     console.log(describeConfiguration(gatherFlags(args, port.env, reader)));
@@ -108,8 +113,9 @@ export async function main(args: string[]): Promise<number> {
   if (args[0] === "status") return await runStatus(args.slice(1));
   let invocation: Invocation;
   const port = readPort();
-  const reader = { parseToml: asksForConfig(args) ? await loadTomlParser() : undefined };
+  let reader: ConfigReader = {};
   try {
+    if (asksForConfig(args)) reader = { parseToml: await loadTomlParser() };
     invocation = parseCommandLine(args, port.env, undefined, reader);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;

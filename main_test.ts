@@ -633,3 +633,33 @@ Deno.test({
       `in /var/lib/time-server, where the binary and deno task start may write\n`,
   );
 });
+
+Deno.test("program with --config says in one line what is wrong with the file, or the permission it lacks", async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "time-server-config-" });
+  try {
+    const file = `${dir}/time-server.toml`;
+    await Deno.writeTextFile(file, '[line]\nhost = "127.0.0.1"\nport = "http"\n');
+    const root = new URL(".", import.meta.url).pathname;
+    const bad = await runMain(["--config", file], {
+      command: [Deno.execPath(), "run", "--allow-net", `--allow-read=${root},${dir}`, mainModule],
+    });
+    assert.equal(bad.code, 2);
+    assert.equal(
+      bad.stderr,
+      `time-server: ${file}:3: [line] port must be a whole number from 0 to 65535, got "http" ` +
+        "(see --help)\n",
+    );
+    // deno run without read access to the parser's module: the flag that grants it.
+    const unreadable = await runMain(["--config", file], {
+      command: [Deno.execPath(), "run", "--allow-net", `--allow-read=${dir}`, mainModule],
+    });
+    assert.equal(unreadable.code, 2);
+    assert.match(
+      unreadable.stderr,
+      /^time-server: --config loads the TOML parser from .*config\/: run with --allow-read=/,
+    );
+    assert.equal(unreadable.stderr.trim().split("\n").length, 1, unreadable.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -28,6 +28,7 @@ import { describeListenError, explainStartError } from "./start_errors.ts";
 import { PORT_UNREADABLE } from "./environment.ts";
 import { listeningFields } from "./listening.ts";
 import { planReload, reloadedNts, type Serving } from "./reload.ts";
+import { notifySocket, notifySystemd, reloadingMessage } from "../lib/systemd.ts";
 
 /**
  * NTS's options from its flags: the libraries checked, the master key read (or made).
@@ -134,8 +135,11 @@ export async function runServer(
     }
   }
   logger.info("listening", listeningFields(running, invocation, metrics));
-  if (reread !== null) stop.onReload(reloader(invocation, options, running, reread, logger));
+  const tell = systemdTeller(logger);
+  tell(() => `READY=1\nSTATUS=serving on ${running.address}`);
+  if (reread !== null) stop.onReload(reloader(invocation, options, running, reread, logger, tell));
   await stop.requested;
+  tell(() => "STOPPING=1");
   draining.abort();
   const last = await running.stop();
   stop.finished();
@@ -169,6 +173,18 @@ function warnOfPortableEngine(running: Running, options: ServerOptions, logger: 
 }
 
 /**
+ * Tells systemd (`Type=notify`, through `$NOTIFY_SOCKET`) how the service is doing; a
+ * no-op when it is not there. A message that cannot be sent is logged as a warning.
+ */
+function systemdTeller(logger: Logger): (message: () => string) => void {
+  return (message) => {
+    if (notifySocket() === null) return;
+    const why = notifySystemd(message());
+    if (why !== null) logger.warn(`cannot tell systemd: ${why}`);
+  };
+}
+
+/**
  * What SIGHUP does with a config file: reads it again with the same flags, applies what
  * can change live to the server (every worker), names in one warning what needs a
  * restart and keeps it as it runs, and logs the change. A configuration that does not
@@ -181,6 +197,7 @@ function reloader(
   running: Running,
   reread: () => Invocation,
   logger: Logger,
+  tell: (message: () => string) => void,
 ): () => void {
   let current = started;
   let options = startOptions;
@@ -215,7 +232,11 @@ function reloader(
   };
   return () => {
     logger.info("SIGHUP: reloading the configuration");
-    queue = queue.then(reload);
+    queue = queue.then(async () => {
+      tell(reloadingMessage);
+      await reload();
+      tell(() => "READY=1");
+    });
   };
 }
 

@@ -15,6 +15,7 @@ import {
 } from "../testing/test_util.ts";
 import { exchangeDatagram, ntpRequest, parseNtpReply, udpClient } from "../testing/time_clients.ts";
 import type { TcpEngine } from "../server/tcp/host.ts";
+import { LIBC_FFI_FLAG } from "../lib/libc.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -226,3 +227,42 @@ async function reloadUnderLoad(engine: TcpEngine, workers: number): Promise<void
     await Deno.remove(dir, { recursive: true });
   }
 }
+
+Deno.test({
+  name: "under systemd (Type=notify) the server says READY=1 once it listens, RELOADING=1 " +
+    "and READY=1 around a reload, and STOPPING=1 when it stops",
+  ignore: Deno.build.os !== "linux",
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "time-server-notify-" });
+  const path = `${dir}/notify`;
+  const systemd = Deno.listenDatagram({ transport: "unixpacket", path });
+  const decoder = new TextDecoder();
+  const next = async () => decoder.decode((await step("a notification", systemd.receive()))[0]);
+  try {
+    await Deno.writeTextFile(`${dir}/time-server.toml`, '[line]\nhost = "127.0.0.1"\n');
+    const command = [
+      Deno.execPath(),
+      "run",
+      "--allow-net",
+      "--allow-env=PORT,NOTIFY_SOCKET",
+      `--allow-read=${root},${dir}`,
+      LIBC_FFI_FLAG,
+      mainModule,
+    ];
+    await using server = await startServerProcess(
+      ["--config", `${dir}/time-server.toml`],
+      command,
+      { NOTIFY_SOCKET: path },
+    );
+    assert.match(await next(), /^READY=1\nSTATUS=serving on 127\.0\.0\.1:\d+$/);
+    server.child.kill("SIGHUP");
+    assert.match(await next(), /^RELOADING=1\nMONOTONIC_USEC=\d+$/);
+    assert.equal(await next(), "READY=1");
+    server.child.kill("SIGTERM");
+    assert.equal(await next(), "STOPPING=1");
+    assert.equal((await server.child.status).code, 0);
+  } finally {
+    systemd.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -15,12 +15,21 @@ const TOML_PARSER: string = new URL("./toml_parser.ts", import.meta.url).href;
 
 /**
  * The TOML parser, loaded when a config file is read. Throws a {@linkcode UsageError}
- * when it cannot be fetched (a first `deno task start --config` with no registry).
+ * when it cannot be read (`deno run` without `--allow-read` for it) or fetched (a first
+ * `deno task start --config` with no registry).
  */
 export async function loadTomlParser(): Promise<ParseToml> {
   try {
     return (await import(TOML_PARSER)).parse;
   } catch (error) {
+    // A dynamic import refused for want of permission says so in its message alone.
+    if (error instanceof Error && /Requires read access/.test(error.message)) {
+      const folder = decodeURIComponent(new URL(".", TOML_PARSER).pathname);
+      throw new UsageError(
+        `--config loads the TOML parser from ${folder}: run with --allow-read=${folder} ` +
+          `(deno task start grants it; the binary embeds it)`,
+      );
+    }
     const why = error instanceof Error ? error.message.split("\n")[0] : String(error);
     throw new UsageError(
       `--config needs the TOML parser (npm:smol-toml), which did not load: ${why}`,

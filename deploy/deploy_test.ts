@@ -1,6 +1,7 @@
 // Tests of the shipping files: one pinned Deno version, a valid systemd unit, a complete container build.
 
 import assert from "node:assert/strict";
+import { mainModule, runMain } from "../testing/test_util.ts";
 
 /** The project's root; every path below is relative to it. */
 const root = new URL("..", import.meta.url);
@@ -56,7 +57,11 @@ Deno.test({
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "PrivateTmp=yes",
-        "RestrictAddressFamilies=AF_INET AF_INET6",
+        // AF_UNIX for $NOTIFY_SOCKET alone: Type=notify.
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "Type=notify",
+        "ExecStart=/usr/local/bin/time-server --config /etc/time-server/time-server.toml",
+        "ExecReload=/bin/kill -HUP \\$MAINPID",
         "Restart=on-failure",
         "AmbientCapabilities=CAP_NET_BIND_SERVICE",
         "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
@@ -121,4 +126,13 @@ Deno.test("FFI is granted for libc's, GnuTLS's and Nettle's paths only, the same
     );
     assert.deepEqual(flags, [`--allow-ffi=${FFI_PATHS.join(",")}`], `deno task ${task}`);
   }
+});
+
+Deno.test("the config file the unit reads is valid, as time-server check says", async () => {
+  const { code, stdout, stderr } = await runMain(["check", "--config", "deploy/time-server.toml"], {
+    command: [Deno.execPath(), "run", "--allow-read", "--allow-env=PORT", mainModule],
+  });
+  assert.equal(code, 0, stderr);
+  assert.match(stdout, /^ntp-port = 123 +# file, line \d+$/m);
+  assert.match(stdout, /^kod = true +# file, line \d+$/m);
 });

@@ -20,6 +20,8 @@ const SYMBOLS = {
   },
   sendmmsg: { parameters: ["i32", "usize", "u32", "i32"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  // One datagram to a Unix socket's address: systemd's notification socket.
+  sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "i32" },
   // The TCP engine's calls. Lengths are usize, passed as BigInt to stay on V8's fast
   // path; ssize_t results are read as i32, which holds any length asked for here.
   listen: { parameters: ["i32", "i32"], result: "i32" },
