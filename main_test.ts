@@ -20,7 +20,7 @@ import { mmsgSupported } from "./server/udp/mmsg.ts";
 import { delay } from "./lib/net.ts";
 import { effectiveUid, LIBC_FFI_FLAG } from "./lib/libc.ts";
 import { startCommand } from "./tools/start_task.ts";
-import { ntsMissing } from "./nts/setup.ts";
+import { FFI_PATHS, ntsMissing } from "./nts/setup.ts";
 import {
   haveOpenssl,
   keExchange,
@@ -659,6 +659,66 @@ Deno.test("program with --config says in one line what is wrong with the file, o
       /^time-server: --config loads the TOML parser from .*config\/: run with --allow-read=/,
     );
     assert.equal(unreadable.stderr.trim().split("\n").length, 1, unreadable.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+const haveChronyd = new Deno.Command("sh", { args: ["-c", "command -v chronyd"], stdout: "null" })
+  .outputSync().success;
+
+/** A port free for both TCP and UDP on loopback, below 32768. */
+function freeTcpAndUdpPort(): number {
+  for (;;) {
+    const port = freePort();
+    try {
+      Deno.listenDatagram({ hostname: "127.0.0.1", port, transport: "udp" }).close();
+      return port;
+    } catch {
+      // Taken for UDP; try another.
+    }
+  }
+}
+
+Deno.test({
+  name:
+    "docs/ntp.md's NTS trial runs as written: a certificate that chronyd -Q trusts for 127.0.0.1",
+  // As root: chronyd -Q needs it, as the docs run it.
+  ignore: !root || ntsLacking !== null || !haveOpenssl || !haveChronyd,
+}, async () => {
+  const doc = await Deno.readTextFile(new URL("./docs/ntp.md", import.meta.url));
+  const block = doc.match(/```sh\n(umask 077; d=[^`]*)```/)?.[1];
+  assert.ok(block, "docs/ntp.md gives the trial's commands");
+  const [setup, openssl, server, chronyd, ...rest] = block.replace(/ \\\n\s*/g, " ").trim()
+    .split("\n");
+  assert.deepEqual(rest, []);
+  // Only the ports change, for free ones; the clock is never set (-Q).
+  assert.match(chronyd, /^chronyd -Q /);
+  const ntp = String(freeTcpAndUdpPort()), ke = String(freePort());
+  const ports = (line: string) => line.replaceAll("12300", ntp).replaceAll("4460", ke);
+  const made = await new Deno.Command("sh", {
+    args: ["-c", `${setup}\n${openssl} 2>/dev/null\necho "$d"`],
+  }).output();
+  const dir = new TextDecoder().decode(made.stdout).trim();
+  assert.ok(made.success && dir.startsWith("/"), new TextDecoder().decode(made.stderr));
+  try {
+    const args = ports(server).replace(/^time-server /, "").replace(/ &$/, "")
+      .replaceAll('"$d', dir).replaceAll('"', "").split(" ");
+    await using _server = await startServerProcess(args, [
+      Deno.execPath(),
+      "run",
+      "--allow-net",
+      "--allow-env=PORT",
+      `--allow-read=${dir}`,
+      `--allow-ffi=${FFI_PATHS.join(",")}`,
+      mainModule,
+    ]);
+    const client = await new Deno.Command("sh", {
+      args: ["-c", `d=${dir}\n${ports(chronyd)}`],
+    }).output();
+    const output = new TextDecoder().decode(client.stdout) +
+      new TextDecoder().decode(client.stderr);
+    assert.match(output, /System clock wrong by -?\d+\.\d+ seconds \(ignored\)/, output);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

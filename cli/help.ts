@@ -21,10 +21,14 @@ export const WORKERS_PER_CPU = 2;
 export const HELP =
   `time-server ${VERSION}: a TCP time server. TIME is answered with "JAM hh:mm:ss", QUIT closes.
 
-Usage: time-server [options]            run the server
-       time-server client [options]     ask a server for the time (see time-server client --help)
+Usage: time-server [options]                 run the server
+       time-server client [options]          ask a server for the time (see client --help)
+       time-server check [options]           check a configuration and print it, with sources
+       time-server status --metrics HOST:PORT   sum up a running server from its metrics
 
 Options:
+  --config FILE               read these options from a TOML file (/etc/time-server/time-server.toml);
+                              options given here override it; SIGHUP reloads it
   --host HOST                 address to listen on (default ${DEFAULTS.hostname}, every IPv4 and IPv6 address)
   -p, --port PORT             TCP port, 0 = any free port (default ${DEFAULTS.port}, or $PORT)
   --tz ZONE                   IANA time zone of the answers, e.g. UTC, Asia/Jakarta (default: local)
@@ -80,4 +84,5 @@ Who is served (every listener):
   -h, --help                  print this help and exit
   -V, --version               print the version and exit
 
-Exit codes: 0 stopped by a signal or --help/--version, 1 could not start, 2 bad command line.`;
+Exit codes: 0 stopped by a signal or --help/--version, 1 could not start, 2 bad command line
+or config file.`;

@@ -37,6 +37,9 @@ const SYMBOLS = {
   },
   gnutls_deinit: { parameters: ["usize"], result: "void" },
   gnutls_strerror: { parameters: ["i32"], result: "usize" },
+  gnutls_alert_get: { parameters: ["usize"], result: "i32" },
+  gnutls_handshake_get_last_in: { parameters: ["usize"], result: "i32" },
+  gnutls_handshake_get_last_out: { parameters: ["usize"], result: "i32" },
 } as const;
 
 /** Where GnuTLS 3.6.5 or later lives on the common distributions. */
@@ -62,6 +65,40 @@ const GNUTLS_SHUT_RDWR = 0;
 const GNUTLS_TLS1_3 = 5;
 const GNUTLS_E_AGAIN = -28;
 const GNUTLS_E_INTERRUPTED = -52;
+/** The client ended the handshake with a fatal alert (`gnutls_alert_get` says which). */
+const GNUTLS_E_FATAL_ALERT_RECEIVED = -12;
+/** Handshake messages (`gnutls_handshake_description_t`): the client's first, the server's last. */
+const HANDSHAKE_CLIENT_HELLO = 1;
+const HANDSHAKE_FINISHED = 20;
+
+/**
+ * The TLS alerts (RFC 8446 §6.2) with which a client says it does not accept the server's
+ * certificate, by name: an operator's problem, unlike a scanner's garbage.
+ */
+const CERTIFICATE_ALERTS: Readonly<Record<number, string>> = {
+  42: "bad_certificate",
+  43: "unsupported_certificate",
+  44: "certificate_revoked",
+  45: "certificate_expired",
+  46: "certificate_unknown",
+  48: "unknown_ca",
+};
+
+/**
+ * The name of a TLS alert that refuses the server's certificate, or null for any other.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { refusedCertificate } from "./gnutls.ts";
+ *
+ * assert.equal(refusedCertificate(48), "unknown_ca");
+ * assert.equal(refusedCertificate(40), null); // handshake_failure: not about the certificate
+ * ```
+ */
+export function refusedCertificate(alert: number): string | null {
+  return CERTIFICATE_ALERTS[alert] ?? null;
+}
 const TLS13_ONLY = "-VERS-SSL3.0:-VERS-TLS1.0:-VERS-TLS1.1:-VERS-TLS1.2:-VERS-DTLS-ALL";
 
 /** NTS-KE's ALPN protocol id (RFC 8915 §4). */
@@ -255,6 +292,22 @@ export class TlsSession {
       const write = this.#lib.gnutls_record_get_direction(this.#handle) === 1;
       if (!(await this.#io.ready(write))) return code;
     }
+  }
+
+  /**
+   * After a handshake that failed with `code`, how the client refused the certificate,
+   * or null if it did not: an alert that names the certificate (bad, expired, unknown
+   * CA…), or a close right after the server's flight with the certificate and before the
+   * client's Finished, which is what chrony does (GnuTLS sends no alert unless told to).
+   */
+  certificateRefusal(code: number): string | null {
+    const lib = this.#lib, handle = this.#handle;
+    if (code === GNUTLS_E_FATAL_ALERT_RECEIVED) {
+      return refusedCertificate(lib.gnutls_alert_get(handle));
+    }
+    const sentFinished = lib.gnutls_handshake_get_last_out(handle) === HANDSHAKE_FINISHED;
+    const heardHello = lib.gnutls_handshake_get_last_in(handle) === HANDSHAKE_CLIENT_HELLO;
+    return sentFinished && heardHello ? "closed after the certificate, before its Finished" : null;
   }
 
   /** Whether the handshake agreed on TLS 1.3 and ALPN `ntske/1`. */

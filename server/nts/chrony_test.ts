@@ -147,8 +147,10 @@ Deno.test({
     const stranger = await makeCertificate(dir, "stranger");
     await using honest = start();
     await using forged = start();
+    const logged: string[] = [];
     await using untrusted = start({
       nts: { certFile: stranger.cert, keyFile: stranger.key },
+      logger: createLogger({ level: "info", format: "json", write: (line) => logged.push(line) }),
     });
     // The same path passing replies as they are: chrony synchronises through it.
     await using _passing = onPath(honest, () => {});
@@ -168,6 +170,13 @@ Deno.test({
     assert.match(refused.output, /TLS handshake .* failed/);
     assert.equal(untrusted.stats.keOk, 0);
     assert.ok(untrusted.stats.keTlsError >= 1);
+    // The operator hears of it once for that client, however often it tries.
+    const refusals = logged.map((line) => JSON.parse(line))
+      .filter((event) => event.msg === "NTS-KE: a client refused the certificate");
+    assert.equal(refusals.length, 1, logged.join("\n"));
+    assert.equal(refusals[0].level, "info");
+    assert.equal(refusals[0].peer, "127.0.0.1");
+    assert.equal(refusals[0].how, "closed after the certificate, before its Finished");
   },
 });
 

@@ -35,6 +35,7 @@ import {
 } from "../../testing/test_util.ts";
 import { ntsMissing } from "../../nts/setup.ts";
 import { MAX_KE_SESSIONS } from "./key_establishment.ts";
+import { createLogger } from "../../lib/log.ts";
 
 const lacking = ntsMissing();
 const noNts = skipUnless(lacking === null, `NTS cannot run here: it needs ${lacking}`) ||
@@ -499,4 +500,26 @@ Deno.test({
     assert.equal(stats.keOk, 2);
     deaf.close();
   },
+});
+
+Deno.test({
+  name:
+    "clients that refuse the certificate are logged once per address at info, and a bystander still gets its keys",
+  ignore: noNts,
+}, async () => {
+  const logged: string[] = [];
+  await using server = start({
+    logger: createLogger({ level: "info", format: "json", write: (line) => logged.push(line) }),
+  });
+  const kePort = server.ports.ntsKe!;
+  // Deno's TLS (rustls) trusts another certificate, so it refuses the server's with an alert.
+  const stranger = await makeCertificate(dir, "stranger-client");
+  for (let i = 0; i < 20; i++) await assert.rejects(keExchange(kePort, stranger.cert));
+  assert.ok((await keExchange(kePort, certificate.cert)).length > 0, "the bystander");
+  assert.equal(server.stats.keTlsError, 20);
+  const refusals = logged.map((line) => JSON.parse(line))
+    .filter((event) => event.msg === "NTS-KE: a client refused the certificate");
+  assert.equal(refusals.length, 1, logged.join("\n"));
+  assert.deepEqual([refusals[0].level, refusals[0].peer], ["info", "127.0.0.1"]);
+  assert.match(refusals[0].how, /^(unknown_ca|bad_certificate|certificate_unknown)$/);
 });

@@ -21,6 +21,7 @@ import { type RateLimiter, RateVerdict } from "../udp/rate_limit.ts";
 import { PoolSlots, SESSION_DATA, SocketWaits } from "./session_io.ts";
 import { COOKIE_LENGTH, type CookieKeys, SESSION_KEYS_LENGTH } from "../../nts/cookies.ts";
 import { describeTlsError, type TlsCredentials, TlsSession } from "../../nts/gnutls.ts";
+import { OncePerAddress } from "./once_per_address.ts";
 import {
   AEAD_AES_SIV_CMAC_256,
   MAX_REQUEST_LENGTH,
@@ -125,6 +126,8 @@ export class NtsKeService {
   readonly #open = new Set<number>();
   /** The sessions counted against {@linkcode MAX_KE_SESSIONS}, by socket, per fairness group. */
   readonly #shares = new FairShares();
+  /** Which clients that refused the certificate were logged. */
+  readonly #refusals = new OncePerAddress();
   /** The sockets of sessions cut off to make room. */
   readonly #madeRoom = new Set<number>();
   readonly #address = new Uint8Array(SOCKADDR_SLOT);
@@ -254,6 +257,16 @@ export class NtsKeService {
   }
 
   /**
+   * Logs, at info level, a client that refused the server's certificate (an expired or
+   * untrusted one, or a name it did not ask for): once per address, within a budget a
+   * minute, since anyone can send the alert. The count is `tls_error`'s.
+   */
+  #certificateRefused(peer: string, how: string | null): void {
+    if (how === null || !this.#refusals.shouldLog(peer)) return;
+    this.#host.logger.info("NTS-KE: a client refused the certificate", { peer, how });
+  }
+
+  /**
    * One key establishment, counted as soon as its answer is sent (the client may then
    * take its time over `close_notify`), or else when it ends.
    */
@@ -276,8 +289,10 @@ export class NtsKeService {
         run: (call) => this.#calls.run(call),
       });
       const handshake = await tls.handshake();
-      if (handshake < 0) detail = `handshake: ${describeTlsError(handshake)}`;
-      else if (!tls.isNtsKe()) detail = "not TLS 1.3 with ALPN ntske/1";
+      if (handshake < 0) {
+        detail = `handshake: ${describeTlsError(handshake)}`;
+        this.#certificateRefused(peer, tls.certificateRefusal(handshake));
+      } else if (!tls.isNtsKe()) detail = "not TLS 1.3 with ALPN ntske/1";
       else {
         const [answered, why] = await exchange(tls, this.#host);
         detail = why;
