@@ -7,7 +7,6 @@ import {
   JAM_LINE,
   LineClient,
   mainModule,
-  onEngine,
   type ServerProcess,
   startServerProcess,
   TCP_ENGINES,
@@ -16,17 +15,44 @@ import {
 import { exchangeDatagram, ntpRequest, parseNtpReply, udpClient } from "../testing/time_clients.ts";
 import type { TcpEngine } from "../server/tcp/host.ts";
 import { LIBC_FFI_FLAG } from "../lib/libc.ts";
+import { FFI_PATHS, ntsMissing } from "../nts/setup.ts";
+import {
+  haveOpenssl,
+  keExchange,
+  makeCertificate,
+  mintSession,
+  ntsRequest,
+  readNtsReply,
+} from "../testing/nts.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 
 /** Awaits one step of a test, failing it by name if it takes longer than a loaded machine would. */
 const step = <T>(what: string, promise: Promise<T>) => within(30000, promise, what);
 
+/** NTS's files, when NTS can run here: the certificate, its key, the cookies' master key. */
+interface NtsFiles {
+  readonly cert: string;
+  readonly key: string;
+  readonly keysFile: string;
+  readonly master: Uint8Array;
+}
+
 /** The config file, with what the test changes from one reload to the next. */
 function config(
   change: { maxConnections: number; deny: string; stratum: number; maxLine?: number },
+  nts: NtsFiles | null,
 ) {
-  return `
+  const ntsSection = nts === null ? "" : `
+[nts]
+ke-port = 0
+cert = "${nts.cert}"
+key = "${nts.key}"
+keys-file = "${nts.keysFile}"
+# No rate limit: the bystander establishes keys again and again.
+ke-rate = 0
+`;
+  return ntsSection + `
 [line]
 host = "127.0.0.1"
 max-line = ${change.maxLine ?? 1024}
@@ -50,10 +76,29 @@ format = "json"
 }
 
 /** Reads the `listening` event's ports. */
-function ports(server: ServerProcess): { daytime: number; time: number; ntp: number } {
+function ports(
+  server: ServerProcess,
+): { daytime: number; time: number; ntp: number; ntsKe: number | undefined } {
   const listening = server.text().split("\n").filter((line) => line.startsWith("{"))
     .map((line) => JSON.parse(line)).find((event) => event.msg === "listening");
-  return { daytime: listening.daytimePort, time: listening.timePort, ntp: listening.ntpPort };
+  return {
+    daytime: listening.daytimePort,
+    time: listening.timePort,
+    ntp: listening.ntpPort,
+    ntsKe: listening.ntsKePort,
+  };
+}
+
+/** Makes NTS's files in `dir`, or null where NTS cannot run. */
+async function ntsFiles(dir: string): Promise<NtsFiles | null> {
+  if (ntsMissing() !== null || !haveOpenssl) return null;
+  const { cert, key } = await makeCertificate(dir, "server");
+  const master = crypto.getRandomValues(new Uint8Array(32));
+  const keysFile = `${dir}/nts.keys`;
+  const hex = Array.from(master, (byte) => byte.toString(16).padStart(2, "0")).join("");
+  await Deno.writeTextFile(keysFile, `${hex}\n`, { mode: 0o600 });
+  await Deno.chmod(key, 0o600);
+  return { cert, key, keysFile, master };
 }
 
 /** Opens a TCP connection, reads what the server sends until it closes: one answer. */
@@ -72,8 +117,13 @@ function oneTcpAnswer(port: number): Promise<number> {
  * connections held throughout, Daytime and Time over TCP, and Daytime, Time and SNTP
  * over UDP. Every request must be answered; the counts say how many were.
  */
-function bystanders(port: number, services: ReturnType<typeof ports>, stop: AbortSignal) {
-  const counts = { time: 0, daytimeTcp: 0, timeTcp: 0, udp: 0 };
+function bystanders(
+  port: number,
+  services: ReturnType<typeof ports>,
+  nts: NtsFiles | null,
+  stop: AbortSignal,
+) {
+  const counts: Record<string, number> = { time: 0, daytimeTcp: 0, timeTcp: 0, udp: 0 };
   const failures: string[] = [];
   const lineClient = async () => {
     using client = await LineClient.connect(port);
@@ -102,7 +152,28 @@ function bystanders(port: number, services: ReturnType<typeof ports>, stop: Abor
       counts.udp++;
     }
   };
+  // NTS: key establishment over TLS, and authenticated SNTP with a cookie under the master key.
+  const ntsKe = async (kePort: number, cert: string) => {
+    counts.ntsKe = 0;
+    while (!stop.aborted) {
+      const records = await keExchange(kePort, cert);
+      if (!records.some((record) => record.type === 5)) return void failures.push("KE: no cookie");
+      counts.ntsKe++;
+    }
+  };
+  const ntsSntp = async (master: Uint8Array) => {
+    counts.nts = 0;
+    using socket = udpClient();
+    const session = mintSession(master);
+    while (!stop.aborted) {
+      const reply = await exchangeDatagram(socket, services.ntp, ntsRequest(session), 2000);
+      if (reply === null) return void failures.push("NTS did not answer");
+      if (readNtsReply(reply, session.s2c).nak) return void failures.push("NTS: a NAK");
+      counts.nts++;
+    }
+  };
   const done = Promise.all([
+    ...(nts === null ? [] : [ntsKe(services.ntsKe!, nts.cert), ntsSntp(nts.master)]),
     ...Array.from({ length: 20 }, lineClient),
     tcpService("daytimeTcp", services.daytime),
     tcpService("timeTcp", services.time),
@@ -155,31 +226,32 @@ for (const engine of TCP_ENGINES) {
 async function reloadUnderLoad(engine: TcpEngine, workers: number): Promise<void> {
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "time-server-sighup-" });
   const file = `${dir}/time-server.toml`;
+  const nts = await ntsFiles(dir);
   const first = { maxConnections: 1000, deny: "127.0.0.9", stratum: 10 };
-  await Deno.writeTextFile(file, config(first));
+  await Deno.writeTextFile(file, config(first, nts));
   const command = [
     Deno.execPath(),
     "run",
     "--allow-net",
     "--allow-env=PORT",
     `--allow-read=${root},${dir}`,
+    `--allow-ffi=${FFI_PATHS.join(",")}`,
     mainModule,
   ];
-  const [args, engineCommand] = onEngine(
-    engine,
-    ["--config", file, "--workers", `${workers}`],
-    command,
-  );
+  const args = ["--config", file, "--workers", `${workers}`, "--tcp-engine", engine];
   const stop = new AbortController();
   try {
-    await using server = await startServerProcess(args, engineCommand);
+    await using server = await startServerProcess(args, command);
     const services = ports(server);
-    const load = bystanders(server.port, services, stop.signal);
+    const load = bystanders(server.port, services, nts, stop.signal);
     const reloaded = (count: number) =>
       server.logged(new RegExp(`("msg":"reloaded".*){${count}}`, "s"));
 
     // A reload that changes limits, access and stratum, while everything is busy.
-    await Deno.writeTextFile(file, config({ maxConnections: 2000, deny: "127.0.0.8", stratum: 5 }));
+    await Deno.writeTextFile(
+      file,
+      config({ maxConnections: 2000, deny: "127.0.0.8", stratum: 5 }, nts),
+    );
     server.child.kill("SIGHUP");
     await step("the first reload", reloaded(1));
     const stratum = await step("asking every worker's stratum", strata(services.ntp));
@@ -198,7 +270,7 @@ async function reloadUnderLoad(engine: TcpEngine, workers: number): Promise<void
     // What needs a restart is named, and kept.
     await Deno.writeTextFile(
       file,
-      config({ maxConnections: 2000, deny: "127.0.0.8", stratum: 5, maxLine: 64 }),
+      config({ maxConnections: 2000, deny: "127.0.0.8", stratum: 5, maxLine: 64 }, nts),
     );
     server.child.kill("SIGHUP");
     const restart = /needs a restart to change \[line\] max-line; kept as running/;
