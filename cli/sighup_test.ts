@@ -10,6 +10,7 @@ import {
   type ServerProcess,
   startServerProcess,
   TCP_ENGINES,
+  until,
   within,
 } from "../testing/test_util.ts";
 import { exchangeDatagram, ntpRequest, parseNtpReply, udpClient } from "../testing/time_clients.ts";
@@ -248,6 +249,12 @@ async function reloadUnderLoad(engine: TcpEngine, workers: number): Promise<void
       server.logged(new RegExp(`("msg":"reloaded".*){${count}}`, "s"));
 
     // A reload that changes limits, access and stratum, while everything is busy.
+    await until(
+      () =>
+        load.counts.time >= 200 && load.counts.udp >= 20 && (nts === null || load.counts.nts >= 10),
+      30000,
+      "the load under way",
+    );
     await Deno.writeTextFile(
       file,
       config({ maxConnections: 2000, deny: "127.0.0.8", stratum: 5 }, nts),
