@@ -1,0 +1,133 @@
+// A server's side of Roughtime (RFC 10049 §5.2): the delegation, and one signature per batch.
+
+import { generateKeyPairSync, type KeyObject } from "node:crypto";
+import { buildMessage, buildPacket, TAGS } from "./message.ts";
+import { DELEGATION_CONTEXT, privateKeyFrom, RESPONSE_CONTEXT, signWith } from "./hashes.ts";
+import { leafHash, MerkleTree } from "./merkle.ts";
+import { SUPPORTED_VERSIONS } from "./request.ts";
+
+/** An Ed25519 key pair as raw bytes: the 32-byte seed and the 32-byte public key. */
+export interface RawKeyPair {
+  readonly seed: Uint8Array;
+  readonly publicKey: Uint8Array;
+}
+
+const fromBase64url = (text: string) =>
+  Uint8Array.from(atob(text.replaceAll("-", "+").replaceAll("_", "/")), (c) => c.charCodeAt(0));
+
+/** A new Ed25519 key pair, from the system's random source. */
+export function generateKeyPair(): RawKeyPair {
+  const { privateKey } = generateKeyPairSync("ed25519");
+  const jwk = privateKey.export({ format: "jwk" });
+  return { seed: fromBase64url(jwk.d!), publicKey: fromBase64url(jwk.x!) };
+}
+
+/** The online key a server signs with, and the long-term key's delegation to it (CERT). */
+export interface Delegation {
+  readonly key: KeyObject;
+  /** CERT's value: {SIG, DELE {PUBK, MINT, MAXT}}. */
+  readonly cert: Uint8Array;
+  /** MINT and MAXT, seconds since the epoch. */
+  readonly notBefore: number;
+  readonly notAfter: number;
+}
+
+const u32 = (value: number) => {
+  const bytes = new Uint8Array(4);
+  new DataView(bytes.buffer).setUint32(0, value, true);
+  return bytes;
+};
+const u64 = (value: number) => {
+  const bytes = new Uint8Array(8);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, value % 0x1_0000_0000, true);
+  view.setUint32(4, Math.floor(value / 0x1_0000_0000), true);
+  return bytes;
+};
+
+/**
+ * Makes a fresh online key and has the long-term key sign it for `notBefore..notAfter`
+ * (seconds since the epoch): the CERT every response of that key carries.
+ */
+export function delegate(longTerm: RawKeyPair, notBefore: number, notAfter: number): Delegation {
+  const online = generateKeyPair();
+  const dele = buildMessage([
+    [TAGS.PUBK, online.publicKey],
+    [TAGS.MINT, u64(notBefore)],
+    [TAGS.MAXT, u64(notAfter)],
+  ]);
+  const signer = privateKeyFrom(longTerm.seed, longTerm.publicKey);
+  const cert = buildMessage([[TAGS.SIG, signWith(signer, DELEGATION_CONTEXT, dele)], [
+    TAGS.DELE,
+    dele,
+  ]]);
+  return { key: privateKeyFrom(online.seed, online.publicKey), cert, notBefore, notAfter };
+}
+
+/** VERS: every version served, ascending. */
+const VERS = (() => {
+  const sorted = [...SUPPORTED_VERSIONS].sort((a, b) => a - b);
+  const bytes = new Uint8Array(4 * sorted.length);
+  sorted.forEach((version, i) => new DataView(bytes.buffer).setUint32(4 * i, version, true));
+  return bytes;
+})();
+
+/** One request of a batch: its whole packet (the leaf) and its nonce. */
+export interface BatchRequest {
+  readonly packet: Uint8Array;
+  readonly nonce: Uint8Array;
+}
+
+/**
+ * Answers a batch of requests, all in `version`, at `midpoint` ± `radius` seconds, with
+ * one signature: the tree over the requests' packets, SREP with its ROOT signed once by
+ * the online key, and for each request its response packet with its PATH and INDX.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { answerBatch, delegate, generateKeyPair } from "./response.ts";
+ * import { makeRequest, VERSION_RFC } from "./request.ts";
+ * import { verifyResponse } from "./verify.ts";
+ *
+ * const longTerm = generateKeyPair();
+ * const now = Math.floor(Date.now() / 1000);
+ * const delegation = delegate(longTerm, now - 60, now + 3600);
+ * const nonces = [1, 2, 3].map((n) => new Uint8Array(32).fill(n));
+ * const packets = nonces.map((nonce) => makeRequest(nonce));
+ * const batch = packets.map((packet, i) => ({ packet, nonce: nonces[i] }));
+ * const responses = answerBatch(batch, VERSION_RFC, now, 3, delegation);
+ * responses.forEach((response, i) => {
+ *   assert.equal(verifyResponse(packets[i], response, longTerm.publicKey).midpoint, now);
+ * });
+ * ```
+ */
+export function answerBatch(
+  requests: readonly BatchRequest[],
+  version: number,
+  midpoint: number,
+  radius: number,
+  delegation: Delegation,
+): Uint8Array[] {
+  const tree = new MerkleTree(requests.map((request) => leafHash(request.packet)));
+  const srep = buildMessage([
+    [TAGS.VER, u32(version)],
+    [TAGS.RADI, u32(radius)],
+    [TAGS.MIDP, u64(midpoint)],
+    [TAGS.VERS, VERS],
+    [TAGS.ROOT, tree.root],
+  ]);
+  const sig = signWith(delegation.key, RESPONSE_CONTEXT, srep);
+  const type = u32(1);
+  return requests.map((request, i) =>
+    buildPacket(buildMessage([
+      [TAGS.SIG, sig],
+      [TAGS.NONC, request.nonce],
+      [TAGS.TYPE, type],
+      [TAGS.PATH, tree.path(i)],
+      [TAGS.SREP, srep],
+      [TAGS.CERT, delegation.cert],
+      [TAGS.INDX, u32(i)],
+    ]))
+  );
+}
