@@ -13,6 +13,7 @@ COPY lib/ lib/
 COPY time/ time/
 COPY nts/ nts/
 COPY config/ config/
+COPY roughtime/ roughtime/
 COPY tools/ tools/
 RUN deno task compile
 

@@ -16,6 +16,9 @@ import { runServer } from "./cli/run_server.ts";
 import { CHECK_HELP, describeConfiguration } from "./cli/check.ts";
 import { loadTomlParser } from "./config/file.ts";
 import { fetchSamples, parseStatusArgs, STATUS_HELP, summarize } from "./cli/status.ts";
+import { askRoughtime, describeTime } from "./client/roughtime_client.ts";
+import { encodePublicKey, readLongTermKey } from "./roughtime/key_file.ts";
+import { effectiveUid, libcMissing } from "./lib/libc.ts";
 
 /** Runs `time-server client`: prints each answer; exit code 0, 1 (failure) or 2 (usage). */
 async function runClient(args: string[]): Promise<number> {
@@ -34,6 +37,16 @@ async function runClient(args: string[]): Promise<number> {
   }
   if (!port.readable && options.port === undefined) {
     console.error(`time-server client: ${PORT_UNREADABLE}; asking port ${DEFAULTS.port}`);
+  }
+  if (options.roughtime !== undefined) {
+    try {
+      console.log(describeTime(await askRoughtime(options.roughtime)));
+      return 0;
+    } catch (error) {
+      const why = error instanceof Error ? error.message : String(error);
+      console.error(`time-server client: Roughtime: ${why}`);
+      return 1;
+    }
   }
   try {
     await askTime({ ...options, onAnswer: (answer) => console.log(answer) });
@@ -96,6 +109,36 @@ async function runStatus(args: string[]): Promise<number> {
   return 0;
 }
 
+/**
+ * Runs `time-server roughtime-keys FILE`: makes a long-term Roughtime key in FILE if none
+ * is there (mode 0600), and prints its public key in base64 for clients and server lists.
+ */
+function runRoughtimeKeys(args: string[]): number {
+  const usage = "Usage: time-server roughtime-keys FILE  (e.g. /var/lib/time-server/roughtime.key)";
+  if (args.length === 1 && (args[0] === "--help" || args[0] === "-h")) {
+    console.log(usage);
+    return 0;
+  }
+  if (args.length !== 1 || args[0].startsWith("-")) {
+    console.error(`time-server roughtime-keys: give one key file. ${usage}`);
+    return 2;
+  }
+  const lacking = libcMissing();
+  if (lacking !== null) {
+    console.error(`time-server roughtime-keys: checking who owns the key file needs ${lacking}`);
+    return 1;
+  }
+  try {
+    const key = readLongTermKey(args[0], effectiveUid());
+    console.error(key.created ? `made ${args[0]}` : `read ${args[0]}`);
+    console.log(encodePublicKey(key.publicKey));
+    return 0;
+  } catch (error) {
+    console.error(`time-server roughtime-keys: ${error instanceof Error ? error.message : error}`);
+    return 1;
+  }
+}
+
 /** Whether `args` ask for `--log-format json`, read before (or without) the full parse. */
 function asksForJson(args: string[]): boolean {
   return args.some((arg, i) =>
@@ -111,6 +154,7 @@ export async function main(args: string[]): Promise<number> {
   if (args[0] === "client") return await runClient(args.slice(1));
   if (args[0] === "check") return await runCheck(args.slice(1));
   if (args[0] === "status") return await runStatus(args.slice(1));
+  if (args[0] === "roughtime-keys") return runRoughtimeKeys(args.slice(1));
   let invocation: Invocation;
   const port = readPort();
   let reader: ConfigReader = {};

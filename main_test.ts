@@ -723,3 +723,56 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("Roughtime from the command line: roughtime-keys makes the key, the server signs with it, the client verifies", async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "time-server-roughtime-" });
+  try {
+    const keyFile = `${dir}/roughtime.key`;
+    const command = [
+      Deno.execPath(),
+      "run",
+      "--allow-net",
+      "--allow-env=PORT",
+      `--allow-read=${dir}`,
+      `--allow-write=${dir}`,
+      LIBC_FFI_FLAG,
+      mainModule,
+    ];
+    const made = await runMain(["roughtime-keys", keyFile], { command });
+    assert.equal(made.code, 0, made.stderr);
+    const publicKey = made.stdout.trim();
+    assert.match(publicKey, /^[A-Za-z0-9+/]{43}=$/);
+    assert.equal((await Deno.stat(keyFile)).mode! & 0o777, 0o600);
+    const again = await runMain(["roughtime-keys", keyFile], { command });
+    assert.equal(again.stdout.trim(), publicKey, "the same key, read again");
+
+    await using server = await startServerProcess(
+      ["--host", "127.0.0.1", "--roughtime-port", "0", "--roughtime-key", keyFile],
+      command,
+    );
+    const port = Number(server.text().match(/roughtimePort=(\d+)/)?.[1]);
+    assert.match(server.text(), new RegExp(`publicKey="?${publicKey.replaceAll("+", "\\+")}`));
+    const asked = await runMain(["client", "--roughtime", `127.0.0.1:${port}`, "--key", publicKey]);
+    assert.equal(asked.code, 0, asked.stderr);
+    assert.match(
+      asked.stdout,
+      /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ±3 s \(Roughtime version 1, signature verified\)\n$/,
+    );
+    const other = await runMain([
+      "client",
+      "--roughtime",
+      `127.0.0.1:${port}`,
+      "--key",
+      btoa(String.fromCharCode(...new Uint8Array(32).fill(1))),
+      "--timeout",
+      "1",
+    ]);
+    assert.equal(other.code, 1);
+    assert.match(other.stderr, /^time-server client: Roughtime: no answer within 1 s/);
+    const noKey = await runMain(["--roughtime-port", "0"]);
+    assert.equal(noKey.code, 2);
+    assert.match(noKey.stderr, /--roughtime-port needs --roughtime-key FILE/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

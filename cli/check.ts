@@ -40,6 +40,8 @@ const DEFAULT_VALUES: Record<SettingFlag, string | number | boolean | string[]> 
   "nts-keys-file": "(none: cookies die with the process)",
   "nts-ke-rate": DEFAULT_KE_RATE,
   "nts-ntp-server": "(the address NTS-KE was reached on)",
+  "roughtime-port": "(off)",
+  "roughtime-key": "(none)",
   "log-level": COMMAND_LINE_DEFAULTS.logLevel,
   "log-format": COMMAND_LINE_DEFAULTS.logFormat,
   metrics: "(off)",

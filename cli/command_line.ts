@@ -32,6 +32,8 @@ export type Invocation =
     readonly nts: NtsFlags | null;
     /** The config file read (`--config`), when one was given. */
     readonly config?: string;
+    /** Roughtime's long-term key file (`--roughtime-key`), read or made at start. */
+    readonly roughtimeKeyFile?: string;
   };
 
 /** The flags' values as `parseArgs` gives them. */
@@ -159,6 +161,7 @@ const NUMERIC_FLAGS: readonly {
   { flag: "time-port", option: "timePort", range: [0, 65535] },
   { flag: "ntp-port", option: "ntpPort", range: [0, 65535] },
   { flag: "ntp-stratum", option: "ntpStratum", range: [1, 15] },
+  { flag: "roughtime-port", option: "roughtimePort", range: [0, 65535] },
 ];
 
 /** What the command line checks of the machine; tests pass their own. */
@@ -319,7 +322,28 @@ function interpret(
     metrics,
     nts,
   } as const;
-  return config === undefined ? invocation : { ...invocation, config };
+  const keyFile = roughtimeKeyFile(values, options);
+  return {
+    ...invocation,
+    ...(config === undefined ? {} : { config }),
+    ...(keyFile === null ? {} : { roughtimeKeyFile: keyFile }),
+  };
+}
+
+/** `--roughtime-key`, which `--roughtime-port` needs and nothing else takes. */
+function roughtimeKeyFile(values: Values, options: ServerOptions): string | null {
+  const file = values["roughtime-key"];
+  if (options.roughtimePort === undefined) {
+    if (file !== undefined) throw new UsageError("--roughtime-key needs --roughtime-port");
+    return null;
+  }
+  if (file === undefined || file === "") {
+    throw new UsageError(
+      "--roughtime-port needs --roughtime-key FILE: the long-term key responses are signed " +
+        "under (made there if missing; time-server roughtime-keys FILE prints its public key)",
+    );
+  }
+  return file;
 }
 
 /** `--tcp-engine`, into `options`: epoll where it can run, on a literal address. */

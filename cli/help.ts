@@ -25,6 +25,7 @@ Usage: time-server [options]                 run the server
        time-server client [options]          ask a server for the time (see client --help)
        time-server check [options]           check a configuration and print it, with sources
        time-server status --metrics HOST:PORT   sum up a running server from its metrics
+       time-server roughtime-keys FILE       make (or read) a Roughtime key; print its public key
 
 Options:
   --config FILE               read these options from a TOML file (/etc/time-server/time-server.toml);
@@ -71,6 +72,11 @@ Network Time Security (RFC 8915; needs --ntp-port, and GnuTLS and Nettle through
                               limit (default ${DEFAULT_KE_RATE})
   --nts-ntp-server HOST       where NTS-KE sends NTP, when not to the address NTS-KE was reached on
                               (NTS-KE behind a TCP balancer) (default: that address)
+
+Roughtime (RFC 10049: signed time; UDP, one signature per batch of requests):
+  --roughtime-port PORT       Roughtime on UDP (2002 is customary); needs --roughtime-key
+  --roughtime-key FILE        the long-term Ed25519 key, 64 hex digits, mode 0600, made if
+                              missing; time-server roughtime-keys FILE prints its public key
 
 Who is served (every listener):
   --allow CIDR[,CIDR…]        serve only these address ranges (repeatable; default everyone)

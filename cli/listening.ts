@@ -45,6 +45,7 @@ export function listeningFields(
     ntpStratum: running.ports.ntp === null ? undefined : settings.ntpStratum,
     ntpClock: running.ports.ntp === null ? undefined : settings.ntpClock,
     ntsKePort: running.ports.ntsKe ?? undefined,
+    roughtimePort: running.ports.roughtime ?? undefined,
     udpEngine: Object.values(running.ports).some((port) => port !== null)
       ? running.udpEngine
       : undefined,

@@ -45,6 +45,8 @@ const FIELDS: readonly { flag: SettingFlag; read: (s: Serving) => unknown; resta
   { flag: "nts-keys-file", read: (s) => s.nts?.keysFile, restart: true },
   { flag: "nts-ke-rate", read: (s) => s.nts?.keRate },
   { flag: "nts-ntp-server", read: (s) => s.nts?.ntpServer },
+  { flag: "roughtime-port", read: (s) => s.options.roughtimePort, restart: true },
+  { flag: "roughtime-key", read: (s) => s.roughtimeKeyFile, restart: true },
   { flag: "log-level", read: (s) => s.logLevel },
   { flag: "log-format", read: (s) => s.logFormat },
   { flag: "metrics", read: (s) => s.metrics, restart: true },
@@ -101,6 +103,7 @@ export function planReload(running: Serving, next: Serving): ReloadPlan {
     timePort: running.options.timePort,
     ntpPort: running.options.ntpPort,
     ntpClock: running.options.ntpClock,
+    roughtimePort: running.options.roughtimePort,
     udpEngine: running.options.udpEngine,
   };
   // NTS stays on or off as it runs, on its port, with its master key.

@@ -19,7 +19,9 @@ import {
   type ServerOptions,
   type ServicePorts,
 } from "../server/server.ts";
-import { libcMissing } from "../lib/libc.ts";
+import { effectiveUid, libcMissing } from "../lib/libc.ts";
+import { encodePublicKey, readLongTermKey } from "../roughtime/key_file.ts";
+import type { RawKeyPair } from "../roughtime/response.ts";
 import { masterKey, type NtsFlags, ntsMissing } from "../nts/setup.ts";
 import type { Invocation } from "./command_line.ts";
 import { VERSION } from "./help.ts";
@@ -44,6 +46,46 @@ function ntsOptions(flags: NtsFlags): { options: NtsOptions; keySource: string }
       options: { kePort, certFile, keyFile, keRate, ntpServer, masterKey: key },
       keySource: source,
     };
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
+}
+
+/**
+ * The server's options with the keys read from their files: NTS's (libraries checked,
+ * master key read or made) and Roughtime's long-term key. A string says why not.
+ */
+function withKeys(invocation: Invocation & { action: "serve" }): {
+  options: ServerOptions;
+  keySource: string | null;
+  roughtime: (RawKeyPair & { created: boolean }) | null;
+} | string {
+  let options = invocation.options;
+  let keySource: string | null = null;
+  if (invocation.nts !== null) {
+    const nts = ntsOptions(invocation.nts);
+    if (typeof nts === "string") return nts;
+    options = { ...options, nts: nts.options };
+    keySource = nts.keySource;
+  }
+  let roughtime: (RawKeyPair & { created: boolean }) | null = null;
+  if (invocation.roughtimeKeyFile !== undefined) {
+    const read = roughtimeKey(invocation.roughtimeKeyFile);
+    if (typeof read === "string") return read;
+    options = { ...options, roughtimeKey: read.seed };
+    roughtime = read;
+  }
+  return { options, keySource, roughtime };
+}
+
+/** Roughtime's long-term key from its file (made if missing), or why it cannot be had. */
+function roughtimeKey(path: string): (RawKeyPair & { created: boolean }) | string {
+  const lacking = libcMissing();
+  if (lacking !== null) {
+    return `--roughtime-key checks who owns the key file, which needs ${lacking}`;
+  }
+  try {
+    return readLongTermKey(path, effectiveUid());
   } catch (error) {
     return error instanceof Error ? error.message : String(error);
   }
@@ -86,16 +128,9 @@ export async function runServer(
   const logger = createLogger({ level: invocation.logLevel, format: invocation.logFormat });
   const fail = startFailure(logger, invocation.logFormat);
   const { workers } = invocation;
-  let options = invocation.options;
-  let keySource: string | null = null;
-  if (invocation.nts !== null) {
-    const nts = ntsOptions(invocation.nts);
-    if (typeof nts === "string") {
-      return fail(nts);
-    }
-    options = { ...options, nts: nts.options };
-    keySource = nts.keySource;
-  }
+  const keys = withKeys(invocation);
+  if (typeof keys === "string") return fail(keys);
+  const { options, keySource, roughtime } = keys;
   const settings = resolveServerOptions(options);
   const stop = listenForStop(logger);
   if (!portReadable && options.port === undefined) {
@@ -118,6 +153,12 @@ export async function runServer(
   }
   warnOfPortableEngine(running, options, logger);
   logKeySource(keySource, invocation.nts?.keysFile ?? null, logger);
+  if (roughtime !== null) {
+    logger.info(roughtime.created ? "Roughtime long-term key made" : "Roughtime long-term key", {
+      keyFile: invocation.roughtimeKeyFile,
+      publicKey: encodePublicKey(roughtime.publicKey),
+    });
+  }
   let metrics: Deno.HttpServer<Deno.NetAddr> | undefined;
   const draining = new AbortController();
   if (invocation.metrics) {

@@ -1,5 +1,6 @@
 // Client mode: ask a time server for the time, for health checks, scripts and operators.
 
+import { type RoughtimeQuery, roughtimeQuery } from "./roughtime_client.ts";
 import { parseArgs } from "node:util";
 import { delay, LineReader } from "../lib/net.ts";
 import { DEFAULT_PORT, TIME_ANSWER } from "../protocol.ts";
@@ -34,6 +35,8 @@ export interface ClientOptions {
   timeout?: number;
   /** Called with each answer (without CR LF) as it arrives. */
   onAnswer?: (answer: string) => void;
+  /** Ask a Roughtime server instead (`--roughtime HOST:PORT --key BASE64`). */
+  roughtime?: RoughtimeQuery;
 }
 
 const TIME_REQUEST = new TextEncoder().encode("TIME\r\n");
@@ -133,6 +136,9 @@ Options:
   -n, --count N        how many times to ask (default 1)
   --interval SECONDS   pause between two requests (default 1)
   --timeout SECONDS    limit for the whole exchange (default 5)
+  --roughtime HOST:PORT  ask a Roughtime server (RFC 10049) over UDP instead, and verify
+                       its signed answer; prints the time and the radius
+  --key BASE64         the Roughtime server's long-term public key (with --roughtime)
   -h, --help           print this help`;
 
 const CLIENT_FLAGS = {
@@ -141,6 +147,8 @@ const CLIENT_FLAGS = {
   count: { type: "string", short: "n" },
   interval: { type: "string" },
   timeout: { type: "string" },
+  roughtime: { type: "string" },
+  key: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -182,5 +190,8 @@ export function parseClientCommandLine(
     options.timeout = UsageError.seconds("--timeout", values.timeout);
     if (options.timeout === 0) throw new UsageError("--timeout must be more than 0 seconds");
   }
+  if (values.roughtime !== undefined) {
+    options.roughtime = roughtimeQuery(values.roughtime, values.key, options.timeout ?? 5);
+  } else if (values.key !== undefined) throw new UsageError("--key needs --roughtime");
   return options;
 }

@@ -81,7 +81,8 @@ Deno.test("config file mistakes name the file, the line and the key", () => {
   );
   assert.equal(
     fails("[lines]\nport = 1\n"),
-    "server.toml:1: unknown section [lines]; the sections are [line], [limits], [time], [nts], [log], [metrics]",
+    "server.toml:1: unknown section [lines]; the sections are [line], [limits], [time], [nts], " +
+      "[roughtime], [log], [metrics]",
   );
   assert.equal(fails("port = 45000\n"), "server.toml:1: port belongs in [line]");
   assert.equal(

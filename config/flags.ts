@@ -3,7 +3,7 @@
 import type { FlagShape } from "../lib/usage.ts";
 
 /** The config file's sections, in the order `time-server check` prints them. */
-export const SECTIONS = ["line", "limits", "time", "nts", "log", "metrics"] as const;
+export const SECTIONS = ["line", "limits", "time", "nts", "roughtime", "log", "metrics"] as const;
 /** One of {@linkcode SECTIONS}. */
 export type Section = typeof SECTIONS[number];
 
@@ -53,6 +53,8 @@ export const FLAGS = {
   "nts-keys-file": { type: "string", section: "nts" },
   "nts-ke-rate": { type: "string", section: "nts" },
   "nts-ntp-server": { type: "string", section: "nts" },
+  "roughtime-port": { type: "string", section: "roughtime" },
+  "roughtime-key": { type: "string", section: "roughtime" },
   "log-level": { type: "string", section: "log" },
   "log-format": { type: "string", section: "log" },
   metrics: { type: "string", section: "metrics", key: "listen" },
@@ -84,7 +86,7 @@ export interface Setting {
 }
 
 /** The sections whose flags are named after them, and whose keys are not: `[nts] cert`. */
-const PREFIXED_SECTIONS: readonly Section[] = ["nts", "log"];
+const PREFIXED_SECTIONS: readonly Section[] = ["nts", "roughtime", "log"];
 
 function settingOf(flag: SettingFlag): Setting {
   const { section, ...shape } = FLAGS[flag] as Flag & { section: Section };

@@ -4,6 +4,7 @@ import { NtsError, readAccessAdvice } from "./certificate.ts";
 import { readPrivateFile, UnsafeFileError } from "./private_file.ts";
 
 const KEY_BYTES = 32;
+/** The flag whose file this is, for messages: NTS's, unless another key (Roughtime's) is read. */
 const FLAG = "--nts-keys-file";
 
 /**
@@ -21,27 +22,28 @@ const FLAG = "--nts-keys-file";
 export function readOrCreateKeyFile(
   path: string,
   uid: number,
+  flag: string = FLAG,
 ): { key: Uint8Array; created: boolean } {
   // Twice at most: a file that appears between the read and the publishing is the
   // winner's, and is read the second time.
   for (let attempt = 0; attempt < 2; attempt++) {
-    const existing = readKeyFile(path, uid);
+    const existing = readKeyFile(path, uid, flag);
     if (existing !== null) return { key: existing, created: false };
     const key = crypto.getRandomValues(new Uint8Array(KEY_BYTES));
-    if (publishKeyFile(path, key)) return { key, created: true };
+    if (publishKeyFile(path, key, flag)) return { key, created: true };
   }
-  throw new NtsError(`${FLAG} ${path} keeps appearing and disappearing`);
+  throw new NtsError(`${flag} ${path} keeps appearing and disappearing`);
 }
 
 /** The key in `path`, or null when there is no file there; throws one line. */
-function readKeyFile(path: string, uid: number): Uint8Array | null {
+function readKeyFile(path: string, uid: number, flag: string): Uint8Array | null {
   let bytes: Uint8Array | null;
   try {
-    bytes = readPrivateFile(path, { flag: FLAG, uid, groupMayRead: false });
+    bytes = readPrivateFile(path, { flag, uid, groupMayRead: false });
   } catch (error) {
-    throw describe(error, path);
+    throw describe(error, path, flag);
   }
-  return bytes === null ? null : parseKeyFile(new TextDecoder().decode(bytes), path);
+  return bytes === null ? null : parseKeyFile(new TextDecoder().decode(bytes), path, flag);
 }
 
 /**
@@ -56,11 +58,11 @@ function readKeyFile(path: string, uid: number): Uint8Array | null {
  * assert.throws(() => parseKeyFile("ab".repeat(16), "keys"));
  * ```
  */
-export function parseKeyFile(text: string, path: string): Uint8Array {
+export function parseKeyFile(text: string, path: string, flag: string = FLAG): Uint8Array {
   const hex = text.trim();
   if (!/^[0-9a-f]{64}$/i.test(hex)) {
     throw new NtsError(
-      `${FLAG} ${path} is not a key file: 64 hex digits (openssl rand -hex 32)`,
+      `${flag} ${path} is not a key file: 64 hex digits (openssl rand -hex 32)`,
     );
   }
   return Uint8Array.from(hex.match(/../g)!, (byte) => parseInt(byte, 16));
@@ -72,7 +74,7 @@ export function parseKeyFile(text: string, path: string): Uint8Array {
  * another process has just published. Returns false when the path was taken; throws
  * one line when the file cannot be written.
  */
-export function publishKeyFile(path: string, key: Uint8Array): boolean {
+export function publishKeyFile(path: string, key: Uint8Array, flag: string = FLAG): boolean {
   const hex = Array.from(key, (byte) => byte.toString(16).padStart(2, "0")).join("");
   const temporary = `${path}.${Deno.pid}.${crypto.randomUUID()}.tmp`;
   try {
@@ -83,14 +85,14 @@ export function publishKeyFile(path: string, key: Uint8Array): boolean {
     file.syncSync();
   } catch (error) {
     removeQuietly(temporary);
-    throw describe(error, path, "missing");
+    throw describe(error, path, flag, "missing");
   }
   try {
     Deno.linkSync(temporary, path);
     return true;
   } catch (error) {
     if (error instanceof Deno.errors.AlreadyExists) return false;
-    throw describe(error, path);
+    throw describe(error, path, flag);
   } finally {
     removeQuietly(temporary);
   }
@@ -109,20 +111,20 @@ function removeQuietly(path: string): void {
  * only the writing failed; a process not granted that is told to make the file, or where
  * this server may write, rather than to grant a read it has.
  */
-function describe(error: unknown, path: string, missing?: "missing"): Error {
+function describe(error: unknown, path: string, flag: string, missing?: "missing"): Error {
   const make = `(umask 077; openssl rand -hex 32 > ${path})`;
   if (error instanceof Deno.errors.NotCapable && missing) {
     return new NtsError(
-      `${FLAG} ${path} does not exist, and this process may not write there to make it: ` +
+      `${flag} ${path} does not exist, and this process may not write there to make it: ` +
         `run ${make}, or give a path in /var/lib/time-server, where the binary and ` +
         `deno task start may write`,
     );
   }
   if (error instanceof Deno.errors.NotCapable) {
-    return new NtsError(`${FLAG} ${path} cannot be read: ${readAccessAdvice(path)}`);
+    return new NtsError(`${flag} ${path} cannot be read: ${readAccessAdvice(path)}`);
   }
   if (error instanceof UnsafeFileError) return new NtsError(error.message);
-  return error instanceof Error && error.message.startsWith(FLAG)
+  return error instanceof Error && error.message.startsWith(flag)
     ? error
-    : new NtsError(`${FLAG} ${path}: ${error instanceof Error ? error.message : error}`);
+    : new NtsError(`${flag} ${path}: ${error instanceof Error ? error.message : error}`);
 }

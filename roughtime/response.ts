@@ -1,6 +1,11 @@
 // A server's side of Roughtime (RFC 10049 §5.2): the delegation, and one signature per batch.
 
-import { generateKeyPairSync, type KeyObject } from "node:crypto";
+import {
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  type KeyObject,
+} from "node:crypto";
 import { buildMessage, buildPacket, TAGS } from "./message.ts";
 import { DELEGATION_CONTEXT, privateKeyFrom, RESPONSE_CONTEXT, signWith } from "./hashes.ts";
 import { leafHash, MerkleTree } from "./merkle.ts";
@@ -14,6 +19,48 @@ export interface RawKeyPair {
 
 const fromBase64url = (text: string) =>
   Uint8Array.from(atob(text.replaceAll("-", "+").replaceAll("_", "/")), (c) => c.charCodeAt(0));
+
+/** PKCS #8's wrapping of an Ed25519 seed (RFC 8410), before the 32 bytes. */
+const PKCS8_ED25519 = Uint8Array.of(
+  0x30,
+  0x2e,
+  0x02,
+  0x01,
+  0x00,
+  0x30,
+  0x05,
+  0x06,
+  0x03,
+  0x2b,
+  0x65,
+  0x70,
+  0x04,
+  0x22,
+  0x04,
+  0x20,
+);
+
+/**
+ * The key pair of a 32-byte seed, as a key file holds it: any 32 random bytes are one.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { generateKeyPair, keyPairFromSeed } from "./response.ts";
+ *
+ * const pair = generateKeyPair();
+ * assert.deepEqual(keyPairFromSeed(pair.seed).publicKey, pair.publicKey);
+ * ```
+ */
+export function keyPairFromSeed(seed: Uint8Array): RawKeyPair {
+  if (seed.length !== 32) throw new TypeError("an Ed25519 seed is 32 bytes");
+  const der = new Uint8Array(PKCS8_ED25519.length + 32);
+  der.set(PKCS8_ED25519);
+  der.set(seed, PKCS8_ED25519.length);
+  const privateKey = createPrivateKey({ key: Buffer.from(der), format: "der", type: "pkcs8" });
+  const jwk = createPublicKey(privateKey).export({ format: "jwk" });
+  return { seed: seed.slice(), publicKey: fromBase64url(jwk.x!) };
+}
 
 /** A new Ed25519 key pair, from the system's random source. */
 export function generateKeyPair(): RawKeyPair {

@@ -195,6 +195,34 @@ export const METRIC_FAMILIES: readonly MetricFamily[] = [
     samples: [["", "ntsCertificateExpiry"]],
   },
   {
+    name: "timeserver_roughtime_requests_total",
+    type: "counter",
+    help:
+      "Roughtime requests by result: answered, or dropped as short (under 1024 bytes), malformed, version (none served), server (SRV names another key) or refused (access list, rate limit).",
+    samples: [
+      ['{result="answered"}', "requestsRoughtime"],
+      ['{result="short"}', "roughtimeShort"],
+      ['{result="malformed"}', "roughtimeMalformed"],
+      ['{result="version"}', "roughtimeVersion"],
+      ['{result="server"}', "roughtimeServer"],
+      ['{result="refused"}', "roughtimeRefused"],
+    ],
+  },
+  {
+    name: "timeserver_roughtime_signatures_total",
+    type: "counter",
+    help:
+      "Roughtime SREP signatures: one per batch answered; answered / signatures is the batch size.",
+    samples: [["", "roughtimeSignatures"]],
+  },
+  {
+    name: "timeserver_roughtime_delegation_expiry_seconds",
+    type: "gauge",
+    help:
+      "When the Roughtime online key's delegation ends (MAXT), seconds since the epoch (0 without Roughtime).",
+    samples: [["", "roughtimeDelegationExpiry"]],
+  },
+  {
     name: "timeserver_ntp_stratum",
     type: "gauge",
     help: "The stratum SNTP replies claim (16: not synchronised; 0 without SNTP).",

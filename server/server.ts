@@ -28,6 +28,8 @@ import { NtsError } from "../nts/certificate.ts";
 import { DaytimeAnswer } from "../time/daytime.ts";
 import { TimeSource } from "../time/time_source.ts";
 import { Rfc868Answer } from "../time/rfc868.ts";
+import { RoughtimeService } from "./roughtime/service.ts";
+import { keyPairFromSeed } from "../roughtime/response.ts";
 
 export {
   DEFAULTS,
@@ -176,6 +178,30 @@ function ntsService(
   return new NtsService(settings.nts, { ...host, fairness, now: host.now ?? Date.now });
 }
 
+/** Roughtime, when its port is given; throws when it is asked for without its key. */
+function roughtimeService(
+  settings: ServerSettings,
+  stats: ServerStats,
+  logger: Logger,
+  time: TimeSource,
+): RoughtimeService | null {
+  if (settings.roughtimePort === null) return null;
+  if (settings.roughtimeKey === null) {
+    throw new TypeError(
+      "roughtimePort needs roughtimeKey: the long-term key responses are signed under",
+    );
+  }
+  return new RoughtimeService(keyPairFromSeed(settings.roughtimeKey), {
+    stats,
+    logger,
+    clock: () => ({
+      now: time.clock.now(),
+      rootDispersion: time.info.rootDispersion,
+      synchronised: time.info.leap !== 3,
+    }),
+  });
+}
+
 /**
  * The UDP services' per-address rate limiter: `--rate-limit`'s, which every UDP service
  * obeys; or, without it, {@linkcode ONE_ANSWER_RATE_LIMIT} for Daytime and Time alone,
@@ -204,7 +230,13 @@ function udpRateLimits(settings: ServerSettings): RateLimitOptions | null {
 class Server implements TimeServer {
   readonly stats: ServerStats = newServerStats();
   readonly addr: Deno.NetAddr;
-  readonly ports: ServicePorts = { daytime: null, time: null, ntp: null, ntsKe: null };
+  readonly ports: ServicePorts = {
+    daytime: null,
+    time: null,
+    ntp: null,
+    ntsKe: null,
+    roughtime: null,
+  };
   readonly finished: Promise<void>;
   readonly udpEngine: "deno" | "mmsg";
   readonly tcpEngine: TcpEngine;
@@ -216,6 +248,7 @@ class Server implements TimeServer {
   readonly #udp: UdpListener[] = [];
   readonly #timeSource: TimeSource;
   readonly #nts: NtsService | null;
+  readonly #roughtime: RoughtimeService | null;
   readonly #timers: ReturnType<typeof setInterval>[] = [];
   #shutdown: Promise<void> | null = null;
 
@@ -250,6 +283,7 @@ class Server implements TimeServer {
       ntpTime: this.#timeSource,
       ports: this.ports,
       nts: nts?.responder ?? null,
+      roughtime: this.#roughtime = roughtimeService(settings, this.stats, logger, this.#timeSource),
     };
     this.#tcp = new TcpServer(tcpSettings(settings), {
       stats: this.stats,
@@ -283,6 +317,7 @@ class Server implements TimeServer {
       for (const [listener] of tcpListeners) closeQuietly(listener);
       for (const service of this.#udp) service.close();
       void nts?.close();
+      this.#roughtime?.close();
       this.#timeSource.close();
       void this.#tcp.drain();
       if (!bound) throw error;
@@ -343,6 +378,14 @@ class Server implements TimeServer {
         );
       }
     } else if (settings.ntpPort !== null) this.ports.ntp = settings.ntpPort;
+    if (settings.roughtimePort !== null && settings.udp) {
+      try {
+        this.ports.roughtime = this.#addUdp("roughtime", hostname, settings.roughtimePort).port;
+      } catch (error) {
+        const port = settings.roughtimePort;
+        throw new ServiceListenError(where("UDP", "Roughtime", port), port, error);
+      }
+    } else if (settings.roughtimePort !== null) this.ports.roughtime = settings.roughtimePort;
     if (this.#nts !== null && settings.nts !== null) {
       try {
         this.#nts.listen(hostname, this.ports.ntp ?? 123);
@@ -388,6 +431,7 @@ class Server implements TimeServer {
     const drained = this.#tcp.drain();
     for (const service of this.#udp) service.close();
     const nts = this.#nts?.close();
+    this.#roughtime?.close();
     for (const timer of this.#timers) clearInterval(timer);
     this.#timeSource.close();
     this.#shutdown = Promise.all([drained, this.finished, nts]).then(() => {});

@@ -114,6 +114,18 @@ export interface ServerOptions {
    */
   ntpPort?: number | null;
   /**
+   * The UDP port of Roughtime (RFC 10049): signed time, one signature per batch of
+   * requests; 0 = any free port; null = off. Needs `roughtimeKey`.
+   * @default {null}
+   */
+  roughtimePort?: number | null;
+  /**
+   * Roughtime's long-term Ed25519 key: its 32-byte seed (see `time-server roughtime-keys`).
+   * The server delegates to an online key of its own, renewed daily.
+   * @default {null}
+   */
+  roughtimeKey?: Uint8Array | null;
+  /**
    * The stratum SNTP replies claim, 1 to 15. With the reference ID `LOCL`, as chrony's
    * `local stratum 10`: the server serves its system clock, whose own source it cannot see.
    * @default {10}
@@ -246,6 +258,8 @@ export const DEFAULTS: Readonly<ServerSettings> = {
   daytimePort: null,
   timePort: null,
   ntpPort: null,
+  roughtimePort: null,
+  roughtimeKey: null,
   ntpStratum: 10,
   allow: [],
   deny: [],
@@ -324,6 +338,8 @@ export interface ServicePorts {
   time: number | null;
   /** SNTP, UDP. */
   ntp: number | null;
+  /** Roughtime, UDP. */
+  roughtime: number | null;
 }
 
 /**

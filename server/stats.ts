@@ -103,6 +103,22 @@ export interface ServerStats extends RequestCounts {
   ntsKeyRotations: number;
   /** Gauge: when the NTS certificate expires, seconds since the epoch; 0 = no NTS. */
   ntsCertificateExpiry: number;
+  /** Roughtime requests answered (RFC 10049), signed responses sent. */
+  requestsRoughtime: number;
+  /** Roughtime requests dropped unanswered: under 1024 bytes. */
+  roughtimeShort: number;
+  /** …not a valid request (framing, tags, NONC, TYPE, VER). */
+  roughtimeMalformed: number;
+  /** …offering no version this server speaks. */
+  roughtimeVersion: number;
+  /** …naming another server's key (SRV). */
+  roughtimeServer: number;
+  /** …denied by `--deny`/`--allow`, or over the rate limit. */
+  roughtimeRefused: number;
+  /** SREP signatures made: one per batch (and version) answered. */
+  roughtimeSignatures: number;
+  /** Gauge: when the online key's delegation ends (MAXT), seconds since the epoch; 0 = off. */
+  roughtimeDelegationExpiry: number;
   /** Gauge: the stratum SNTP replies claim now (16: not synchronised); 0 = no SNTP. */
   ntpStratum: number;
   /** Gauge: the leap indicator SNTP replies carry (3: not synchronised). */
@@ -165,6 +181,14 @@ export function newServerStats(): ServerStats {
     keSessions: 0,
     ntsKeyRotations: 0,
     ntsCertificateExpiry: 0,
+    requestsRoughtime: 0,
+    roughtimeShort: 0,
+    roughtimeMalformed: 0,
+    roughtimeVersion: 0,
+    roughtimeServer: 0,
+    roughtimeRefused: 0,
+    roughtimeSignatures: 0,
+    roughtimeDelegationExpiry: 0,
     ntpStratum: 0,
     ntpLeap: 0,
     ntpSynchronized: 0,
@@ -206,6 +230,7 @@ export function sumStats(all: readonly ServerStats[]): ServerStats {
  */
 const SHARED_GAUGES: ReadonlySet<keyof ServerStats> = new Set([
   "ntsCertificateExpiry",
+  "roughtimeDelegationExpiry",
   "ntpStratum",
   "ntpLeap",
   "ntpSynchronized",

@@ -200,6 +200,7 @@ export async function startWorkers(
         daytimePort: first.ports.daytime,
         timePort: first.ports.time,
         ntpPort: first.ports.ntp,
+        roughtimePort: first.ports.roughtime,
         udp: first.udpEngine === "mmsg",
         // One NTS-KE service, in the first worker; every worker opens its cookies.
         nts: options.nts ? { ...options.nts, ke: false } : options.nts,

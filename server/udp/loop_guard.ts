@@ -19,7 +19,7 @@ const FIRST_CLIENT_PORT = 1024;
  * import assert from "node:assert/strict";
  * import { fromServicePort } from "./loop_guard.ts";
  *
- * const ports = { daytime: 1300, time: 3700, ntp: null, ntsKe: null };
+ * const ports = { daytime: 1300, time: 3700, ntp: null, ntsKe: null, roughtime: null };
  * assert.equal(fromServicePort(40_123, ports), false); // a client
  * assert.equal(fromServicePort(19, ports), true); // chargen
  * assert.equal(fromServicePort(3700, ports), true); // our own Time service
@@ -27,6 +27,7 @@ const FIRST_CLIENT_PORT = 1024;
  */
 export function fromServicePort(port: number, own: Readonly<ServicePorts>): boolean {
   return port < FIRST_CLIENT_PORT || port === own.daytime || port === own.time ||
+    port === own.roughtime ||
     port === own.ntp;
 }
 

@@ -41,8 +41,8 @@ Deno.test("the answer test reads only the datagram's own bytes within a larger b
 });
 
 Deno.test("service ports are refused: below 1024, and this server's own", () => {
-  const ports = { daytime: 1300, time: 3700, ntp: 12300, ntsKe: null };
-  for (const port of [0, 7, 13, 19, 37, 123, 1023, 1300, 3700, 12300]) {
+  const ports = { daytime: 1300, time: 3700, ntp: 12300, ntsKe: null, roughtime: 2002 };
+  for (const port of [0, 7, 13, 19, 37, 123, 1023, 1300, 2002, 3700, 12300]) {
     assert.equal(fromServicePort(port, ports), true, `${port}`);
   }
   for (const port of [1024, 32768, 45000, 60999, 65535]) {

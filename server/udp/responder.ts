@@ -23,7 +23,23 @@ import { NtsShape } from "../../nts/ntp_fields.ts";
 import { fromServicePort, isAnswer } from "./loop_guard.ts";
 
 /** The protocols a time server speaks over UDP. */
-export type UdpProtocol = "daytime" | "time" | "ntp";
+export type UdpProtocol = "daytime" | "time" | "ntp" | "roughtime";
+
+/**
+ * Roughtime as a UDP service needs it: requests taken one by one, then answered together
+ * with one signature (`server/roughtime/service.ts`).
+ */
+export interface RoughtimeBatcher {
+  /** Takes a request (a view kept until `answer`) whose reply goes to `slot`; false: dropped. */
+  take(packet: Uint8Array, slot: number): boolean;
+  /** Whether requests wait for `answer`. */
+  readonly pending: boolean;
+  /** Signs what was taken and hands each response to `write` with its slot. */
+  answer(write: (slot: number, response: Uint8Array) => void): void;
+}
+
+/** What {@linkcode Responder.respond} returns for a request kept for the batch's answer. */
+export const DEFERRED = -1;
 
 /** What the SNTP service needs of the server's time source. */
 export interface NtpTime {
@@ -55,6 +71,8 @@ export interface UdpHost {
   readonly ports: Readonly<ServicePorts>;
   /** NTS on the SNTP service; null when NTS is off. */
   readonly nts: NtsResponder | null;
+  /** Roughtime; null when it is off. */
+  readonly roughtime: RoughtimeBatcher | null;
 }
 
 const KISS_RATE = referenceId("RATE");
@@ -103,7 +121,8 @@ export class Responder {
    */
   get needsPeer(): boolean {
     const host = this.#host;
-    const limited = host.limiter !== null && (this.#protocol !== "ntp" || host.limitNtp);
+    const oneAnswer = this.#protocol === "daytime" || this.#protocol === "time";
+    const limited = host.limiter !== null && (oneAnswer || host.limitNtp);
     return !host.access.open || limited;
   }
   /** Whether the last reply written was an NTP reply that wants its transmit timestamp. */
@@ -154,9 +173,34 @@ export class Responder {
     this.saved = -1;
     this.sealedFor = NaN;
     const protocol = this.#protocol;
-    return protocol === "ntp"
-      ? this.#ntp(datagram, reply, at)
-      : this.#oneAnswer(protocol, datagram, reply, at);
+    if (protocol === "ntp") return this.#ntp(datagram, reply, at);
+    if (protocol === "roughtime") return this.#roughtime(datagram, at);
+    return this.#oneAnswer(protocol, datagram, reply, at);
+  }
+
+  /**
+   * Roughtime: within the access list and `--rate-limit`, the request is kept for the
+   * batch's one signature ({@linkcode DEFERRED}); its answer goes to `at`. A reply is
+   * never larger than its request, which is at least 1024 bytes, and a response is
+   * never taken for a request (TYPE 1): it amplifies nothing and cannot loop.
+   */
+  #roughtime(datagram: Readonly<Datagram>, at: number): number {
+    const { stats, access, limiter, limitNtp } = this.#host;
+    const peer = datagram.peer;
+    if (peer !== null && !access.allows(peer)) {
+      stats.roughtimeRefused++;
+      return 0;
+    }
+    if (limitNtp && limiter !== null) {
+      const verdict = limiter.check(clientHost(peer!));
+      stats.clientsTracked = limiter.size;
+      if (verdict >= RateVerdict.KISS) {
+        stats.roughtimeRefused++;
+        return 0;
+      }
+    }
+    const { data, at: start, length } = datagram;
+    return this.#host.roughtime!.take(data.subarray(start, start + length), at) ? DEFERRED : 0;
   }
 
   #ntp(datagram: Readonly<Datagram>, reply: Uint8Array, at: number): number {
@@ -245,7 +289,7 @@ export class Responder {
 
   /** Daytime and Time: the answer to any datagram from a client, within the limits. */
   #oneAnswer(
-    protocol: Exclude<UdpProtocol, "ntp">,
+    protocol: "daytime" | "time",
     datagram: Readonly<Datagram>,
     reply: Uint8Array,
     at: number,

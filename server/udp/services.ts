@@ -2,7 +2,7 @@
 
 import { closeQuietly, parseAddress } from "../../lib/net.ts";
 import { BATCH, MmsgSocket, mmsgSupported, RECEIVE_SLOT, REPLY_SLOT } from "./mmsg.ts";
-import { type Datagram, Responder, type UdpHost, type UdpProtocol } from "./responder.ts";
+import { type Datagram, DEFERRED, Responder, type UdpHost, type UdpProtocol } from "./responder.ts";
 import { PendingTransmits, SendLag } from "./pending_transmits.ts";
 import { read32 } from "../../time/ntp.ts";
 
@@ -87,6 +87,16 @@ export class UdpService implements UdpListener {
     closeQuietly(this.socket);
   }
 
+  /** Roughtime on this engine: a batch of one, signed at once, its response in `reply`. */
+  #answerRoughtime(reply: Uint8Array): number {
+    let size = 0;
+    this.#host.roughtime!.answer((_, response) => {
+      reply.set(response);
+      size = response.length;
+    });
+    return size;
+  }
+
   async #serve(): Promise<void> {
     const { stats } = this.#host;
     const clock = this.#host.ntpTime.clock;
@@ -119,7 +129,8 @@ export class UdpService implements UdpListener {
       datagram.length = length;
       datagram.peer = responder.needsPeer ? from.hostname : null;
       datagram.peerPort = from.port;
-      const size = responder.respond(datagram, reply, 0);
+      let size = responder.respond(datagram, reply, 0);
+      if (size === DEFERRED) size = this.#answerRoughtime(reply);
       if (size === 0) continue;
       const saved = responder.saved;
       if (responder.stamp) responder.timestamps!.stampTransmit(reply, 0, clock.now(), saved);
@@ -198,6 +209,7 @@ export class MmsgService implements UdpListener {
     const { data, replies, lengths } = socket;
     const kernelTime = this.#kernelTime;
     const ntp = this.protocol === "ntp";
+    const roughtime = this.protocol === "roughtime";
     const datagram: Datagram = { data, at: 0, length: 0, peer: null, peerPort: 0, receivedAt: 0 };
     for (;;) {
       const count = await socket.receive();
@@ -211,10 +223,18 @@ export class MmsgService implements UdpListener {
         datagram.peer = responder.needsPeer ? socket.peer(i) : null;
         datagram.peerPort = socket.peerPort(i);
         const length = responder.respond(datagram, replies, i * REPLY_SLOT);
-        if (length === 0) continue;
+        if (length <= 0) continue;
         stats.bytesSent += length;
         if (ntp) this.#sendNow(i, length);
         else socket.queue(i, length);
+      }
+      // Roughtime: the batch's requests, answered under one signature.
+      if (roughtime && this.#host.roughtime!.pending) {
+        this.#host.roughtime!.answer((at, response) => {
+          replies.set(response, at);
+          stats.bytesSent += response.length;
+          socket.queue(at / REPLY_SLOT, response.length);
+        });
       }
       const queued = socket.queued;
       if (queued > 0) {
