@@ -178,6 +178,25 @@ function ntsService(
   return new NtsService(settings.nts, { ...host, fairness, now: host.now ?? Date.now });
 }
 
+/** The time source: the clock SNTP stamps with and what it claims, shown in `stats`. */
+function timeSource(
+  settings: ServerSettings,
+  options: ServerOptions,
+  logger: Logger,
+  stats: ServerStats,
+): TimeSource {
+  return new TimeSource({
+    ntp: settings.ntpPort !== null,
+    stratum: settings.ntpStratum,
+    source: settings.ntpClock,
+    clock: options.preciseClock,
+    now: options.now,
+    kernelClock: options.kernelClock,
+    logger,
+    gauges: settings.ntpPort === null ? undefined : stats,
+  });
+}
+
 /** Roughtime, when its port is given; throws when it is asked for without its key. */
 function roughtimeService(
   settings: ServerSettings,
@@ -260,16 +279,7 @@ class Server implements TimeServer {
     const rfc868Answer = new Rfc868Answer(now);
     const access = this.#access = AccessList.parse(settings.allow, settings.deny);
     const limits = udpRateLimits(settings);
-    this.#timeSource = new TimeSource({
-      ntp: settings.ntpPort !== null,
-      stratum: settings.ntpStratum,
-      source: settings.ntpClock,
-      clock: options.preciseClock,
-      now,
-      kernelClock: options.kernelClock,
-      logger,
-      gauges: settings.ntpPort === null ? undefined : this.stats,
-    });
+    this.#timeSource = timeSource(settings, options, logger, this.stats);
     this.udpEngine = chooseUdpEngine(settings.udpEngine, settings.hostname);
     const nts = this.#nts = ntsService(settings, { stats: this.stats, logger, access, now });
     this.#udpHost = {
@@ -292,6 +302,7 @@ class Server implements TimeServer {
       daytimeAnswer,
       rfc868Answer,
       access,
+      roughtime: this.#roughtime,
       sharedConnections: options.sharedConnections,
     });
     const fallback = options.hostname === undefined;
@@ -334,15 +345,15 @@ class Server implements TimeServer {
   }
 
   /**
-   * Binds the Daytime and Time listeners (TCP and, unless `udp` is off, UDP on the same
-   * port number) and the SNTP socket. Port 0 picks a number free for both transports.
+   * Binds the Daytime, Time and Roughtime listeners (TCP and, unless `udp` is off, UDP on
+   * the same port number) and the SNTP socket. Port 0 picks a number free for both transports.
    */
   #listenServices(fallback: boolean, tcp: [Deno.TcpListener, TcpService][]): void {
     const settings = this.#settings;
     const hostname = this.addr.hostname;
     const where = (transport: string, protocol: string, port: number) =>
       `${formatAddress({ transport: "tcp", hostname, port })} (${protocol}, ${transport})`;
-    const both = (protocol: "daytime" | "time", wanted: number) => {
+    const both = (protocol: "daytime" | "time" | "roughtime", wanted: number) => {
       for (let attempt = 0;; attempt++) {
         let listener: Deno.TcpListener;
         try {
@@ -378,14 +389,7 @@ class Server implements TimeServer {
         );
       }
     } else if (settings.ntpPort !== null) this.ports.ntp = settings.ntpPort;
-    if (settings.roughtimePort !== null && settings.udp) {
-      try {
-        this.ports.roughtime = this.#addUdp("roughtime", hostname, settings.roughtimePort).port;
-      } catch (error) {
-        const port = settings.roughtimePort;
-        throw new ServiceListenError(where("UDP", "Roughtime", port), port, error);
-      }
-    } else if (settings.roughtimePort !== null) this.ports.roughtime = settings.roughtimePort;
+    if (settings.roughtimePort !== null) both("roughtime", settings.roughtimePort);
     if (this.#nts !== null && settings.nts !== null) {
       try {
         this.#nts.listen(hostname, this.ports.ntp ?? 123);

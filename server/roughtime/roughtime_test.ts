@@ -82,3 +82,70 @@ for (const engine of UDP_ENGINES) {
     assert.equal(stats.requestsRoughtime, 1, "only the bystander was answered");
   });
 }
+
+/** Reads `count` whole ROUGHTIM packets from a TCP connection. */
+async function readPackets(conn: Deno.TcpConn, count: number): Promise<Uint8Array[]> {
+  const packets: Uint8Array[] = [];
+  let buffered = new Uint8Array(0);
+  const chunk = new Uint8Array(4096);
+  while (packets.length < count) {
+    const n = await conn.read(chunk);
+    if (n === null) throw new Error(`closed after ${packets.length} packets`);
+    const all = new Uint8Array(buffered.length + n);
+    all.set(buffered);
+    all.set(chunk.subarray(0, n), buffered.length);
+    buffered = all;
+    while (buffered.length >= 12) {
+      const size = 12 + new DataView(buffered.buffer, 8, 4).getUint32(0, true);
+      if (buffered.length < size) break;
+      packets.push(buffered.slice(0, size));
+      buffered = buffered.slice(size);
+    }
+  }
+  return packets;
+}
+
+for (const engine of UDP_ENGINES) {
+  Deno.test(`[${engine}] Roughtime over TCP answers pipelined requests in order, each verified, on the UDP port's number`, async () => {
+    await using server = serve(options(engine));
+    const port = server.ports.roughtime!;
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const requests = [VERSION_RFC, VERSION_DRAFT, VERSION_RFC].map((version) =>
+      makeRequest(nonce(), { versions: [version], serverKey: longTerm.publicKey })
+    );
+    const all = new Uint8Array(requests.reduce((sum, r) => sum + r.length, 0));
+    requests.reduce((at, r) => (all.set(r, at), at + r.length), 0);
+    // Split across writes, mid-packet, as a stream may be.
+    await conn.write(all.subarray(0, 1500));
+    await conn.write(all.subarray(1500));
+    const responses = await readPackets(conn, 3);
+    responses.forEach((response, i) => {
+      const time = verifyResponse(requests[i], response, longTerm.publicKey);
+      assert.equal(time.version, i === 1 ? VERSION_DRAFT : VERSION_RFC);
+    });
+    // The same connection goes on being served.
+    const more = makeRequest(nonce());
+    await conn.write(more);
+    verifyResponse(more, (await readPackets(conn, 1))[0], longTerm.publicKey);
+    assert.equal(server.stats.requestsRoughtime, 4);
+  });
+
+  Deno.test(`[${engine}] Roughtime over TCP closes a stream that is not Roughtime, and a bystander is served`, async () => {
+    await using server = serve(options(engine));
+    const port = server.ports.roughtime!;
+    const closedAfter = async (bytes: Uint8Array) => {
+      using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await conn.write(bytes);
+      const buffer = new Uint8Array(64);
+      return await conn.read(buffer);
+    };
+    assert.equal(await closedAfter(new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n")), null);
+    const huge = makeRequest(nonce()).slice(0, 12);
+    new DataView(huge.buffer).setUint32(8, 1 << 20, true); // a 1 MiB packet announced
+    assert.equal(await closedAfter(huge), null);
+    using bystander = await Deno.connect({ hostname: "127.0.0.1", port });
+    const request = makeRequest(nonce());
+    await bystander.write(request);
+    verifyResponse(request, (await readPackets(bystander, 1))[0], longTerm.publicKey);
+  });
+}

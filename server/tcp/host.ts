@@ -1,5 +1,6 @@
 // What both TCP engines need of the server that holds them: the shared policies, counters and answers.
 
+import type { RoughtimeBatcher } from "../roughtime/batcher.ts";
 import type { AccessList } from "../access.ts";
 import type { CloseReason, ConnectionTable } from "./connections.ts";
 import type { Limits } from "./limits.ts";
@@ -13,7 +14,7 @@ import type { Rfc868Answer } from "../../time/rfc868.ts";
  * What a TCP listener speaks: the line protocol (`TIME` → `JAM hh:mm:ss`), or one of the
  * protocols that send one answer and close, Daytime (RFC 867) and Time (RFC 868).
  */
-export type TcpService = "jam" | "daytime" | "time";
+export type TcpService = "jam" | "daytime" | "time" | "roughtime";
 
 /** Which engine serves the line protocol: `Deno.listen` (the default) or epoll through FFI. */
 export type TcpEngine = "deno" | "epoll";
@@ -49,6 +50,8 @@ export interface TcpHost {
   readonly daytimeAnswer: DaytimeAnswer;
   /** Time's 32-bit seconds since 1900 (RFC 868). */
   readonly rfc868Answer: Rfc868Answer;
+  /** Roughtime, which `roughtime` connections are answered by; null when it is off. */
+  readonly roughtime: RoughtimeBatcher | null;
   readonly access: AccessList;
   readonly maxLine: number;
   readonly proxyProtocol: boolean;

@@ -14,6 +14,7 @@ import type { ServerStats } from "../stats.ts";
 import type { AddressVerdict, TcpHost, TcpService } from "./host.ts";
 import type { DaytimeAnswer } from "../../time/daytime.ts";
 import type { Rfc868Answer } from "../../time/rfc868.ts";
+import type { RoughtimeBatcher } from "../roughtime/batcher.ts";
 
 /**
  * How long a connection the server is closing keeps reading (and discarding) what the
@@ -144,7 +145,7 @@ interface Engine extends SlotSockets {
 export type TcpContext =
   & Pick<
     TcpHost,
-    "stats" | "logger" | "jamAnswer" | "daytimeAnswer" | "rfc868Answer" | "access"
+    "stats" | "logger" | "jamAnswer" | "daytimeAnswer" | "rfc868Answer" | "access" | "roughtime"
   >
   & { readonly sharedConnections?: Int32Array };
 
@@ -162,6 +163,7 @@ export class TcpServer implements TcpHost {
   readonly jamAnswer: TimeAnswer;
   readonly daytimeAnswer: DaytimeAnswer;
   readonly rfc868Answer: Rfc868Answer;
+  readonly roughtime: RoughtimeBatcher | null;
   readonly access: AccessList;
   readonly maxLine: number;
   readonly proxyProtocol: boolean;
@@ -188,6 +190,7 @@ export class TcpServer implements TcpHost {
       jamAnswer: this.jamAnswer,
       daytimeAnswer: this.daytimeAnswer,
       rfc868Answer: this.rfc868Answer,
+      roughtime: this.roughtime,
       access: this.access,
     } = context);
     this.debug = this.logger.enabled("debug");

@@ -1,5 +1,6 @@
 // What a time server answers to one datagram, without the I/O: shared by both UDP engines.
 
+import type { RoughtimeBatcher } from "../roughtime/batcher.ts";
 import type { AccessList } from "../access.ts";
 import { clientHost } from "../../lib/net.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -24,19 +25,6 @@ import { fromServicePort, isAnswer } from "./loop_guard.ts";
 
 /** The protocols a time server speaks over UDP. */
 export type UdpProtocol = "daytime" | "time" | "ntp" | "roughtime";
-
-/**
- * Roughtime as a UDP service needs it: requests taken one by one, then answered together
- * with one signature (`server/roughtime/service.ts`).
- */
-export interface RoughtimeBatcher {
-  /** Takes a request (a view kept until `answer`) whose reply goes to `slot`; false: dropped. */
-  take(packet: Uint8Array, slot: number): boolean;
-  /** Whether requests wait for `answer`. */
-  readonly pending: boolean;
-  /** Signs what was taken and hands each response to `write` with its slot. */
-  answer(write: (slot: number, response: Uint8Array) => void): void;
-}
 
 /** What {@linkcode Responder.respond} returns for a request kept for the batch's answer. */
 export const DEFERRED = -1;

@@ -1,5 +1,6 @@
 // One connection of the Deno.listen engine: the PROXY header, the read/answer/write loop, lingering close, and why it ended.
 
+import { RoughtimeSession } from "../../roughtime/tcp_session.ts";
 import type { CloseReason } from "../connections.ts";
 import { clientHost, formatAddress, writeAll } from "../../../lib/net.ts";
 import {
@@ -231,7 +232,7 @@ export class Connection {
         : [ERR_TOO_MANY_CONNECTIONS, "per-client limit" as const];
       return void this.#sendAndClose(line, reason, { writing: false });
     }
-    if (this.service !== "jam") {
+    if (this.service === "daytime" || this.service === "time") {
       const answer = this.service === "daytime" ? host.daytimeAnswer : host.rfc868Answer;
       return void this.#sendAndClose(answer.current(), "answered", {
         writing: true,
@@ -287,7 +288,9 @@ export class Connection {
       const slot = this.slot;
       const conn = this.conn;
       const { jamAnswer: time, maxLine } = this.#host;
-      const session = new Session({ time, maxLine, counts: stats });
+      const session = this.service === "roughtime"
+        ? new RoughtimeSession(this.#host.roughtime!)
+        : new Session({ time, maxLine, counts: stats });
       // What came with the PROXY header is pushed once; from then on only the socket is read.
       if (carried !== null) session.push(carried);
       let buffer = this.#buffer;
