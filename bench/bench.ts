@@ -3,6 +3,7 @@
 import { ntpBench, type NtpRow, ntpTable } from "./udp/ntp.ts";
 import { ntsBench, type NtsRow, ntsTable } from "./udp/nts.ts";
 import { accuracyBench, type AccuracyRow, accuracyTable } from "./udp/accuracy.ts";
+import { roughtimeBench, type RoughtimeRow, roughtimeTable } from "./udp/roughtime.ts";
 import { type ParsedValues, parseToolFlags } from "./common/flags.ts";
 import { machine } from "./common/stats.ts";
 import { hasTaskset } from "./tcp/commands.ts";
@@ -15,7 +16,7 @@ Starts each server as a subprocess on a free port, drives it with the load gener
 (bench/tcp/loadgen.ts, or the C one with --loadgen), prints one table and writes it as JSON.
 
 Options:
-  --scenario LIST        rr, pipeline, churn, idle, deadlines, ntp, nts, accuracy, or all
+  --scenario LIST        rr, pipeline, churn, idle, deadlines, ntp, nts, accuracy, roughtime, or all
                          (default all); comma-separated. deadlines: how late --idle-timeout 1
                          closes silent connections under the rr load (p50, p99, max in µs; this
                          server only). accuracy: a bystander chronyd -x (16 polls a second)
@@ -151,7 +152,12 @@ async function runTimeScenarios(
   scenarios: string[],
   runs: number,
   pin: boolean,
-): Promise<{ ntpRows: NtpRow[]; ntsRows: NtsRow[]; accuracyRows: AccuracyRow[] }> {
+): Promise<{
+  ntpRows: NtpRow[];
+  ntsRows: NtsRow[];
+  accuracyRows: AccuracyRow[];
+  roughtimeRows: RoughtimeRow[];
+}> {
   const offsetRuns = values["offset-runs"] === undefined ? runs : Number(values["offset-runs"]);
   const duration = Number(values.duration);
   let ntpRows: NtpRow[] = [];
@@ -204,8 +210,35 @@ async function runTimeScenarios(
     );
     console.log(accuracyTable(accuracyRows));
   }
-  return { ntpRows, ntsRows, accuracyRows };
+  let roughtimeRows: RoughtimeRow[] = [];
+  if (scenarios.includes("roughtime")) {
+    roughtimeRows = await roughtimeBench({
+      runs,
+      duration,
+      pin,
+      ntpLoadgen: values["ntp-loadgen"],
+    });
+    console.log(
+      `\nroughtime: bench/udp/roughtime_loadgen.ts, 16 × 32 outstanding, every response ` +
+        `verified; SNTP: ${values["ntp-loadgen"] ?? "bench/udp/ntp_loadgen.ts"} (16 × 32)`,
+    );
+    console.log(roughtimeTable(roughtimeRows));
+  }
+  return { ntpRows, ntsRows, accuracyRows, roughtimeRows };
 }
+
+/** Every scenario, in the order `all` runs them. */
+const SCENARIOS: readonly string[] = [
+  "rr",
+  "pipeline",
+  "churn",
+  "idle",
+  "deadlines",
+  "ntp",
+  "nts",
+  "accuracy",
+  "roughtime",
+];
 
 async function main(args: string[]): Promise<number> {
   const values = parseToolFlags("bench", args, FLAGS);
@@ -214,12 +247,11 @@ async function main(args: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  const all = ["rr", "pipeline", "churn", "idle", "deadlines", "ntp", "nts", "accuracy"];
-  const scenarios = values.scenario === "all" ? all : values.scenario.split(",");
+  const scenarios = values.scenario === "all" ? [...SCENARIOS] : values.scenario.split(",");
   for (const scenario of scenarios) {
-    if (!all.includes(scenario)) {
+    if (!SCENARIOS.includes(scenario)) {
       console.error(
-        `bench: --scenario must be a list of ${all.join(", ")}, or all; got "${scenario}"`,
+        `bench: --scenario must be a list of ${SCENARIOS.join(", ")}, or all; got "${scenario}"`,
       );
       return 2;
     }
@@ -243,7 +275,7 @@ async function main(args: string[]): Promise<number> {
   printSetup(info, pin, values.loadgen, runs);
 
   const idleSizes = values["idle-connections"].split(",");
-  const udp = ["ntp", "nts", "accuracy"];
+  const udp = ["ntp", "nts", "accuracy", "roughtime"];
   const tcpScenarios = scenarios.filter((scenario) => !udp.includes(scenario))
     .flatMap((scenario) =>
       scenario === "idle" && idleSizes.length > 1 ? idleSizes.map((n) => `idle:${n}`) : [scenario]
@@ -262,7 +294,7 @@ async function main(args: string[]): Promise<number> {
   );
   if (rows.length > 0) console.log(table(rows, baseline));
   if (idleSizes.length > 1) console.log(`\n${marginalMemory(rows, idleSizes)}`);
-  const { ntpRows, ntsRows, accuracyRows } = await runTimeScenarios(values, scenarios, runs, pin);
+  const time = await runTimeScenarios(values, scenarios, runs, pin);
 
   const out = values.out ?? `${root}bench/runs/${new Date().toISOString().slice(0, 10)}.json`;
   await Deno.mkdir(out.slice(0, out.lastIndexOf("/")), { recursive: true });
@@ -275,16 +307,14 @@ async function main(args: string[]): Promise<number> {
         pinned: pin,
         options,
         rows,
-        ntpRows,
-        ntsRows,
-        accuracyRows,
+        ...time,
       },
       null,
       2,
     ) + "\n",
   );
   console.log(`\nwritten: ${out}`);
-  const failed = [...rows, ...ntpRows, ...ntsRows, ...accuracyRows].some((row) => row.failed);
+  const failed = [rows, ...Object.values(time)].flat().some((row) => row.failed);
   return failed ? 1 : 0;
 }
 

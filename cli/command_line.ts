@@ -407,11 +407,12 @@ function rejectFlagsWithoutEffect(
   values: Partial<Record<keyof typeof FLAGS, string | string[] | boolean>>,
 ): void {
   const ntp = values["ntp-port"] !== undefined;
-  const udp = ntp || values["daytime-port"] !== undefined || values["time-port"] !== undefined;
+  const udp = ntp || values["daytime-port"] !== undefined || values["time-port"] !== undefined ||
+    values["roughtime-port"] !== undefined;
   const needs = (flag: keyof typeof FLAGS, what: string, given: boolean) => {
     if (values[flag] !== undefined && !given) throw new UsageError(`--${flag} needs ${what}`);
   };
-  const udpService = "a UDP service: --daytime-port, --time-port or --ntp-port";
+  const udpService = "a UDP service: --daytime-port, --time-port, --ntp-port or --roughtime-port";
   needs("ntp-stratum", "--ntp-port: it is what SNTP replies claim", ntp);
   needs("ntp-clock", "--ntp-port: it is what SNTP replies claim", ntp);
   needs("udp-engine", udpService, udp);

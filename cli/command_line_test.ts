@@ -355,7 +355,7 @@ Deno.test("command line rejects bad input with a one-line message naming the fla
     [["--ntp-clock", "kernel"], /^--ntp-clock needs --ntp-port/],
     [
       ["--udp-engine", "deno"],
-      /^--udp-engine needs a UDP service: --daytime-port, --time-port or --ntp-port$/,
+      /^--udp-engine needs a UDP service: --daytime-port, --time-port, --ntp-port or --roughtime-port$/,
     ],
     [["--rate-limit", "1"], /^--rate-limit needs a UDP service/],
     [["--daytime-port", "1300", "--rate-limit", "1", "--kod"], /^--kod needs --ntp-port/],

@@ -57,14 +57,24 @@ export class MerkleTree {
     return this.#levels[this.#levels.length - 1][0];
   }
 
+  /** How many hashes a PATH holds: the tree's height. */
+  get depth(): number {
+    return this.#levels.length - 1;
+  }
+
   /** Leaf `index`'s PATH: its sibling at each level, leaf first, concatenated. */
   path(index: number): Uint8Array {
-    const depth = this.#levels.length - 1;
-    const path = new Uint8Array(32 * depth);
-    for (let level = 0, at = index; level < depth; level++, at >>= 1) {
-      path.set(this.#levels[level][at ^ 1], 32 * level);
-    }
+    const path = new Uint8Array(32 * this.depth);
+    this.writePath(index, path, 0);
     return path;
+  }
+
+  /** Writes leaf `index`'s PATH into `target` at `at`: a response written in place. */
+  writePath(index: number, target: Uint8Array, at: number): void {
+    const depth = this.depth;
+    for (let level = 0, node = index; level < depth; level++, node >>= 1) {
+      target.set(this.#levels[level][node ^ 1], at + 32 * level);
+    }
   }
 }
 

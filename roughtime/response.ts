@@ -6,7 +6,7 @@ import {
   generateKeyPairSync,
   type KeyObject,
 } from "node:crypto";
-import { buildMessage, buildPacket, TAGS } from "./message.ts";
+import { buildMessage, buildPacket, parseMessage, TAGS, unwrapPacket } from "./message.ts";
 import { DELEGATION_CONTEXT, privateKeyFrom, RESPONSE_CONTEXT, signWith } from "./hashes.ts";
 import { leafHash, MerkleTree } from "./merkle.ts";
 import { SUPPORTED_VERSIONS } from "./request.ts";
@@ -165,16 +165,26 @@ export function answerBatch(
     [TAGS.ROOT, tree.root],
   ]);
   const sig = signWith(delegation.key, RESPONSE_CONTEXT, srep);
-  const type = u32(1);
-  return requests.map((request, i) =>
-    buildPacket(buildMessage([
-      [TAGS.SIG, sig],
-      [TAGS.NONC, request.nonce],
-      [TAGS.TYPE, type],
-      [TAGS.PATH, tree.path(i)],
-      [TAGS.SREP, srep],
-      [TAGS.CERT, delegation.cert],
-      [TAGS.INDX, u32(i)],
-    ]))
-  );
+  // Every response of the batch has the same tags and lengths: the first is written whole,
+  // and the others are copies of it with their own NONC, PATH and INDX.
+  const template = buildPacket(buildMessage([
+    [TAGS.SIG, sig],
+    [TAGS.NONC, requests[0].nonce],
+    [TAGS.TYPE, u32(1)],
+    [TAGS.PATH, tree.path(0)],
+    [TAGS.SREP, srep],
+    [TAGS.CERT, delegation.cert],
+    [TAGS.INDX, u32(0)],
+  ]));
+  const fields = parseMessage(unwrapPacket(template));
+  const at = (name: number) => fields.get(name)!.byteOffset - template.byteOffset;
+  const nonceAt = at(TAGS.NONC), pathAt = at(TAGS.PATH), indexAt = at(TAGS.INDX);
+  return requests.map((request, i) => {
+    if (i === 0) return template;
+    const response = template.slice();
+    response.set(request.nonce, nonceAt);
+    tree.writePath(i, response, pathAt);
+    new DataView(response.buffer).setUint32(indexAt, i, true);
+    return response;
+  });
 }
