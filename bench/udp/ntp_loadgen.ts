@@ -30,7 +30,7 @@ function percentile(sorted: Float64Array, p: number): number {
 }
 
 /** The server's user+system CPU time in seconds, from /proc/PID/stat (via cat). */
-function cpuSeconds(pid: number): number {
+export function cpuSeconds(pid: number): number {
   try {
     const output = new Deno.Command("cat", { args: [`/proc/${pid}/stat`] }).outputSync();
     const fields = new TextDecoder().decode(output.stdout).split(") ")[1].split(" ");

@@ -1,6 +1,7 @@
 // A Roughtime load generator: closed loop over UDP, every response verified, one JSON result.
 
 import { parseArgs } from "node:util";
+import { cpuSeconds } from "./ntp_loadgen.ts";
 import { makeRequest } from "../../roughtime/request.ts";
 import {
   parseMessage,
@@ -38,17 +39,6 @@ export interface RoughtimeLoadResult {
   signatures: number;
   /** The server's CPU use in cores over the window, from /proc (−1 when unknown). */
   serverCpu: number;
-}
-
-/** The server's user+system CPU seconds, from /proc/PID/stat (via cat). */
-function cpuSeconds(pid: number): number {
-  try {
-    const output = new Deno.Command("cat", { args: [`/proc/${pid}/stat`] }).outputSync();
-    const stat = new TextDecoder().decode(output.stdout).split(") ")[1].split(" ");
-    return (Number(stat[11]) + Number(stat[12])) / 100;
-  } catch {
-    return NaN;
-  }
 }
 
 /**

@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { createLogger } from "../../lib/log.ts";
 import { serve, type ServerOptions } from "../server.ts";
+import { engineTest } from "../../testing/test_util.ts";
 import { exchangeDatagram, UDP_ENGINES, udpClient } from "../../testing/time_clients.ts";
 import { makeRequest, MIN_REQUEST, VERSION_DRAFT, VERSION_RFC } from "../../roughtime/request.ts";
 import { generateKeyPair } from "../../roughtime/response.ts";
@@ -105,9 +106,10 @@ async function readPackets(conn: Deno.TcpConn, count: number): Promise<Uint8Arra
   return packets;
 }
 
-for (const engine of UDP_ENGINES) {
-  Deno.test(`[${engine}] Roughtime over TCP answers pipelined requests in order, each verified, on the UDP port's number`, async () => {
-    await using server = serve(options(engine));
+engineTest(
+  "Roughtime over TCP answers pipelined requests in order, each verified, on the UDP port's number",
+  async (tcpEngine) => {
+    await using server = serve({ ...options("mmsg"), tcpEngine });
     const port = server.ports.roughtime!;
     using conn = await Deno.connect({ hostname: "127.0.0.1", port });
     const requests = [VERSION_RFC, VERSION_DRAFT, VERSION_RFC].map((version) =>
@@ -128,10 +130,13 @@ for (const engine of UDP_ENGINES) {
     await conn.write(more);
     verifyResponse(more, (await readPackets(conn, 1))[0], longTerm.publicKey);
     assert.equal(server.stats.requestsRoughtime, 4);
-  });
+  },
+);
 
-  Deno.test(`[${engine}] Roughtime over TCP closes a stream that is not Roughtime, and a bystander is served`, async () => {
-    await using server = serve(options(engine));
+engineTest(
+  "Roughtime over TCP closes a stream that is not Roughtime, and a bystander is served",
+  async (tcpEngine) => {
+    await using server = serve({ ...options("mmsg"), tcpEngine });
     const port = server.ports.roughtime!;
     const closedAfter = async (bytes: Uint8Array) => {
       using conn = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -147,5 +152,5 @@ for (const engine of UDP_ENGINES) {
     const request = makeRequest(nonce());
     await bystander.write(request);
     verifyResponse(request, (await readPackets(bystander, 1))[0], longTerm.publicKey);
-  });
-}
+  },
+);
