@@ -117,3 +117,26 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+engineTest(
+  "a reload that turns the debug log on shows connections closed to make room",
+  async (engine) => {
+    const lines: string[] = [];
+    const logger = createLogger({ level: "warn", write: (line) => lines.push(line) });
+    const options = { ...base(engine), logger, maxConnections: 2, evictAfter: 3600 };
+    await using server = serve(options);
+    const port = server.addr.port;
+    const held = [await holdFrom("127.0.0.1", port), await holdFrom("127.0.0.1", port)];
+    logger.configure({ level: "debug" });
+    server.reconfigure(options);
+    // From an address holding none: the oldest of 127.0.0.1's two makes room, by fairness.
+    const newcomer = await holdFrom("127.0.0.2", port);
+    assert.equal(server.stats.closedFairness, 1);
+    assert.ok(
+      lines.some((line) => /closed to make room .*for=127\.0\.0\.2/.test(line)),
+      lines.join("\n"),
+    );
+    // The oldest was closed by the server; the others are closed here.
+    for (const socket of [held[1], newcomer]) await socket.close();
+  },
+);

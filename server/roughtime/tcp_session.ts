@@ -43,14 +43,19 @@ export class RoughtimeSession {
   /** Takes bytes read from the client and answers every complete request among them. */
   push(chunk: Uint8Array, length: number = chunk.length): void {
     if (this.#closing) return;
-    const all = new Uint8Array(this.#buffered.length + length);
-    all.set(this.#buffered);
-    all.set(chunk.subarray(0, length), this.#buffered.length);
+    // Read straight from the chunk when nothing waits from before: it is not reused before
+    // this push's answers are written, and what is left over is copied below.
+    let all = chunk.subarray(0, length);
+    if (this.#buffered.length > 0) {
+      all = new Uint8Array(this.#buffered.length + length);
+      all.set(this.#buffered);
+      all.set(chunk.subarray(0, length), this.#buffered.length);
+    }
     let at = 0;
     const packets: Uint8Array[] = [];
     while (all.length - at >= HEADER) {
       if (!MAGIC.every((byte, i) => all[at + i] === byte)) return this.#close();
-      const size = HEADER + new DataView(all.buffer, at + 8, 4).getUint32(0, true);
+      const size = HEADER + new DataView(all.buffer, all.byteOffset + at + 8, 4).getUint32(0, true);
       if (size > MAX_TCP_PACKET) return this.#close();
       if (all.length - at < size) break;
       packets.push(all.subarray(at, at + size));

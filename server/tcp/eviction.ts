@@ -28,15 +28,18 @@ export class Eviction {
   readonly #table: ConnectionTable;
   readonly #limits: Limits;
   readonly #stats: ServerStats;
-  readonly #logger: Logger | null;
+  readonly #logger: Logger;
   readonly #settings: EvictionSettings;
 
-  /** @param logger Where each eviction is logged at debug level; null for nowhere. */
+  /**
+   * @param logger Where each eviction is logged at debug level, asked at each eviction
+   * (not per request), so that a reload that turns debug on or off applies at once.
+   */
   constructor(
     table: ConnectionTable,
     limits: Limits,
     stats: ServerStats,
-    logger: Logger | null,
+    logger: Logger,
     settings: EvictionSettings,
   ) {
     this.#table = table;
@@ -71,10 +74,12 @@ export class Eviction {
     const victim = this.#limits.victimFor(address);
     if (victim === NO_SLOT) return false;
     this.#stats.closedFairness++;
-    this.#logger?.debug("closed to make room", {
-      peer: this.#table.peer(victim),
-      for: address ?? "another worker's newcomer",
-    });
+    if (this.#logger.enabled("debug")) {
+      this.#logger.debug("closed to make room", {
+        peer: this.#table.peer(victim),
+        for: address ?? "another worker's newcomer",
+      });
+    }
     this.#table.makeRoom(victim);
     return true;
   }
@@ -101,7 +106,9 @@ export class Eviction {
 
   #evict(slot: number): void {
     this.#stats.closedEvicted++;
-    this.#logger?.debug("evicted to make room", { peer: this.#table.peer(slot) });
+    if (this.#logger.enabled("debug")) {
+      this.#logger.debug("evicted to make room", { peer: this.#table.peer(slot) });
+    }
     this.#table.evict(slot);
   }
 }

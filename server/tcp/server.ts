@@ -203,8 +203,13 @@ export class TcpServer implements TcpHost {
       fairness: settings.fairness,
     }, this.stats);
     this.table = new ConnectionTable(this.limits, tuning.table);
-    const logger = this.debug ? this.logger : null;
-    this.#eviction = new Eviction(this.table, this.limits, this.stats, logger, tuning.eviction);
+    this.#eviction = new Eviction(
+      this.table,
+      this.limits,
+      this.stats,
+      this.logger,
+      tuning.eviction,
+    );
     this.#admission = new Admission(this.table, this.limits, this.#eviction, this.access, {
       ...settings,
       shared: context.sharedConnections,
