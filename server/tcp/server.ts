@@ -202,14 +202,8 @@ export class TcpServer implements TcpHost {
       shared: context.sharedConnections,
       fairness: settings.fairness,
     }, this.stats);
-    this.table = new ConnectionTable(this.limits, tuning.table);
-    this.#eviction = new Eviction(
-      this.table,
-      this.limits,
-      this.stats,
-      this.logger,
-      tuning.eviction,
-    );
+    const table = this.table = new ConnectionTable(this.limits, tuning.table);
+    this.#eviction = new Eviction(table, this.limits, this.stats, this.logger, tuning.eviction);
     this.#admission = new Admission(this.table, this.limits, this.#eviction, this.access, {
       ...settings,
       shared: context.sharedConnections,
