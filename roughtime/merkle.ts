@@ -1,6 +1,6 @@
 // The Merkle tree that lets one signature cover a batch of requests (RFC 10049 §5.3).
 
-import { hash } from "./hashes.ts";
+import { hash, hashInto } from "./hashes.ts";
 
 const LEAF = Uint8Array.of(0x00);
 const NODE = Uint8Array.of(0x01);
@@ -12,6 +12,11 @@ export function leafHash(requestPacket: Uint8Array): Uint8Array {
   return hash(LEAF, requestPacket);
 }
 
+/** Writes a leaf's value into `target` at `at`, allocating nothing. */
+export function leafHashInto(requestPacket: Uint8Array, target: Uint8Array, at: number): void {
+  hashInto(target, at, LEAF, requestPacket);
+}
+
 /** An inner node's value: H(0x01 ‖ left ‖ right). */
 export function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
   return hash(NODE, left, right);
@@ -19,7 +24,10 @@ export function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
 
 /**
  * A tree over a batch's leaves, padded with zero nodes to a power of two: its root, and
- * for each leaf the PATH of siblings from the leaf up (RFC 10049 §5.3.1).
+ * for each leaf the PATH of siblings from the leaf up (RFC 10049 §5.3.1). The RFC leaves
+ * padding to the server, as a client only hashes its own path: a node with no leaf below
+ * it is zero too, not hashed. Every node is 32 bytes of one buffer, leaves first, then
+ * each level up to the root.
  *
  * @example
  * ```ts
@@ -34,19 +42,41 @@ export function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
  * ```
  */
 export class MerkleTree {
-  /** The levels, leaves first; each a power of two long, the last the root alone. */
-  readonly #levels: Uint8Array[][];
+  /** How many hashes a PATH holds: the tree's height. */
+  readonly depth: number;
+  readonly #nodes: Uint8Array;
+  /** Where each level starts in #nodes, in nodes: leaves at 0, the root last. */
+  readonly #levels: number[] = [0];
 
-  constructor(leaves: readonly Uint8Array[]) {
-    if (leaves.length === 0) throw new TypeError("a Merkle tree needs a leaf");
-    let width = 1;
-    while (width < leaves.length) width *= 2;
-    const level = [...leaves];
-    while (level.length < width) level.push(new Uint8Array(32));
-    this.#levels = [level];
-    for (let below = level; below.length > 1;) {
-      const above: Uint8Array[] = [];
-      for (let i = 0; i < below.length; i += 2) above.push(nodeHash(below[i], below[i + 1]));
+  /** A tree over leaf hashes already made. */
+  constructor(leaves: readonly Uint8Array[]);
+  /** A tree over `count` leaves that `hashLeaf(i, nodes, at)` writes into `nodes` at `at`. */
+  constructor(count: number, hashLeaf: (i: number, nodes: Uint8Array, at: number) => void);
+  constructor(
+    leaves: readonly Uint8Array[] | number,
+    hashLeaf?: (i: number, nodes: Uint8Array, at: number) => void,
+  ) {
+    const count = typeof leaves === "number" ? leaves : leaves.length;
+    if (count === 0) throw new TypeError("a Merkle tree needs a leaf");
+    let width = 1, depth = 0;
+    while (width < count) width *= 2, depth++;
+    this.depth = depth;
+    const nodes = this.#nodes = new Uint8Array(32 * (2 * width - 1));
+    for (let i = 0; i < count; i++) {
+      if (typeof leaves === "number") hashLeaf!(i, nodes, 32 * i);
+      else nodes.set(leaves[i], 32 * i);
+    }
+    // Only nodes with a leaf below them are hashed: one over padding alone stays zero.
+    for (let below = 0, live = count; width > 1; width /= 2, live = Math.ceil(live / 2)) {
+      const above = below + width;
+      for (let i = 0; i < live; i += 2) {
+        hashInto(
+          nodes,
+          32 * (above + i / 2),
+          NODE,
+          nodes.subarray(32 * (below + i), 32 * (below + i + 2)),
+        );
+      }
       this.#levels.push(above);
       below = above;
     }
@@ -54,12 +84,8 @@ export class MerkleTree {
 
   /** The root: ROOT in SREP. */
   get root(): Uint8Array {
-    return this.#levels[this.#levels.length - 1][0];
-  }
-
-  /** How many hashes a PATH holds: the tree's height. */
-  get depth(): number {
-    return this.#levels.length - 1;
+    const at = 32 * this.#levels[this.depth];
+    return this.#nodes.subarray(at, at + 32);
   }
 
   /** Leaf `index`'s PATH: its sibling at each level, leaf first, concatenated. */
@@ -71,9 +97,10 @@ export class MerkleTree {
 
   /** Writes leaf `index`'s PATH into `target` at `at`: a response written in place. */
   writePath(index: number, target: Uint8Array, at: number): void {
-    const depth = this.depth;
-    for (let level = 0, node = index; level < depth; level++, node >>= 1) {
-      target.set(this.#levels[level][node ^ 1], at + 32 * level);
+    const nodes = this.#nodes, levels = this.#levels;
+    for (let level = 0, node = index; level < this.depth; level++, node >>= 1) {
+      const sibling = 32 * (levels[level] + (node ^ 1));
+      target.set(nodes.subarray(sibling, sibling + 32), at + 32 * level);
     }
   }
 }

@@ -43,37 +43,104 @@ export class RoughtimeFormatError extends Error {
 export type RoughtimeMessage = ReadonlyMap<number, Uint8Array>;
 
 /**
- * Reads a message (RFC 10049 §4): N, N−1 offsets, N tags, the values. Throws
- * {@linkcode RoughtimeFormatError} for anything out of bounds or out of order: offsets not
- * multiples of 4, decreasing or past the end; tags not strictly ascending (so repeated).
- * The values are views, not copies.
+ * Walks a message at `start`, `length` bytes of `view` (RFC 10049 §4): N, N−1 offsets, N
+ * tags, the values; `visit` gets each tag with its value's start in `view` and length.
+ * Throws {@linkcode RoughtimeFormatError} for anything out of bounds or out of order:
+ * offsets not multiples of 4, decreasing or past the end; tags not strictly ascending (so
+ * repeated).
  */
-export function parseMessage(bytes: Uint8Array): RoughtimeMessage {
-  if (bytes.length < 4 || bytes.length % 4 !== 0) {
-    throw new RoughtimeFormatError(`a message of ${bytes.length} bytes: not a multiple of 4`);
+function walkMessage(
+  view: DataView,
+  start: number,
+  length: number,
+  visit: (name: number, at: number, length: number) => void,
+): void {
+  if (length < 4 || length % 4 !== 0) {
+    throw new RoughtimeFormatError(`a message of ${length} bytes: not a multiple of 4`);
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const count = view.getUint32(0, true);
+  const count = view.getUint32(start, true);
   const headerLength = 8 * count;
-  if (count === 0 || headerLength > bytes.length) {
-    throw new RoughtimeFormatError(`${count} tags do not fit in ${bytes.length} bytes`);
+  if (count === 0 || headerLength > length) {
+    throw new RoughtimeFormatError(`${count} tags do not fit in ${length} bytes`);
   }
-  const valuesLength = bytes.length - headerLength;
-  const message = new Map<number, Uint8Array>();
+  const valuesLength = length - headerLength;
   let previousTag = -1, previousOffset = 0;
   for (let i = 0; i < count; i++) {
-    const offset = i === 0 ? 0 : view.getUint32(4 * i, true);
-    const end = i === count - 1 ? valuesLength : view.getUint32(4 * (i + 1), true);
-    const name = view.getUint32(4 * count + 4 * i, true);
+    const offset = i === 0 ? 0 : view.getUint32(start + 4 * i, true);
+    const end = i === count - 1 ? valuesLength : view.getUint32(start + 4 * (i + 1), true);
+    const name = view.getUint32(start + 4 * count + 4 * i, true);
     if (offset % 4 !== 0 || offset < previousOffset || end < offset || end > valuesLength) {
       throw new RoughtimeFormatError(`tag ${i}'s offset is out of order or bounds`);
     }
     if (name <= previousTag) throw new RoughtimeFormatError("tags not in ascending order");
-    message.set(name, bytes.subarray(headerLength + offset, headerLength + end));
+    visit(name, start + headerLength + offset, end - offset);
     previousTag = name;
     previousOffset = offset;
   }
+}
+
+/**
+ * Reads a message (RFC 10049 §4) into a map from tag to value, or throws
+ * {@linkcode RoughtimeFormatError} (see {@linkcode findTags} for the checks). The values
+ * are views, not copies.
+ */
+export function parseMessage(bytes: Uint8Array): RoughtimeMessage {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const message = new Map<number, Uint8Array>();
+  walkMessage(view, 0, bytes.length, (name, at, length) => {
+    message.set(name, bytes.subarray(at, at + length));
+  });
   return message;
+}
+
+/**
+ * Finds the `wanted` tags of the message in a packet without copying anything: where tag
+ * `t` is wanted as `wanted.get(t) = k`, its value's start in `view` goes to `spans[2k]`
+ * and its length to `spans[2k + 1]`; a tag not there leaves −1 in both. The packet is
+ * `length` bytes at `start`. Throws {@linkcode RoughtimeFormatError} as
+ * {@linkcode unwrapPacket} and {@linkcode parseMessage} do: no `ROUGHTIM`, a length that
+ * is not what follows, offsets out of order or bounds, tags not strictly ascending.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { buildMessage, buildPacket, findTags, TAGS } from "./message.ts";
+ *
+ * const packet = buildPacket(buildMessage([[TAGS.NONC, new Uint8Array(32)]]));
+ * const spans = new Int32Array(4);
+ * const view = new DataView(packet.buffer);
+ * findTags(view, 0, packet.length, new Map([[TAGS.NONC, 0], [TAGS.TYPE, 1]]), spans);
+ * assert.deepEqual([...spans], [12 + 8, 32, -1, -1]);
+ * ```
+ */
+export function findTags(
+  view: DataView,
+  start: number,
+  length: number,
+  wanted: ReadonlyMap<number, number>,
+  spans: Int32Array,
+): void {
+  spans.fill(-1);
+  if (length < PACKET_HEADER) throw notAPacket();
+  for (let i = 0; i < MAGIC.length; i++) {
+    if (view.getUint8(start + i) !== MAGIC[i]) throw notAPacket();
+  }
+  checkLength(view.getUint32(start + 8, true), length - PACKET_HEADER);
+  walkMessage(view, start + PACKET_HEADER, length - PACKET_HEADER, (name, at, size) => {
+    const k = wanted.get(name);
+    if (k !== undefined) {
+      spans[2 * k] = at;
+      spans[2 * k + 1] = size;
+    }
+  });
+}
+
+const notAPacket = () => new RoughtimeFormatError("not a Roughtime packet (no ROUGHTIM header)");
+
+function checkLength(said: number, follows: number): void {
+  if (said !== follows) {
+    throw new RoughtimeFormatError(`the header says ${said} bytes, ${follows} follow`);
+  }
 }
 
 /**
@@ -123,14 +190,10 @@ export function buildPacket(message: Uint8Array): Uint8Array {
  */
 export function unwrapPacket(packet: Uint8Array): Uint8Array {
   if (packet.length < PACKET_HEADER || !MAGIC.every((byte, i) => packet[i] === byte)) {
-    throw new RoughtimeFormatError("not a Roughtime packet (no ROUGHTIM header)");
+    throw notAPacket();
   }
   const length = new DataView(packet.buffer, packet.byteOffset + 8, 4).getUint32(0, true);
-  if (length !== packet.length - PACKET_HEADER) {
-    throw new RoughtimeFormatError(
-      `the header says ${length} bytes, ${packet.length - PACKET_HEADER} follow`,
-    );
-  }
+  checkLength(length, packet.length - PACKET_HEADER);
   return packet.subarray(PACKET_HEADER);
 }
 

@@ -1,13 +1,6 @@
 // What a server takes from a Roughtime request (RFC 10049 §5.1), or why it drops it.
 
-import {
-  buildMessage,
-  buildPacket,
-  parseMessage,
-  RoughtimeFormatError,
-  TAGS,
-  unwrapPacket,
-} from "./message.ts";
+import { buildMessage, buildPacket, findTags, RoughtimeFormatError, TAGS } from "./message.ts";
 import { hash } from "./hashes.ts";
 
 /** The RFC's version. */
@@ -57,29 +50,37 @@ export function readRequest(
   ourId: Uint8Array | null,
 ): AcceptedRequest | DropReason {
   if (packet.length < MIN_REQUEST) return "short";
-  let message;
+  // Read in place, allocating only the view, the nonce's view and the answer: a server
+  // reads every request it gets.
+  const view = new DataView(packet.buffer, packet.byteOffset, packet.length);
   try {
-    message = parseMessage(unwrapPacket(packet));
+    findTags(view, 0, packet.length, REQUEST_TAGS, spans);
   } catch (error) {
     if (error instanceof RoughtimeFormatError) return "malformed";
     throw error;
   }
-  const type = message.get(TAGS.TYPE), nonce = message.get(TAGS.NONC), ver = message.get(TAGS.VER);
-  if (type?.length !== 4 || type.some((byte) => byte !== 0)) return "malformed";
-  if (nonce?.length !== 32) return "malformed";
-  if (ver === undefined || ver.length === 0 || ver.length % 4 !== 0) return "malformed";
-  if (ver.length > 4 * MAX_VERSIONS) return "malformed";
-  const srv = message.get(TAGS.SRV);
-  if (srv !== undefined && (ourId === null || !srv.every((byte, i) => byte === ourId[i]))) {
-    return srv.length === 32 ? "server" : "malformed";
+  const [verAt, verLength, nonceAt, nonceLength, typeAt, typeLength, srvAt, srvLength] = spans;
+  if (typeLength !== 4 || view.getUint32(typeAt, true) !== 0) return "malformed";
+  if (nonceLength !== 32) return "malformed";
+  if (verLength <= 0 || verLength % 4 !== 0 || verLength > 4 * MAX_VERSIONS) return "malformed";
+  if (srvAt >= 0) {
+    if (srvLength !== 32) return "malformed";
+    if (ourId === null) return "server";
+    for (let i = 0; i < 32; i++) if (packet[srvAt + i] !== ourId[i]) return "server";
   }
-  const view = new DataView(ver.buffer, ver.byteOffset, ver.length);
-  const offered = new Set<number>();
-  for (let at = 0; at < ver.length; at += 4) offered.add(view.getUint32(at, true));
-  const version = SUPPORTED_VERSIONS.find((supported) => offered.has(supported));
-  if (version === undefined) return "version";
-  return { nonce, version };
+  // The first of SUPPORTED_VERSIONS offered: our preference, whatever the client's order.
+  let best = SUPPORTED_VERSIONS.length;
+  for (let at = verAt; at < verAt + verLength; at += 4) {
+    const rank = SUPPORTED_VERSIONS.indexOf(view.getUint32(at, true));
+    if (rank >= 0 && rank < best) best = rank;
+  }
+  if (best === SUPPORTED_VERSIONS.length) return "version";
+  return { nonce: packet.subarray(nonceAt, nonceAt + 32), version: SUPPORTED_VERSIONS[best] };
 }
+
+/** The tags a request is read for, and where findTags puts them (reused: one thread). */
+const REQUEST_TAGS = new Map([[TAGS.VER, 0], [TAGS.NONC, 1], [TAGS.TYPE, 2], [TAGS.SRV, 3]]);
+const spans = new Int32Array(8);
 
 /**
  * A request packet as a client sends one: VER (the versions given, ascending), NONC,

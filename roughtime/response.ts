@@ -8,7 +8,7 @@ import {
 } from "node:crypto";
 import { buildMessage, buildPacket, parseMessage, TAGS, unwrapPacket } from "./message.ts";
 import { DELEGATION_CONTEXT, privateKeyFrom, RESPONSE_CONTEXT, signWith } from "./hashes.ts";
-import { leafHash, MerkleTree } from "./merkle.ts";
+import { leafHashInto, MerkleTree } from "./merkle.ts";
 import { SUPPORTED_VERSIONS } from "./request.ts";
 
 /** An Ed25519 key pair as raw bytes: the 32-byte seed and the 32-byte public key. */
@@ -126,6 +126,58 @@ export interface BatchRequest {
 }
 
 /**
+ * The responses to one batch, signed once: every response has the same tags and lengths,
+ * so the first is written whole and the others are copies of it with their own NONC,
+ * PATH and INDX, written straight where they are sent from.
+ */
+export class SignedBatch {
+  /** Bytes in each response. */
+  readonly size: number;
+  readonly #requests: readonly BatchRequest[];
+  readonly #tree: MerkleTree;
+  readonly #template: Uint8Array;
+  readonly #nonceAt: number;
+  readonly #pathAt: number;
+  readonly #indexAt: number;
+
+  constructor(requests: readonly BatchRequest[], tree: MerkleTree, template: Uint8Array) {
+    this.#requests = requests;
+    this.#tree = tree;
+    this.#template = template;
+    this.size = template.length;
+    const fields = parseMessage(unwrapPacket(template));
+    const at = (name: number) => fields.get(name)!.byteOffset - template.byteOffset;
+    this.#nonceAt = at(TAGS.NONC);
+    this.#pathAt = at(TAGS.PATH);
+    this.#indexAt = at(TAGS.INDX);
+  }
+
+  /** How many responses: one per request. */
+  get length(): number {
+    return this.#requests.length;
+  }
+
+  /** Writes the response to request `i` into `target` at `at` ({@linkcode size} bytes). */
+  writeTo(i: number, target: Uint8Array, at: number): void {
+    target.set(this.#template, at);
+    target.set(this.#requests[i].nonce, at + this.#nonceAt);
+    this.#tree.writePath(i, target, at + this.#pathAt);
+    const index = at + this.#indexAt;
+    target[index] = i & 0xff;
+    target[index + 1] = (i >>> 8) & 0xff;
+    target[index + 2] = (i >>> 16) & 0xff;
+    target[index + 3] = i >>> 24;
+  }
+
+  /** The response to request `i`, as a packet of its own. */
+  response(i: number): Uint8Array {
+    const packet = new Uint8Array(this.size);
+    this.writeTo(i, packet, 0);
+    return packet;
+  }
+}
+
+/**
  * Answers a batch of requests, all in `version`, at `midpoint` ± `radius` seconds, with
  * one signature: the tree over the requests' packets, SREP with its ROOT signed once by
  * the online key, and for each request its response packet with its PATH and INDX.
@@ -142,10 +194,15 @@ export interface BatchRequest {
  * const delegation = delegate(longTerm, now - 60, now + 3600);
  * const nonces = [1, 2, 3].map((n) => new Uint8Array(32).fill(n));
  * const packets = nonces.map((nonce) => makeRequest(nonce));
- * const batch = packets.map((packet, i) => ({ packet, nonce: nonces[i] }));
- * const responses = answerBatch(batch, VERSION_RFC, now, 3, delegation);
- * responses.forEach((response, i) => {
- *   assert.equal(verifyResponse(packets[i], response, longTerm.publicKey).midpoint, now);
+ * const batch = answerBatch(
+ *   packets.map((packet, i) => ({ packet, nonce: nonces[i] })),
+ *   VERSION_RFC,
+ *   now,
+ *   3,
+ *   delegation,
+ * );
+ * packets.forEach((packet, i) => {
+ *   assert.equal(verifyResponse(packet, batch.response(i), longTerm.publicKey).midpoint, now);
  * });
  * ```
  */
@@ -155,8 +212,11 @@ export function answerBatch(
   midpoint: number,
   radius: number,
   delegation: Delegation,
-): Uint8Array[] {
-  const tree = new MerkleTree(requests.map((request) => leafHash(request.packet)));
+): SignedBatch {
+  const tree = new MerkleTree(
+    requests.length,
+    (i, nodes, at) => leafHashInto(requests[i].packet, nodes, at),
+  );
   const srep = buildMessage([
     [TAGS.VER, u32(version)],
     [TAGS.RADI, u32(radius)],
@@ -165,8 +225,6 @@ export function answerBatch(
     [TAGS.ROOT, tree.root],
   ]);
   const sig = signWith(delegation.key, RESPONSE_CONTEXT, srep);
-  // Every response of the batch has the same tags and lengths: the first is written whole,
-  // and the others are copies of it with their own NONC, PATH and INDX.
   const template = buildPacket(buildMessage([
     [TAGS.SIG, sig],
     [TAGS.NONC, requests[0].nonce],
@@ -176,15 +234,5 @@ export function answerBatch(
     [TAGS.CERT, delegation.cert],
     [TAGS.INDX, u32(0)],
   ]));
-  const fields = parseMessage(unwrapPacket(template));
-  const at = (name: number) => fields.get(name)!.byteOffset - template.byteOffset;
-  const nonceAt = at(TAGS.NONC), pathAt = at(TAGS.PATH), indexAt = at(TAGS.INDX);
-  return requests.map((request, i) => {
-    if (i === 0) return template;
-    const response = template.slice();
-    response.set(request.nonce, nonceAt);
-    tree.writePath(i, response, pathAt);
-    new DataView(response.buffer).setUint32(indexAt, i, true);
-    return response;
-  });
+  return new SignedBatch(requests, tree, template);
 }

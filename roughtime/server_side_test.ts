@@ -30,7 +30,15 @@ Deno.test("a batch of requests is answered with one signature, each response ver
   for (const size of [1, 2, 3, 7, 64]) {
     const packets = Array.from({ length: size }, (_, i) => makeRequest(nonce(i)));
     const batch = packets.map((packet, i) => ({ packet, nonce: nonce(i) }));
-    const responses = answerBatch(batch, VERSION_RFC, now, 3, delegation);
+    const signed = answerBatch(batch, VERSION_RFC, now, 3, delegation);
+    // Written in place, as the UDP engine does, into one buffer at odd offsets.
+    const buffer = new Uint8Array(size * (signed.size + 3) + 1);
+    const responses = packets.map((_, i) => {
+      const at = 1 + i * (signed.size + 3);
+      signed.writeTo(i, buffer, at);
+      return buffer.subarray(at, at + signed.size);
+    });
+    assert.deepEqual(responses.at(-1), signed.response(size - 1));
     const signatures = new Set<string>();
     responses.forEach((response, i) => {
       const time = verifyResponse(packets[i], response, longTerm.publicKey);
@@ -116,7 +124,8 @@ Deno.test("a server drops short, malformed, foreign and versionless requests, an
 
 Deno.test("a response outside its delegation's window is refused by the client", () => {
   const packet = makeRequest(nonce(3));
-  const [late] = answerBatch([{ packet, nonce: nonce(3) }], VERSION_RFC, now + 7200, 3, delegation);
+  const late = answerBatch([{ packet, nonce: nonce(3) }], VERSION_RFC, now + 7200, 3, delegation)
+    .response(0);
   assert.throws(
     () => verifyResponse(packet, late, longTerm.publicKey),
     /outside the delegation's window/,

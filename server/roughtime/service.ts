@@ -6,6 +6,7 @@ import {
   type BatchRequest,
   delegate,
   type Delegation,
+  type SignedBatch,
 } from "../../roughtime/response.ts";
 import type { RawKeyPair } from "../../roughtime/response.ts";
 import { readRequest, serverId } from "../../roughtime/request.ts";
@@ -111,10 +112,11 @@ export class RoughtimeService {
 
   /**
    * Signs the batch taken since the last call (one signature per version) and hands each
-   * response to `write` with its slot. An unsynchronised clock answers nothing: the server
-   * could not vouch for MIDP ± RADI (the requests are counted as refused).
+   * request's slot to `write`, with the signed batch and the request's index in it. An
+   * unsynchronised clock answers nothing: the server could not vouch for MIDP ± RADI (the
+   * requests are counted as refused).
    */
-  answer(write: (slot: number, response: Uint8Array) => void): void {
+  answer(write: (slot: number, batch: SignedBatch, index: number) => void): void {
     const { stats } = this.#host;
     const clock = this.#host.clock();
     if (!clock.synchronised) {
@@ -128,10 +130,10 @@ export class RoughtimeService {
     }
     const radius = radiusFor(clock.rootDispersion);
     for (const [version, { slots, requests }] of this.#batches) {
-      const responses = answerBatch(requests, version, midpoint, radius, this.#delegation);
+      const batch = answerBatch(requests, version, midpoint, radius, this.#delegation);
       stats.roughtimeSignatures++;
-      stats.requestsRoughtime += responses.length;
-      responses.forEach((response, i) => write(slots[i], response));
+      stats.requestsRoughtime += batch.length;
+      for (let i = 0; i < slots.length; i++) write(slots[i], batch, i);
     }
     this.#batches.clear();
   }

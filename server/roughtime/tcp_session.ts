@@ -71,7 +71,7 @@ export class RoughtimeSession {
     const answers: Uint8Array[] = [];
     packets.forEach((packet, slot) => this.#batcher.take(packet, slot));
     if (this.#batcher.pending) {
-      this.#batcher.answer((slot, response) => answers[slot] = response);
+      this.#batcher.answer((slot, batch, i) => answers[slot] = batch.response(i));
     }
     for (const answer of answers) if (answer !== undefined) this.#output.push(answer);
   }

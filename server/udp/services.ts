@@ -90,9 +90,9 @@ export class UdpService implements UdpListener {
   /** Roughtime on this engine: a batch of one, signed at once, its response in `reply`. */
   #answerRoughtime(reply: Uint8Array): number {
     let size = 0;
-    this.#host.roughtime!.answer((_, response) => {
-      reply.set(response);
-      size = response.length;
+    this.#host.roughtime!.answer((_, batch, i) => {
+      batch.writeTo(i, reply, 0);
+      size = batch.size;
     });
     return size;
   }
@@ -230,10 +230,10 @@ export class MmsgService implements UdpListener {
       }
       // Roughtime: the batch's requests, answered under one signature.
       if (roughtime && this.#host.roughtime!.pending) {
-        this.#host.roughtime!.answer((at, response) => {
-          replies.set(response, at);
-          stats.bytesSent += response.length;
-          socket.queue(at / REPLY_SLOT, response.length);
+        this.#host.roughtime!.answer((at, batch, index) => {
+          batch.writeTo(index, replies, at);
+          stats.bytesSent += batch.size;
+          socket.queue(at / REPLY_SLOT, batch.size);
         });
       }
       const queued = socket.queued;
