@@ -43,21 +43,31 @@ function versions(value: Uint8Array): number[] {
  * delegated key; and that the nonce is the request's, TYPE is 1, RADI is not 0, and the
  * version is one the request offered and VERS lists. Throws {@linkcode RoughtimeVerifyError}
  * saying which check failed.
+ *
+ * A client that asks often may pass `checked`, the CERTs whose delegation signature it has
+ * verified against this `longTermKey` (each CERT's bytes as a string): a CERT found there is
+ * not verified again, and one verified is added.
  */
 export function verifyResponse(
   request: Uint8Array,
   response: Uint8Array,
   longTermKey: Uint8Array,
+  checked?: Set<string>,
 ): VerifiedTime {
   try {
-    return check(request, response, longTermKey);
+    return check(request, response, longTermKey, checked);
   } catch (error) {
     if (error instanceof RoughtimeFormatError) throw new RoughtimeVerifyError(error.message);
     throw error;
   }
 }
 
-function check(request: Uint8Array, response: Uint8Array, longTermKey: Uint8Array): VerifiedTime {
+function check(
+  request: Uint8Array,
+  response: Uint8Array,
+  longTermKey: Uint8Array,
+  checked: Set<string> | undefined,
+): VerifiedTime {
   const asked = parseMessage(unwrapPacket(request));
   const answer = parseMessage(unwrapPacket(response));
   const fail = (why: string): never => {
@@ -72,8 +82,12 @@ function check(request: Uint8Array, response: Uint8Array, longTermKey: Uint8Arra
   const cert = parseMessage(certBytes);
   const dele = readBytes(cert, TAGS.DELE, "DELE", 4, { multiple: true });
   const deleSig = readBytes(cert, TAGS.SIG, "CERT's SIG", 64);
-  if (!verifySigned(publicKeyFrom(longTermKey), DELEGATION_CONTEXT, dele, deleSig)) {
-    fail("the delegation is not signed by the server's long-term key");
+  const certKey = checked === undefined ? "" : String.fromCharCode(...certBytes);
+  if (!checked?.has(certKey)) {
+    if (!verifySigned(publicKeyFrom(longTermKey), DELEGATION_CONTEXT, dele, deleSig)) {
+      fail("the delegation is not signed by the server's long-term key");
+    }
+    checked?.add(certKey);
   }
   const delegation = parseMessage(dele);
   const onlineKey = readBytes(delegation, TAGS.PUBK, "PUBK", 32);

@@ -10,10 +10,13 @@ import type { RoughtimeLoadResult } from "./roughtime_loadgen.ts";
 import { generateKeyPair } from "../../roughtime/response.ts";
 import { encodePublicKey } from "../../roughtime/key_file.ts";
 import { NETTLE_PATHS } from "../../nts/aead.ts";
+import { LIBC_PATHS } from "../../lib/libc.ts";
 
 const root = new URL("../..", import.meta.url).pathname;
 const loadgenModule = new URL("./roughtime_loadgen.ts", import.meta.url).pathname;
 const SHAPE = { sockets: 16, window: 32 };
+/** Roughtime requests outstanding, from one socket: up to eight of the server's batches of 64. */
+const ROUGHTIME_WINDOW = 512;
 
 /** One server's medians over the runs. */
 export interface RoughtimeRow {
@@ -45,16 +48,14 @@ async function roughtimeLoad(
     "--allow-net",
     "--unstable-net",
     "--allow-run=cat",
-    `--allow-ffi=${NETTLE_PATHS.join(",")}`,
+    `--allow-ffi=${[...LIBC_PATHS, ...NETTLE_PATHS].join(",")}`,
     loadgenModule,
     "--port",
     String(port),
     "--key",
     key,
-    "--sockets",
-    String(SHAPE.sockets),
     "--window",
-    String(SHAPE.window),
+    String(ROUGHTIME_WINDOW),
     "--duration",
     String(seconds),
     "--server-pid",
