@@ -3,7 +3,12 @@
 import { ntpBench, type NtpRow, ntpTable } from "./udp/ntp.ts";
 import { ntsBench, type NtsRow, ntsTable } from "./udp/nts.ts";
 import { accuracyBench, type AccuracyRow, accuracyTable } from "./udp/accuracy.ts";
-import { roughtimeBench, type RoughtimeRow, roughtimeTable } from "./udp/roughtime.ts";
+import {
+  roughtimeBench,
+  roughtimeHeading,
+  type RoughtimeRow,
+  roughtimeTable,
+} from "./udp/roughtime.ts";
 import { type ParsedValues, parseToolFlags } from "./common/flags.ts";
 import { machine } from "./common/stats.ts";
 import { hasTaskset } from "./tcp/commands.ts";
@@ -218,10 +223,7 @@ async function runTimeScenarios(
       pin,
       ntpLoadgen: values["ntp-loadgen"],
     });
-    console.log(
-      `\nroughtime: bench/udp/roughtime_loadgen.ts, 16 × 32 outstanding, every response ` +
-        `verified; SNTP: ${values["ntp-loadgen"] ?? "bench/udp/ntp_loadgen.ts"} (16 × 32)`,
-    );
+    console.log(`\n${roughtimeHeading(values["ntp-loadgen"])}`);
     console.log(roughtimeTable(roughtimeRows));
   }
   return { ntpRows, ntsRows, accuracyRows, roughtimeRows };

@@ -37,6 +37,7 @@ let sha512: Sha512 | undefined;
 /** The parts of one H, one after the other, and its digest: reused, as the server has one thread. */
 let input = new Uint8Array(2048);
 const digest = new Uint8Array(64);
+const digest32 = digest.subarray(0, 32);
 
 /**
  * Each SHA-512 that loads here, fastest first; H uses the first. Measured on the 2-core
@@ -91,7 +92,7 @@ export function hashInto(
   if (second !== undefined) input.set(second, first.length);
   if (third !== undefined) input.set(third, length - third.length);
   (sha512 ??= sha512Implementations().values().next().value!)(input, length, digest);
-  target.set(digest.subarray(0, 32), at);
+  target.set(digest32, at);
 }
 
 /**

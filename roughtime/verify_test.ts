@@ -68,3 +68,19 @@ Deno.test("flipping any bit of the signed parts, the nonce, PATH or INDX makes t
   }
   assert.ok(tried > 2 * 300, `${tried} forgeries tried`);
 });
+
+Deno.test("a client that keeps the delegations it checked keeps only those that verified", () => {
+  const [a, b] = cases;
+  const checked = new Set<string>();
+  assert.throws(() => verifyResponse(a.request, a.response, b.key, checked), RoughtimeVerifyError);
+  assert.equal(checked.size, 0, "a delegation another key did not sign is not kept");
+  verifyResponse(a.request, a.response, a.key, checked);
+  assert.equal(checked.size, 1);
+  verifyResponse(a.request, a.response, a.key, checked);
+  assert.equal(checked.size, 1, "kept once");
+  // What the set spares is the delegation's signature only: SREP's is still checked.
+  const forged = a.response.slice();
+  const srep = parseMessage(unwrapPacket(forged)).get(TAGS.SREP)!;
+  srep[srep.length - 1] ^= 1;
+  assert.throws(() => verifyResponse(a.request, forged, a.key, checked), /SREP is not signed/);
+});

@@ -27,8 +27,9 @@ export interface RoughtimeRow {
   serverCpu: number;
   /** The server's CPU per response, µs. */
   cpuPerResponse: number;
-  /** Responses per SREP signature (Roughtime only). */
+  /** Responses per SREP signature, and signatures per second (Roughtime only). */
   batch: number;
+  signatureRate: number;
   /** Summed over the runs: requests given up after 500 ms, and responses that did not verify. */
   lost: number;
   invalid: number;
@@ -71,9 +72,10 @@ async function roughtimeLoad(
 }
 
 /**
- * Per run, each server in turn: this server's Roughtime with `mmsg` and with `deno` under the
- * Deno load generator (16 sockets × 32 outstanding, every response verified, signatures
- * checked once per batch), and its plain SNTP (`mmsg`) under `bench/udp/ntp_loadgen.ts`.
+ * Per run, each server in turn: this server's Roughtime with `mmsg` and with `deno` under
+ * `bench/udp/roughtime_loadgen.ts` ({@linkcode roughtimeHeading}: every response verified,
+ * a batch's signature checked once), and its plain SNTP (`mmsg`) under the C
+ * `ntp_loadgen` where given, else `bench/udp/ntp_loadgen.ts`.
  */
 export async function roughtimeBench(
   options: { runs: number; duration: number; pin: boolean; ntpLoadgen?: string },
@@ -133,39 +135,62 @@ export async function roughtimeBench(
   } finally {
     await Deno.remove(keyFile).catch(() => {});
   }
-  return servers.map((server, i) => {
-    const runs = results[i].runs;
-    const rate = median(runs.map((r) => r.rate));
-    const serverCpu = median(runs.map((r) => r.serverCpu));
-    const batch = median(runs.map((r) => r.signatures > 0 ? r.valid / r.signatures : 0));
-    return {
-      server: server.label,
-      rate,
-      p50: median(runs.map((r) => r.p50)),
-      p99: median(runs.map((r) => r.p99)),
-      serverCpu,
-      cpuPerResponse: rate > 0 ? serverCpu * 1e6 / rate : 0,
-      batch,
-      lost: runs.reduce((sum, r) => sum + r.lost, 0),
-      invalid: runs.reduce((sum, r) => sum + r.invalid, 0),
-      failed: results[i].failed || runs.length === 0,
-    };
-  });
+  return servers.map((server, i) => summarize(server.label, results[i].runs, results[i].failed));
 }
 
-/** The scenario's table. */
+/** One server's row: medians over its runs, and what was lost or invalid summed. */
+function summarize(label: string, runs: RoughtimeLoadResult[], failed: boolean): RoughtimeRow {
+  const rate = median(runs.map((r) => r.rate));
+  const serverCpu = median(runs.map((r) => r.serverCpu));
+  return {
+    server: label,
+    rate,
+    p50: median(runs.map((r) => r.p50)),
+    p99: median(runs.map((r) => r.p99)),
+    serverCpu,
+    cpuPerResponse: rate > 0 ? serverCpu * 1e6 / rate : 0,
+    batch: median(runs.map((r) => r.signatures > 0 ? r.valid / r.signatures : 0)),
+    signatureRate: median(runs.map((r) => r.valid > 0 ? r.signatures * r.rate / r.valid : 0)),
+    lost: runs.reduce((sum, r) => sum + r.lost, 0),
+    invalid: runs.reduce((sum, r) => sum + r.invalid, 0),
+    failed: failed || runs.length === 0,
+  };
+}
+
+/** The line above the scenario's table: who drives what. */
+export function roughtimeHeading(ntpLoadgen: string | undefined): string {
+  return `roughtime: bench/udp/roughtime_loadgen.ts (sendmmsg/recvmmsg), ${ROUGHTIME_WINDOW} ` +
+    `outstanding from one socket, every response verified; SNTP: ` +
+    `${ntpLoadgen ?? "bench/udp/ntp_loadgen.ts"} (${SHAPE.sockets} × ${SHAPE.window})`;
+}
+
+/**
+ * The scenario's table. The last row (plain SNTP) is what CPU per response is compared with,
+ * when its load generator kept the server busy: at a lower rate a server spends more per request.
+ */
 export function roughtimeTable(rows: RoughtimeRow[]): string {
+  const reference = rows.at(-1)!;
+  const saturated = reference.serverCpu >= 0.9;
   const lines = [
-    "| server | responses/s | p50 / p99 µs | server CPU | CPU µs per response | batch |",
-    "| --- | --- | --- | --- | --- | --- |",
+    "| server | responses/s | p50 / p99 µs | server CPU | CPU µs per response | × SNTP's | batch | signatures/s |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
   ];
   for (const row of rows) {
+    const signed = row.batch > 0;
+    const ratio = saturated ? format(row.cpuPerResponse / reference.cpuPerResponse, 2) : "–";
     lines.push(
       `| ${row.server}${row.failed ? " FAILED" : ""} | ${format(row.rate)} | ${
         format(row.p50)
       } / ` +
         `${format(row.p99)} | ${format(row.serverCpu, 2)} | ${format(row.cpuPerResponse, 1)} | ` +
-        `${row.batch > 0 ? format(row.batch, 1) : "–"} |`,
+        `${ratio} | ${signed ? format(row.batch, 1) : "–"} | ` +
+        `${signed ? format(row.signatureRate) : "–"} |`,
+    );
+  }
+  if (!saturated) {
+    lines.push(
+      `\nSNTP's load generator kept the server ${format(reference.serverCpu, 2)} busy, not ` +
+        "saturated: no ratio. The C one (--ntp-loadgen) saturates it.",
     );
   }
   return lines.join("\n");

@@ -53,8 +53,8 @@ const RECEIVE_BUFFER = 4 * 1024 * 1024;
 const LOST_MS = 500;
 /**
  * Requests each slot picks from at random, never the one it just sent: an answer to an
- * earlier one is late, not valid; and the server's batches differ, so that no two share
- * a signature (Ed25519 is deterministic: the same requests in the same second would).
+ * earlier one is late, not valid; and a server's batches seldom repeat. A repeat (the
+ * same requests in the same second: Ed25519 is deterministic) is one signature more.
  */
 const GENERATIONS = 16;
 /** Batches whose signature was checked, kept to check their other responses against. */
@@ -114,6 +114,8 @@ class CheckedBatch {
   /** Node `index` of `level` at 32 × (level × KEPT_WIDTH + index), once `proven` says so. */
   readonly nodes = new Uint8Array(32 * KEPT_LEVELS * KEPT_WIDTH);
   readonly proven = new Uint8Array(KEPT_LEVELS * KEPT_WIDTH);
+  /** The INDX values answered under this signature since it was last counted. */
+  readonly answered = new Uint8Array(KEPT_WIDTH);
 
   /** Takes a verified response's SIG, SREP, CERT and ROOT, and forgets the nodes. */
   reset(fields: ReadonlyMap<number, Uint8Array>): void {
@@ -123,6 +125,7 @@ class CheckedBatch {
     this.root.set(parseMessage(this.srep).get(TAGS.ROOT)!);
     this.height = fields.get(TAGS.PATH)!.length / 32;
     this.proven.fill(0);
+    this.answered.fill(0);
   }
 }
 
@@ -190,7 +193,18 @@ export class Verifier {
       batch = checked;
       this.signatures++;
     }
-    return this.#climb(bytes, view, request, batch) ? request : -1;
+    if (!this.#climb(bytes, view, request, batch)) return -1;
+    // A signature seen again for an INDX it answered already was made again: the same
+    // requests in the same second (Ed25519 is deterministic), as with batches of one.
+    const index = view.getUint32(found[2 * INDX], true);
+    if (index < KEPT_WIDTH) {
+      if (batch.answered[index] === 1) {
+        batch.answered.fill(0);
+        this.signatures++;
+      }
+      batch.answered[index] = 1;
+    }
+    return request;
   }
 
   /** Whether this response's SIG, SREP and CERT are the batch's, byte for byte. */

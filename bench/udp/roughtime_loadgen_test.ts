@@ -58,3 +58,15 @@ Deno.test("the Roughtime load generator refuses another key's responses and resp
   const other = new RequestPool(16); // the same indices, other nonces
   assert.equal(check(new Verifier(longTerm.publicKey, other), bytes, 0, size), -2);
 });
+
+Deno.test("the Roughtime load generator counts a batch signed again as another signature", () => {
+  const packet = pool.packet(7);
+  const read = readRequest(packet, null);
+  assert.ok(typeof read !== "string");
+  // A batch of one, as the deno engine signs: the same request in the same second gets
+  // the same signature each time.
+  const response = answerBatch([{ packet, nonce: read.nonce }], 1, now, 3, delegation).response(0);
+  const verifier = new Verifier(longTerm.publicKey, pool);
+  for (let i = 0; i < 3; i++) assert.equal(check(verifier, response, 0, response.length), 7);
+  assert.equal(verifier.signatures, 3);
+});
