@@ -4,7 +4,12 @@ import assert from "node:assert/strict";
 import { createLogger } from "../../lib/log.ts";
 import { serve, type ServerOptions } from "../server.ts";
 import { engineTest } from "../../testing/test_util.ts";
-import { exchangeDatagram, UDP_ENGINES, udpClient } from "../../testing/time_clients.ts";
+import {
+  exchangeDatagram,
+  receiveWithin,
+  UDP_ENGINES,
+  udpClient,
+} from "../../testing/time_clients.ts";
 import { makeRequest, MIN_REQUEST, VERSION_DRAFT, VERSION_RFC } from "../../roughtime/request.ts";
 import { generateKeyPair } from "../../roughtime/response.ts";
 import { verifyResponse } from "../../roughtime/verify.ts";
@@ -56,7 +61,21 @@ for (const engine of UDP_ENGINES) {
     swapped.copyWithin(12 + 16, 12 + 20, 12 + 24); // NONC's tag over VER's: out of order
     const offset = good.slice();
     new DataView(offset.buffer).setUint32(12 + 4, 0xfff0, true);
+    const padded = (pairs: [number, Uint8Array][]) =>
+      buildPacket(buildMessage([...pairs, [TAGS.ZZZZ, new Uint8Array(MIN_REQUEST)]]));
+    const ver = Uint8Array.of(1, 0, 0, 0);
+    const duplicated = padded([[TAGS.VER, ver], [TAGS.NONC, nonce()], [
+      TAGS.TYPE,
+      new Uint8Array(4),
+    ], [
+      TAGS.TYPE,
+      new Uint8Array(4),
+    ]]);
+    // A response's TYPE: never taken for a request, so two servers cannot answer each other.
+    const typeOne = padded([[TAGS.VER, ver], [TAGS.NONC, nonce()], [TAGS.TYPE, ver]]);
     const hostile = [
+      duplicated,
+      typeOne,
       good.subarray(0, MIN_REQUEST - 1),
       unpadded,
       swapped,
@@ -81,6 +100,45 @@ for (const engine of UDP_ENGINES) {
       [2, 1, 1], // short: the truncated one and the one without padding
     );
     assert.equal(stats.requestsRoughtime, 1, "only the bystander was answered");
+  });
+
+  Deno.test(`[${engine}] a Roughtime flood from one address is rate-limited, and a bystander keeps getting verified time`, async () => {
+    await using server = serve({
+      ...options(engine),
+      hostname: "0.0.0.0",
+      rateLimit: { interval: 60, burst: 3 },
+      rateLeak: 0,
+    });
+    const port = server.ports.roughtime!;
+    using flooder = udpClient("127.0.0.3");
+    const flood = Array.from({ length: 40 }, () => makeRequest(nonce()));
+    for (const request of flood) {
+      await flooder.send(request, { transport: "udp", hostname: "127.0.0.1", port });
+    }
+    using bystander = udpClient("127.0.0.1");
+    for (let i = 0; i < 3; i++) {
+      const request = makeRequest(nonce(), { serverKey: longTerm.publicKey });
+      const response = await exchangeDatagram(bystander, port, request);
+      assert.ok(response !== null, `the bystander's answer ${i}`);
+      verifyResponse(request, response, longTerm.publicKey);
+    }
+    // The flood was handled before the bystander's requests: its answers are queued.
+    const answers: Uint8Array[] = [];
+    for (let bytes; (bytes = await receiveWithin(flooder, 100)) !== null;) answers.push(bytes);
+    assert.equal(answers.length, 3, "the burst, then nothing");
+    for (const response of answers) {
+      const request = flood.find((r) => {
+        try {
+          return verifyResponse(r, response, longTerm.publicKey) !== null;
+        } catch {
+          return false;
+        }
+      });
+      assert.ok(request !== undefined, "each answer verifies for one of the flood's requests");
+      assert.ok(response.length <= request.length);
+    }
+    assert.equal(server.stats.roughtimeRefused, flood.length - 3);
+    assert.equal(server.stats.requestsRoughtime, 3 + 3);
   });
 }
 
