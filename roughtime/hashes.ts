@@ -143,7 +143,11 @@ export function verifySigned(
   return verify(null, message, key, signature);
 }
 
-/** `key`'s Ed25519 signature over `context` then `value`: 64 bytes. */
+/**
+ * `key`'s Ed25519 signature over `context` then `value`: 64 bytes. node:crypto's, measured
+ * here at 42–74 µs a signature against Nettle's 42 µs (`ed25519_sha512_sign`, in libhogweed,
+ * which no grant includes): no faster, and a server signs once per batch, not per request.
+ */
 export function signWith(key: KeyObject, context: Uint8Array, value: Uint8Array): Uint8Array {
   const message = new Uint8Array(context.length + value.length);
   message.set(context);
