@@ -63,7 +63,7 @@ Deno.test("the Roughtime load generator counts a batch signed again as another s
   const packet = pool.packet(7);
   const read = readRequest(packet, null);
   assert.ok(typeof read !== "string");
-  // A batch of one, as the deno engine signs: the same request in the same second gets
+  // A batch of one, as a request alone in its turn is signed: the same request in the same second gets
   // the same signature each time.
   const response = answerBatch([{ packet, nonce: read.nonce }], 1, now, 3, delegation).response(0);
   const verifier = new Verifier(longTerm.publicKey, pool);
