@@ -63,8 +63,8 @@ Deno.test("the Roughtime load generator counts a batch signed again as another s
   const packet = pool.packet(7);
   const read = readRequest(packet, null);
   assert.ok(typeof read !== "string");
-  // A batch of one, as a request alone in its turn is signed: the same request in the same second gets
-  // the same signature each time.
+  // A batch of one, as a request alone in its turn is signed: the same request in the same
+  // second gets the same signature each time.
   const response = answerBatch([{ packet, nonce: read.nonce }], 1, now, 3, delegation).response(0);
   const verifier = new Verifier(longTerm.publicKey, pool);
   for (let i = 0; i < 3; i++) assert.equal(check(verifier, response, 0, response.length), 7);
