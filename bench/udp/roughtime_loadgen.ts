@@ -3,7 +3,7 @@
 // event loop: a receive blocks this thread for at most RECEIVE_TIMEOUT_MS.
 
 import { parseArgs } from "node:util";
-import { cpuSeconds } from "./ntp_loadgen.ts";
+import { cpuSeconds, type NtpLoadResult } from "./ntp_loadgen.ts";
 import { makeRequest } from "../../roughtime/request.ts";
 import { findTags, parseMessage, TAGS, unwrapPacket } from "../../roughtime/message.ts";
 import { leafHash } from "../../roughtime/merkle.ts";
@@ -22,23 +22,15 @@ import {
 } from "../../lib/sockets.ts";
 import { parseAddress } from "../../lib/net.ts";
 
-/** What one Roughtime load run measured; printed as JSON on stdout. */
-export interface RoughtimeLoadResult {
-  /** Verified responses received in the measured window, per second. */
-  rate: number;
-  /** Round-trip percentiles of verified responses, µs. */
-  p50: number;
-  p99: number;
-  sent: number;
-  valid: number;
-  invalid: number;
-  lost: number;
+/**
+ * What one Roughtime load run measured; printed as JSON on stdout. As an SNTP run's, with
+ * verified responses for valid replies, and no offsets.
+ */
+export interface RoughtimeLoadResult extends Omit<NtpLoadResult, "offsetP50" | "offsetMaxAbs"> {
   /** Answers to a request given up as lost (sent again with another nonce): not counted. */
   late: number;
-  /** Distinct SREP signatures seen: valid / signatures is the batch size. */
+  /** Signatures seen, each batch signed once: valid / signatures is the batch size. */
   signatures: number;
-  /** The server's CPU use in cores over the window, from /proc (−1 when unknown). */
-  serverCpu: number;
 }
 
 const BATCH = 64;

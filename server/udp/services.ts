@@ -1,4 +1,4 @@
-// The UDP services: Daytime (RFC 867), Time (RFC 868), SNTP (RFC 4330) and Roughtime, on either engine.
+// The UDP services: Daytime (RFC 867), Time (RFC 868), SNTP (RFC 4330), Roughtime; two engines.
 
 import { closeQuietly, parseAddress } from "../../lib/net.ts";
 import { BATCH, MmsgSocket, mmsgSupported, RECEIVE_SLOT, REPLY_SLOT } from "./mmsg.ts";
