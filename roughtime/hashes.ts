@@ -41,8 +41,8 @@ const digest32 = digest.subarray(0, 32);
 
 /**
  * Each SHA-512 that loads here, fastest first; H uses the first. Measured on the 2-core
- * Xeon VM, a 1 KB request (the best of 9 runs): GnuTLS's `gnutls_hash_fast` (its own
- * assembly, and GnuTLS is loaded for NTS-KE already) 2.6 µs, OpenSSL's `SHA512` 3.1 µs,
+ * Xeon VM, a 1 KB request (the best of 9 runs): GnuTLS's `gnutls_hash_fast` (one call,
+ * and GnuTLS is loaded for NTS-KE already) 2.6 µs, OpenSSL's `SHA512` 3.1 µs,
  * Nettle's 3.7 µs, node:crypto's over 5 µs; a server hashes every request it answers.
  * The libraries are those granted by `--allow-ffi`.
  */

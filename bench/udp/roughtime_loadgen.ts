@@ -479,7 +479,7 @@ if (import.meta.main) {
       host: { type: "string", default: "127.0.0.1" },
       port: { type: "string" },
       key: { type: "string" },
-      window: { type: "string", default: "256" },
+      window: { type: "string", default: "512" },
       duration: { type: "string", default: "5" },
       "server-pid": { type: "string" },
     },
